@@ -1,0 +1,15 @@
+using System.Reflection;
+using TorchSharp;
+using static TorchSharp.torch;
+Mora.Native.TorchRuntime.Ensure();
+var lt = typeof(TorchSharp.Modules.Linear);
+Console.WriteLine($"Linear sealed={lt.IsSealed} base={lt.BaseType} ctors={string.Join(";", lt.GetConstructors(BindingFlags.Public|BindingFlags.NonPublic|BindingFlags.Instance).Select(c=>c.ToString()))}");
+var mt = typeof(nn.Module);
+foreach (var m in mt.GetMethods(BindingFlags.Public|BindingFlags.NonPublic|BindingFlags.Instance).Where(m=>m.Name.Contains("register")||m.Name.Contains("Register")||m.Name.Contains("named_")||m.Name=="_to"||m.Name.Contains("apply")).Select(m=>m.ToString()).Distinct()) Console.WriteLine(m);
+foreach (var f in mt.GetFields(BindingFlags.NonPublic|BindingFlags.Instance)) Console.WriteLine("field " + f.FieldType + " " + f.Name);
+var tt = typeof(Tensor);
+Console.WriteLine(string.Join("\n", tt.GetProperties().Where(p=>p.Name=="bytes"||p.Name=="data").Select(p=>p.ToString()+" set="+p.CanWrite)));
+Console.WriteLine(string.Join("\n", typeof(torch).GetMethods().Where(m=>m.Name.Contains("frombuffer")||m.Name=="block_diag").Select(m=>m.ToString())));
+var ml = typeof(TorchSharp.Modules.ModuleList<nn.Module<Tensor,Tensor>>);
+Console.WriteLine(string.Join("\n", ml.GetProperties().Select(p=>p.ToString()+" set="+p.CanWrite)));
+Console.WriteLine(string.Join("\n", typeof(nn.Module<Tensor,Tensor>).GetConstructors(BindingFlags.Public|BindingFlags.NonPublic|BindingFlags.Instance).Select(c=>c.ToString())));
