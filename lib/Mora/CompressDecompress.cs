@@ -283,7 +283,8 @@ public sealed class CompressDecompress
         lock (_gate)
         {
             if (_indices.TryGetValue(key, out var found)) return found;
-            Tensor? Make(long[]? a) => a is null ? null : tensor(a, dtype: ScalarType.Int64, device: device);
+            // Cached for the operator's lifetime: detached from whatever dispose scope the caller has open.
+            Tensor? Make(long[]? a) => a is null ? null : tensor(a, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
             var made = new[] { Make(_fill), Make(_outIndex), Make(_groupOfInput) };
             _indices[key] = made;
             return made;
@@ -303,7 +304,7 @@ public sealed class CompressDecompress
             var t = arange(Blocks, dtype: ScalarType.Float64);
             var freqs = outer(t, inv);
             var emb = cat([freqs, freqs], -1);
-            var made = (emb.cos().to(dtype, device).MoveToOuterDisposeScope(), emb.sin().to(dtype, device).MoveToOuterDisposeScope());
+            var made = (emb.cos().to(dtype, device).DetachFromDisposeScope(), emb.sin().to(dtype, device).DetachFromDisposeScope());
             _rope[key] = made;
             return made;
         }

@@ -1,0 +1,240 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mora.IO;
+
+/// <summary>A safetensors file that is not well formed (a <see cref="FormatException"/>). The message names the file and the field.</summary>
+public sealed class SafeTensorsFormatException(string message, Exception? inner = null) : FormatException(message, inner);
+
+/// <summary>
+/// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N, N bytes of JSON
+/// (<c>{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}</c>), then the raw
+/// little-endian data. Only data is read, never code. The reader checks everything before it allocates: the header
+/// length against the file, the JSON, every dtype, shape and offset pair (inside the data, sized to match, not
+/// overlapping), so a corrupt or hostile file gives <see cref="SafeTensorsFormatException"/> and not a crash or a huge
+/// allocation. Writes go to a temporary file that is renamed into place.
+/// </summary>
+public static class SafeTensors
+{
+    /// <summary>Largest header accepted (the reference implementation's limit is 100 MB).</summary>
+    public const long MaxHeaderBytes = 100_000_000;
+
+    static readonly Dictionary<string, (ScalarType Type, int Size)> DTypes = new()
+    {
+        ["F64"] = (ScalarType.Float64, 8), ["F32"] = (ScalarType.Float32, 4), ["F16"] = (ScalarType.Float16, 2),
+        ["BF16"] = (ScalarType.BFloat16, 2), ["I64"] = (ScalarType.Int64, 8), ["I32"] = (ScalarType.Int32, 4),
+        ["I16"] = (ScalarType.Int16, 2), ["I8"] = (ScalarType.Int8, 1), ["U8"] = (ScalarType.Byte, 1), ["BOOL"] = (ScalarType.Bool, 1),
+    };
+
+    static string DTypeName(ScalarType t) => DTypes.FirstOrDefault(kv => kv.Value.Type == t).Key
+        ?? throw new ArgumentException($"dtype {t} has no safetensors name", nameof(t));
+
+    /// <summary>One tensor's entry in the header.</summary>
+    public sealed record Entry(string Name, string DType, long[] Shape, long Begin, long End);
+
+    /// <summary>Writes tensors (moved to CPU, made contiguous) and optional string metadata, atomically.</summary>
+    public static void Save(string path, IEnumerable<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        var dup = list.GroupBy(t => t.Name).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null) throw new ArgumentException($"tensor name '{dup.Key}' appears twice", nameof(tensors));
+        var header = new JsonObject();
+        if (metadata is { Count: > 0 })
+        {
+            var meta = new JsonObject();
+            foreach (var (k, v) in metadata) meta[k] = v;
+            header["__metadata__"] = meta;
+        }
+        long offset = 0;
+        var blobs = new List<Tensor>();
+        try
+        {
+            foreach (var (name, t) in list)
+            {
+                if (name == "__metadata__") throw new ArgumentException("'__metadata__' is reserved", nameof(tensors));
+                var cpuT = t.detach().cpu().contiguous();
+                blobs.Add(cpuT);
+                long bytes = cpuT.numel() * cpuT.ElementSize;
+                header[name] = new JsonObject
+                {
+                    ["dtype"] = DTypeName(t.dtype),
+                    ["shape"] = new JsonArray(t.shape.Select(s => (JsonNode)JsonValue.Create(s)!).ToArray()),
+                    ["data_offsets"] = new JsonArray(JsonValue.Create(offset), JsonValue.Create(offset + bytes)),
+                };
+                offset += bytes;
+            }
+            byte[] json = Encoding.UTF8.GetBytes(header.ToJsonString());
+            int padded = (json.Length + 7) / 8 * 8;
+            AtomicFile.Write(path, stream =>
+            {
+                Span<byte> len = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)padded);
+                stream.Write(len);
+                stream.Write(json);
+                for (int i = json.Length; i < padded; i++) stream.WriteByte((byte)' ');
+                foreach (var b in blobs) if (b.numel() > 0) stream.Write(b.bytes);
+            });
+        }
+        finally { foreach (var b in blobs) b.Dispose(); }
+    }
+
+    /// <summary>Reads and validates the header (no tensor data is read).</summary>
+    public static (IReadOnlyList<Entry> Entries, IReadOnlyDictionary<string, string> Metadata, long DataStart) ReadHeader(string path)
+    {
+        using var stream = OpenRead(path);
+        return ReadHeader(stream, path);
+    }
+
+    static FileStream OpenRead(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
+        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+    }
+
+    static (IReadOnlyList<Entry>, IReadOnlyDictionary<string, string>, long) ReadHeader(Stream stream, string path)
+    {
+        long fileLength = stream.Length;
+        if (fileLength < 8) throw new SafeTensorsFormatException($"{path}: file is {fileLength} bytes, shorter than the 8-byte header length");
+        Span<byte> len = stackalloc byte[8];
+        stream.ReadExactly(len);
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(len);
+        if (n > (ulong)MaxHeaderBytes || n > (ulong)(fileLength - 8))
+            throw new SafeTensorsFormatException($"{path}: header length {n} is absurd (file has {fileLength - 8} bytes after the length field, limit {MaxHeaderBytes})");
+        var headerBytes = new byte[(int)n];
+        stream.ReadExactly(headerBytes);
+        long dataStart = 8 + (long)n, dataLength = fileLength - dataStart;
+
+        JsonElement root;
+        try
+        {
+            using var doc = JsonDocument.Parse(headerBytes, new JsonDocumentOptions { MaxDepth = 8 });
+            root = doc.RootElement.Clone();
+        }
+        catch (JsonException e) { throw new SafeTensorsFormatException($"{path}: header is not valid JSON: {e.Message}", e); }
+        catch (ArgumentException e) { throw new SafeTensorsFormatException($"{path}: header is not valid UTF-8 JSON: {e.Message}", e); }
+        if (root.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException($"{path}: header must be a JSON object, got {root.ValueKind}");
+
+        var entries = new List<Entry>();
+        var metadata = new Dictionary<string, string>();
+        foreach (var prop in root.EnumerateObject())
+        {
+            if (prop.Name == "__metadata__")
+            {
+                if (prop.Value.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException($"{path}: __metadata__ must be an object of strings");
+                foreach (var m in prop.Value.EnumerateObject())
+                    metadata[m.Name] = m.Value.ValueKind == JsonValueKind.String ? m.Value.GetString()!
+                        : throw new SafeTensorsFormatException($"{path}: __metadata__ value '{m.Name}' is not a string");
+                continue;
+            }
+            entries.Add(ParseEntry(prop, path, dataLength));
+        }
+        var sorted = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
+        for (int i = 1; i < sorted.Count; i++)
+            if (sorted[i].Begin < sorted[i - 1].End)
+                throw new SafeTensorsFormatException($"{path}: tensors '{sorted[i - 1].Name}' [{sorted[i - 1].Begin}, {sorted[i - 1].End}) and '{sorted[i].Name}' [{sorted[i].Begin}, {sorted[i].End}) overlap");
+        return (entries, metadata, dataStart);
+    }
+
+    static Entry ParseEntry(JsonProperty prop, string path, long dataLength)
+    {
+        string name = prop.Name;
+        var v = prop.Value;
+        if (v.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException($"{path}: tensor '{name}' entry is not an object");
+        if (!v.TryGetProperty("dtype", out var dt) || dt.ValueKind != JsonValueKind.String)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no dtype string");
+        string dtype = dt.GetString()!;
+        if (!DTypes.TryGetValue(dtype, out var info))
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' has unknown dtype '{dtype}' (known: {string.Join(", ", DTypes.Keys)})");
+        if (!v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no shape array");
+        var shape = new List<long>();
+        long count = 1;
+        foreach (var d in sh.EnumerateArray())
+        {
+            if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0)
+                throw new SafeTensorsFormatException($"{path}: tensor '{name}' has a bad dimension {d.GetRawText()}");
+            shape.Add(dim);
+            try { count = checked(count * dim); }
+            catch (OverflowException) { throw new SafeTensorsFormatException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}] overflows"); }
+        }
+        if (shape.Count > 16) throw new SafeTensorsFormatException($"{path}: tensor '{name}' has {shape.Count} dimensions");
+        if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no [begin, end] data_offsets");
+        var bounds = off.EnumerateArray().ToArray();
+        if (!bounds[0].TryGetInt64(out long begin) || !bounds[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' has bad data_offsets {off.GetRawText()}");
+        if (end > dataLength)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' data_offsets [{begin}, {end}) run past the end of the data ({dataLength} bytes): the file is truncated or corrupt");
+        long expected;
+        try { expected = checked(count * info.Size); }
+        catch (OverflowException) { throw new SafeTensorsFormatException($"{path}: tensor '{name}' is too large"); }
+        if (end - begin != expected)
+            throw new SafeTensorsFormatException($"{path}: tensor '{name}' {dtype}[{string.Join(", ", shape)}] needs {expected} bytes but data_offsets give {end - begin}");
+        return new Entry(name, dtype, shape.ToArray(), begin, end);
+    }
+
+    /// <summary>Reads every tensor (on CPU, in the file's dtype), with the metadata.</summary>
+    public static (Dictionary<string, Tensor> Tensors, IReadOnlyDictionary<string, string> Metadata) Load(string path)
+    {
+        using var stream = OpenRead(path);
+        var (entries, metadata, dataStart) = ReadHeader(stream, path);
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var e in entries)
+            {
+                var (type, _) = DTypes[e.DType];
+                var t = empty(e.Shape, type);
+                result[e.Name] = t;
+                if (e.End == e.Begin) continue;
+                stream.Position = dataStart + e.Begin;
+                var buffer = new byte[e.End - e.Begin];
+                stream.ReadExactly(buffer);
+                t.bytes = buffer;
+            }
+        }
+        catch (EndOfStreamException x)
+        {
+            foreach (var t in result.Values) t.Dispose();
+            throw new SafeTensorsFormatException($"{path}: file ended while reading tensor data (truncated)", x);
+        }
+        catch
+        {
+            foreach (var t in result.Values) t.Dispose();
+            throw;
+        }
+        return (result, metadata);
+    }
+}
+
+/// <summary>Writes files through a temporary name in the same folder and a rename, so a reader never sees half a file
+/// and an interrupted write leaves the old file intact.</summary>
+public static class AtomicFile
+{
+    public static void Write(string path, Action<Stream> write)
+    {
+        string full = Path.GetFullPath(path);
+        string dir = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(dir);
+        string tmp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                write(fs);
+                fs.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+
+    public static void WriteText(string path, string text) => Write(path, s => s.Write(Encoding.UTF8.GetBytes(text)));
+}
