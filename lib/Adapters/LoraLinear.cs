@@ -83,7 +83,8 @@ public sealed class DoraLinear : LoraLinear
     {
         using (no_grad())
             lora_magnitude_vector = new Parameter(RowNorm(BaseWeight).detach().clone(), requires_grad: true);
-        RegisterComponents();
+        // LoraLinear's constructor already registered the components, so a second RegisterComponents() is a no-op.
+        register_parameter(nameof(lora_magnitude_vector), lora_magnitude_vector);
     }
 
     public Parameter Magnitude => lora_magnitude_vector;

@@ -110,15 +110,29 @@ public static class Peft
     /// embeddings, for instance).</summary>
     public static (long Trainable, long Total) CountParameters(nn.Module model)
     {
-        var seen = new HashSet<IntPtr>();
+        var seen = new HashSet<(IntPtr, long, string)>();
         long trainable = 0, total = 0;
         foreach (var p in model.parameters())
         {
-            if (!seen.Add(p.Handle)) continue;
+            if (!seen.Add(Identity(p))) continue;
             total += p.numel();
             if (p.requires_grad) trainable += p.numel();
         }
         return (trainable, total);
+    }
+
+    /// <summary>Where a tensor's elements live: TorchSharp gives two modules that tie a weight two different wrappers
+    /// of one storage, so the storage pointer, offset and shape identify it, not the wrapper.</summary>
+    static (IntPtr, long, string) Identity(Tensor p)
+    {
+        IntPtr ptr = p.dtype switch
+        {
+            ScalarType.Float32 => p.storage<float>().data_ptr(),
+            ScalarType.Float64 => p.storage<double>().data_ptr(),
+            ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => p.storage<short>().data_ptr(),
+            _ => p.Handle,
+        };
+        return (ptr, p.storage_offset(), string.Join(",", p.shape));
     }
 
     /// <summary>

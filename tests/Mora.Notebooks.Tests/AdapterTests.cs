@@ -1,0 +1,302 @@
+using Mora.Adapters;
+using Mora.IO;
+using TorchSharp.Modules;
+
+namespace Mora.Tests;
+
+/// <summary>A small model tree with every kind of parent injection must handle: plain fields, a ModuleList, a
+/// Sequential, and a tied output head (typed Linear: never targeted by all-linear).</summary>
+public sealed class ToyModel : nn.Module<Tensor, Tensor>
+{
+    public readonly Embedding embed_tokens;
+    public readonly ModuleList<nn.Module<Tensor, Tensor>> layers;
+    public readonly Sequential mlp;
+    public readonly Linear lm_head;
+
+    public ToyModel(int vocab = 11, int hidden = 24, ScalarType dtype = ScalarType.Float64) : base("ToyModel")
+    {
+        embed_tokens = nn.Embedding(vocab, hidden, dtype: dtype);
+        layers = nn.ModuleList<nn.Module<Tensor, Tensor>>(new ToyAttention(hidden, dtype), new ToyAttention(hidden, dtype));
+        mlp = nn.Sequential(("up_proj", nn.Linear(hidden, 2 * hidden, dtype: dtype)), ("act", nn.ReLU()), ("down_proj", nn.Linear(2 * hidden, hidden, dtype: dtype)));
+        lm_head = nn.Linear(hidden, vocab, hasBias: false, dtype: dtype);
+        lm_head.weight = embed_tokens.weight;               // tied
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor tokens)
+    {
+        using var scope = NewDisposeScope();
+        var h = embed_tokens.forward(tokens);
+        foreach (var l in layers) h = h + l.forward(h);
+        h = h + mlp.forward(h);
+        return lm_head.forward(h).MoveToOuterDisposeScope();
+    }
+}
+
+public sealed class ToyAttention : nn.Module<Tensor, Tensor>
+{
+    public nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
+    public ToyAttention(int hidden, ScalarType dtype) : base("ToyAttention")
+    {
+        q_proj = nn.Linear(hidden, hidden, hasBias: false, dtype: dtype);
+        k_proj = nn.Linear(hidden, hidden, hasBias: false, dtype: dtype);
+        v_proj = nn.Linear(hidden, hidden, hasBias: false, dtype: dtype);
+        o_proj = nn.Linear(hidden, hidden, hasBias: false, dtype: dtype);
+        RegisterComponents();
+    }
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var q = q_proj.forward(x); var k = k_proj.forward(x); var v = v_proj.forward(x);
+        var att = softmax(q.matmul(k.transpose(-1, -2)) / Math.Sqrt(q.shape[^1]), -1);
+        return o_proj.forward(att.matmul(v)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Adapters behind one abstraction, injection, whole-model operations, ReMoRA, IO and argument checks.
+/// Tolerance 1e-10 (float64) unless stated.</summary>
+public class AdapterTests
+{
+    static readonly AdapterConfig[] Methods =
+    [
+        AdapterConfig.Lora(4, 8, AdapterConfig.AllLinear),
+        AdapterConfig.Lora(4, 8, AdapterConfig.AllLinear) with { UseRsLora = true },
+        AdapterConfig.Dora(4, 8, AdapterConfig.AllLinear),
+        AdapterConfig.Mora(4, MoraType.Rotation, AdapterConfig.AllLinear),
+        AdapterConfig.Mora(4, MoraType.Sharing, AdapterConfig.AllLinear),
+        AdapterConfig.Full(AdapterConfig.AllLinear),
+    ];
+    public static IEnumerable<object[]> AllMethods() => Enumerable.Range(0, Methods.Length).Select(i => new object[] { i, Methods[i].Method + (Methods[i].UseRsLora ? "+rs" : "") + " " + Methods[i].MoraType });
+
+    static Tensor Tokens(int seed) { torch.manual_seed(seed); return randint(0, 11, [3, 7], dtype: ScalarType.Int64); }
+
+    /// <summary>Perturbs every trainable adapter parameter (B and M start at zero, which would hide errors).</summary>
+    static void Perturb(nn.Module model)
+    {
+        using var _ = no_grad();
+        foreach (var (_, a) in Peft.Adapters(model))
+            foreach (var (_, p) in a.AdapterParameters()) { using var n = randn_like(p) * 0.1; p.add_(n); }
+    }
+
+    [Theory, MemberData(nameof(AllMethods))]
+    public void InjectsAllLinearExceptTheHeadAndStartsAsTheBaseModel(int index, string name)
+    {
+        torch.manual_seed(TestSupport.RunSeed + index);
+        var model = new ToyModel();
+        using var tokens = Tokens((int)TestSupport.RunSeed);
+        using var before = model.forward(tokens);
+        var injected = Peft.Inject(model, Methods[index]);
+        Assert.Equal(new[] { "layers.0.q_proj", "layers.0.k_proj", "layers.0.v_proj", "layers.0.o_proj",
+                             "layers.1.q_proj", "layers.1.k_proj", "layers.1.v_proj", "layers.1.o_proj", "mlp.up_proj", "mlp.down_proj" },
+                     injected.Select(i => i.Name));
+        Assert.All(injected, i => Assert.Equal(Methods[index].Method, i.Layer.Method));
+        Assert.IsType<Linear>(model.lm_head);
+        using var after = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(after, before) <= 1e-12, $"{name}: the adapted model differs from the base at initialisation");
+        // The replaced modules are what the forward uses and what named_modules reports.
+        Assert.Equal(10, model.named_modules().Count(m => m.module is AdaptedLinear));
+    }
+
+    [Theory, MemberData(nameof(AllMethods))]
+    public void ForwardEqualsMergedWeightsAndMergeUnmergeRestores(int index, string name)
+    {
+        torch.manual_seed(TestSupport.RunSeed + 100 + index);
+        var model = new ToyModel();
+        var config = Methods[index];
+        Peft.Inject(model, config);
+        Perturb(model);
+        if (config.Method == AdapterMethod.Full)
+            using (no_grad()) foreach (var (_, a) in Peft.Adapters(model)) { using var n = randn_like(a.BaseWeight) * 0.1; a.BaseWeight.add_(n); }
+        using var tokens = Tokens((int)TestSupport.RunSeed + 1);
+        using var y = model.forward(tokens);
+        // x (W₀ + ΔW)ᵀ for each adapted layer
+        foreach (var (path, a) in Peft.Adapters(model))
+        {
+            using var x = randn(4, a.InFeatures, dtype: ScalarType.Float64);
+            using var w0 = config.Method == AdapterMethod.Full ? a.BaseWeight.detach() - a.DeltaWeight() : a.BaseWeight.detach().clone();
+            using var delta = a.DeltaWeight();
+            using var expected = nn.functional.linear(x, w0 + delta, a.Base.bias);
+            using var got = a.forward(x);
+            double err = TestSupport.MaxAbs(got, expected);
+            Assert.True(err <= 1e-10, $"{name} {path}: |layer(x) − x(W₀+ΔW)ᵀ| = {err:g3}");
+            Assert.True(TestSupport.MaxAbs(delta) > 0, $"{name} {path}: ΔW is zero after perturbing");
+        }
+        if (config.Method == AdapterMethod.Full) { Assert.Throws<InvalidOperationException>(() => Peft.UnmergeAll(model)); return; }
+        var w0s = Peft.Adapters(model).Select(a => a.Layer.BaseWeight.detach().clone()).ToList();
+        Peft.MergeAll(model);
+        using var merged = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(merged, y) <= 1e-10, $"{name}: merged model output differs");
+        Peft.UnmergeAll(model);
+        foreach (var ((path, a), w0) in Peft.Adapters(model).Zip(w0s))
+            Assert.True(TestSupport.MaxAbs(a.BaseWeight, w0) <= 1e-10, $"{name} {path}: unmerge did not restore W₀");
+        using var again = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(again, y) <= 1e-10);
+    }
+
+    [Theory, MemberData(nameof(AllMethods))]
+    public void EnableDisableAndTrainableCounts(int index, string name)
+    {
+        torch.manual_seed(TestSupport.RunSeed + 200 + index);
+        var model = new ToyModel();
+        var (_, totalBefore) = Peft.CountParameters(model);
+        Assert.Equal(11 * 24 + 2 * 4 * 24 * 24 + (24 * 48 + 48) + (48 * 24 + 24), totalBefore);   // tied head counted once
+        var config = Methods[index];
+        var injected = Peft.Inject(model, config);
+        var (trainable, total) = Peft.CountParameters(model);
+        long adapterSum = injected.Sum(i => i.Layer.AdapterParameterCount);
+        if (config.Method == AdapterMethod.Full) { Assert.Equal(totalBefore, trainable); Assert.Equal(totalBefore, total); }
+        else
+        {
+            Assert.Equal(adapterSum, trainable);
+            Assert.Equal(totalBefore + adapterSum, total);
+            long expected = config.Method switch
+            {
+                AdapterMethod.Lora => 8 * (24 + 24) * 4 + (48 + 24) * 4 * 2,
+                AdapterMethod.Dora => 8 * ((24 + 24) * 4 + 24) + (48 + 24) * 4 * 2 + 48 + 24,
+                _ => injected.Sum(i => (long)((MoraLinear)i.Layer).RHat * ((MoraLinear)i.Layer).RHat),
+            };
+            Assert.Equal(expected, trainable);
+        }
+        Perturb(model);
+        using var tokens = Tokens(5);
+        using var on = model.forward(tokens);
+        Peft.SetEnabled(model, false);
+        using var off = model.forward(tokens);
+        Peft.SetEnabled(model, true);
+        using var on2 = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(on, off) > 1e-6, $"{name}: disabling changed nothing");
+        Assert.Equal(0.0, TestSupport.MaxAbs(on, on2));
+    }
+
+    [Fact]
+    public void DisabledAdapterEqualsTheBaseModel()
+    {
+        torch.manual_seed(TestSupport.RunSeed + 300);
+        var model = new ToyModel();
+        using var tokens = Tokens(6);
+        using var baseOut = model.forward(tokens);
+        Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Rotation, AdapterConfig.AllLinear));
+        Perturb(model);
+        Peft.SetEnabled(model, false);
+        using var off = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(off, baseOut) <= 1e-12);
+    }
+
+    [Fact]
+    public void ReMoRAMergesReinitialisesAndSwitchesDesignWithoutChangingTheFunction()
+    {
+        torch.manual_seed(TestSupport.RunSeed + 400);
+        var model = new ToyModel();
+        Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Sharing, "q_proj", "v_proj"));
+        var layers = Peft.Adapters(model).Select(a => (MoraLinear)a.Layer).ToList();
+        var mParams = layers.Select(l => l.M).ToList();
+        Perturb(model);
+        using var tokens = Tokens(7);
+        using var before = model.forward(tokens);
+        var schedule = ReMergeSchedule.Alternating(every: 3);
+        Assert.False(schedule.AfterStep(model, 2));
+        Assert.True(schedule.AfterStep(model, 3));
+        using var after = model.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(after, before) <= 1e-10, "merge-and-reinit changed the model's function");
+        Assert.All(layers, l => Assert.Equal(0.0, TestSupport.MaxAbs(l.M)));
+        Assert.All(layers, l => Assert.False(l.Merged));
+        Assert.All(layers, l => Assert.Equal(MoraType.SharingAdjacent, l.Type));            // step 3 / every 3 = stretch 1
+        Assert.True(layers.Select(l => l.M).Zip(mParams).All(p => ReferenceEquals(p.First, p.Second)), "the optimizer's parameters were replaced");
+        Perturb(model);
+        Assert.True(schedule.AfterStep(model, 6));
+        Assert.All(layers, l => Assert.Equal(MoraType.Sharing, l.Type));
+        // ReLoRA for LoRA and DoRA keeps the function too
+        foreach (var cfg in new[] { AdapterConfig.Lora(4, 8, "q_proj"), AdapterConfig.Dora(4, 8, "q_proj") })
+        {
+            var m2 = new ToyModel();
+            Peft.Inject(m2, cfg);
+            Perturb(m2);
+            using var b2 = m2.forward(tokens);
+            Peft.MergeAndReinit(m2);
+            using var a2 = m2.forward(tokens);
+            Assert.True(TestSupport.MaxAbs(a2, b2) <= 1e-10, $"{cfg.Method}: merge-and-reinit changed the function");
+        }
+        // a rotation switch with an odd r̂ is refused, naming the argument
+        var odd = new MoraLinear(nn.Linear(37, 90, dtype: ScalarType.Float64), 3, MoraType.Sharing, rHat: 19);
+        var e = Assert.Throws<ArgumentException>(() => odd.SwitchType(MoraType.Rotation));
+        Assert.Equal("rHat", e.ParamName);
+    }
+
+    [Theory]
+    [InlineData(0)] [InlineData(2)] [InlineData(3)]
+    public void AdapterSaveLoadRoundTripsWithPeftNames(int index)
+    {
+        torch.manual_seed(TestSupport.RunSeed + 500 + index);
+        var config = Methods[index];
+        var model = new ToyModel();
+        Peft.Inject(model, config);
+        Perturb(model);
+        string dir = TestSupport.TempDir();
+        AdapterIO.Save(model, config, dir);
+        var (entries, _, _) = SafeTensors.ReadHeader(Path.Combine(dir, AdapterIO.WeightsFile));
+        Assert.Contains(entries, e => e.Name == "base_model.model.layers.0.q_proj.lora_A.weight");
+        if (config.Method != AdapterMethod.Mora) Assert.Contains(entries, e => e.Name == "base_model.model.mlp.down_proj.lora_B.weight");
+        else Assert.DoesNotContain(entries, e => e.Name.Contains("lora_B"));
+        if (config.Method == AdapterMethod.Dora) Assert.Contains(entries, e => e.Name == "base_model.model.layers.1.v_proj.lora_magnitude_vector.weight");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterIO.ConfigFile)))!;
+        Assert.Equal(config.Method == AdapterMethod.Mora, json["use_mora"]!.GetValue<bool>());
+        Assert.Equal((int)config.MoraType, json["mora_type"]!.GetValue<int>());
+        Assert.Equal(config.R, json["r"]!.GetValue<int>());
+
+        // load into a fresh copy of the same base model
+        var fresh = new ToyModel();
+        using (no_grad())
+            foreach (var ((n1, p1), (n2, p2)) in fresh.named_parameters().Zip(model.named_parameters().Where(p => !p.name.Contains("lora_"))))
+                p1.copy_(p2);
+        AdapterIO.Load(fresh, dir);
+        using var tokens = Tokens(8);
+        using var y1 = model.forward(tokens);
+        using var y2 = fresh.forward(tokens);
+        Assert.True(TestSupport.MaxAbs(y1, y2) <= 1e-12);
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void LoadingIntoAMismatchedModelListsEveryProblem()
+    {
+        var model = new ToyModel();
+        var config = AdapterConfig.Mora(4, MoraType.Rotation, "q_proj", "v_proj");
+        Peft.Inject(model, config);
+        string dir = TestSupport.TempDir();
+        AdapterIO.Save(model, config, dir);
+        var other = new ToyModel(hidden: 32);
+        Peft.Inject(other, config with { TargetModules = ["q_proj", "k_proj"] });
+        var e = Assert.Throws<AdapterMismatchException>(() => AdapterIO.LoadWeights(other, dir));
+        Assert.Contains(e.Problems, p => p.StartsWith("missing tensor base_model.model.layers.0.k_proj.lora_A.weight"));
+        Assert.Contains(e.Problems, p => p.StartsWith("unexpected tensor base_model.model.layers.1.v_proj.lora_A.weight"));
+        Assert.Contains(e.Problems, p => p.Contains("layers.0.q_proj.lora_A.weight: file has shape"));
+        Assert.Equal(6, e.Problems.Count);   // 2 shape, 2 missing, 2 unexpected
+        Directory.Delete(dir, true);
+    }
+
+    [Fact]
+    public void InjectionErrorsNameTheProblem()
+    {
+        var e1 = Assert.Throws<ArgumentException>(() => Peft.Inject(new ToyModel(), AdapterConfig.Lora(4, 8, "nothing_like_this")));
+        Assert.Equal("TargetModules", e1.ParamName);
+        Assert.Contains("layers.0.q_proj", e1.Message);      // lists what exists
+        var e2 = Assert.Throws<ArgumentException>(() => Peft.Inject(new ToyModel(), AdapterConfig.Lora(4, 8, "lm_head")));
+        Assert.Contains("typed Linear", e2.Message);
+        var twice = new ToyModel();
+        Peft.Inject(twice, AdapterConfig.Lora(4, 8, "q_proj"));
+        Assert.Throws<InvalidOperationException>(() => Peft.Inject(twice, AdapterConfig.Lora(4, 8, "k_proj")));
+    }
+
+    [Fact]
+    public void CachedOperatorTablesSurviveTheCallersDisposeScope()
+    {
+        var op = new CompressDecompress(40, 90, 20, MoraType.Rotation);
+        using var m = randn(20, 20, dtype: ScalarType.Float64);
+        using var x = randn(2, 90, dtype: ScalarType.Float64);
+        using (var scope = NewDisposeScope()) { op.Forward(x, m); op.DeltaWeight(m); }
+        using var y = op.Forward(x, m);
+        using var dw = op.DeltaWeight(m);
+        using var expected = x.matmul(dw.t());
+        Assert.True(TestSupport.MaxAbs(y, expected) <= 1e-10);
+    }
+}
