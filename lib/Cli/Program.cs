@@ -1,9 +1,119 @@
-using System.Reflection;
+using System.CommandLine;
+using System.Globalization;
+using Mora;
+using Mora.Analysis;
+using Mora.Native;
 using TorchSharp;
 using static TorchSharp.torch;
-Mora.Native.TorchRuntime.Ensure();
-Console.WriteLine(string.Join("\n", typeof(TorchSharp.Utils.TensorAccessor<float>).Assembly.GetType("TorchSharp.torch+Storage`1")!.GetMembers().Select(m=>m.ToString()).Distinct()));
-var e = nn.Embedding(11, 4); var l = nn.Linear(4, 11, hasBias:false); l.weight = e.weight;
-using (no_grad()) e.weight!.add_(1.0);
-Console.WriteLine($"shared={TorchSharp.torch.equal(e.weight!, l.weight!)}");
-Console.WriteLine($"{e.weight!.storage<float>().data_ptr()} {l.weight!.storage<float>().data_ptr()}");
+
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+
+var root = new RootCommand(
+    "Mora.Notebooks: MoRA (Jiang et al. 2024, arXiv 2405.12130) operators, adapters and analyses on TorchSharp.\n" +
+    "With no command it runs the default job: the compress/decompress design comparison at a small layer on CPU.");
+
+// ---- info
+var info = new Command("info", "Show the TorchSharp runtime (native fix, device, threads) and run a tensor check.");
+info.SetAction(_ => Info());
+root.Subcommands.Add(info);
+
+// ---- rank
+var rankShapes = new Option<string[]>("--shape") { Description = "layer shapes d x k, e.g. 4096x4096 (default: the LLaMA-2 7B shapes)", AllowMultipleArgumentsPerToken = true };
+var rankRanks = new Option<int[]>("--ranks") { Description = "LoRA ranks (default 8 16 32 64 128 256)", AllowMultipleArgumentsPerToken = true };
+var rank = new Command("rank", "r̂ for LoRA ranks at equal parameters, and the largest rank of ΔW each method can reach.") { rankShapes, rankRanks };
+rank.SetAction(pr => Guard(() =>
+{
+    var shapes = (pr.GetValue(rankShapes) ?? []).Select(s => { var (d, k) = ParseShape(s, "--shape"); return ($"{d}x{k}", d, k); }).ToList();
+    var ranks = pr.GetValue(rankRanks) ?? [];
+    foreach (int r in ranks) if (r <= 0) throw new ArgumentException($"--ranks: every rank must be positive, got {r}");
+    var rows = DesignReport.RHatTable(shapes.Count > 0 ? shapes : null, ranks.Length > 0 ? ranks : null);
+    Console.WriteLine($"{"layer",-14} {"d",6} {"k",6} {"r",4} {"r̂ ref",6} {"r̂ floor",8} {"r̂ rot",6} {"LoRA params",12} {"MoRA params",12} {"ratio",6} {"max rank LoRA / sharing / rotation",36}");
+    foreach (var x in rows)
+        Console.WriteLine($"{x.Layer,-14} {x.D,6} {x.K,6} {x.R,4} {x.RHatReference,6} {x.RHatPaper,8} {x.RHatRotation,6} {x.LoraParameters,12:N0} {x.MoraParameters,12:N0} {(double)x.MoraParameters / x.LoraParameters,6:F4} {$"{x.LoraMaxRank} / {x.SharingMaxRank} / {x.RotationMaxRank}",36}");
+    return 0;
+}));
+root.Subcommands.Add(rank);
+
+// ---- designs
+var dShape = new Option<string>("--shape") { Description = "layer shape d x k", DefaultValueFactory = _ => "256x256" };
+var dRank = new Option<int>("--rank", "-r") { Description = "LoRA rank whose budget r̂ matches", DefaultValueFactory = _ => 8 };
+var dTokens = new Option<int>("--tokens") { Description = "tokens in the timed forward", DefaultValueFactory = _ => 512 };
+var dRepeats = new Option<int>("--repeats") { Description = "timed repeats (median reported)", DefaultValueFactory = _ => 7 };
+var dSeed = new Option<long>("--seed") { Description = "random seed", DefaultValueFactory = _ => 0 };
+var dDevice = new Option<string>("--device") { Description = "cpu or cuda", DefaultValueFactory = _ => "cpu" };
+var designs = new Command("designs", "Compare every compress/decompress design: r̂, parameters, rank and effective rank of ΔW, merge error, speed.")
+    { dShape, dRank, dTokens, dRepeats, dSeed, dDevice };
+designs.SetAction(pr => Guard(() => Designs(pr.GetValue(dShape)!, pr.GetValue(dRank), pr.GetValue(dTokens), pr.GetValue(dRepeats), pr.GetValue(dSeed), pr.GetValue(dDevice)!)));
+root.Subcommands.Add(designs);
+
+root.SetAction(_ => Guard(() =>
+{
+    Console.WriteLine("Default job: the design comparison at 256x256, LoRA rank 8 (see --help for every command).");
+    return Designs("256x256", 8, 512, 7, 0, "cpu");
+}));
+
+return root.Parse(args).Invoke();
+
+static int Info()
+{
+    var report = TorchRuntime.Ensure();
+    Console.WriteLine($"TorchSharp native fix: {report.Action}");
+    if (report.SystemLibStdCxx is not null) Console.WriteLine($"  system libstdc++: {report.SystemLibStdCxx}");
+    foreach (var f in report.Patched) Console.WriteLine($"  patched: {f}");
+    Console.WriteLine($"CUDA available: {cuda.is_available()}  threads: {get_num_threads()}");
+    using var a = randn(128, 64, dtype: ScalarType.Float64);
+    using var q = linalg.qr(a).Q;
+    using var err = (q.t().matmul(q) - eye(64, dtype: ScalarType.Float64)).abs().max();
+    bool ok = err.item<double>() < 1e-10;
+    Console.WriteLine($"tensor check: {(ok ? "ok" : "FAILED")} (|QᵀQ − I| = {err.item<double>():g3})");
+    return ok ? 0 : 1;
+}
+
+static int Designs(string shape, int r, int tokens, int repeats, long seed, string deviceName)
+{
+    var (d, k) = ParseShape(shape, "--shape");
+    if (r <= 0) throw new ArgumentException($"--rank must be positive, got {r}");
+    if (tokens <= 0) throw new ArgumentException($"--tokens must be positive, got {tokens}");
+    if (repeats <= 0) throw new ArgumentException($"--repeats must be positive, got {repeats}");
+    var device = ParseDevice(deviceName);
+    Console.WriteLine($"Layer {d}x{k}, LoRA r = {r} ({RHat.LoraParameters(d, k, r):N0} parameters), {tokens} tokens, device {device.type}");
+    Action<string> progress = Console.IsErrorRedirected ? msg => Console.Error.WriteLine(msg) : msg => Console.Error.Write($"\r{msg,-40}");
+    var rows = DesignReport.CompareDesigns(d, k, r, tokens, repeats, seed, device, progress);
+    if (!Console.IsErrorRedirected) Console.Error.Write("\r" + new string(' ', 42) + "\r");
+    Console.WriteLine($"{"design",-22} {"type",4} {"r̂",5} {"params",9} {"rank ΔW",8} {"eff. rank",9} {"merge err",10} {"|ΔW−J|",9} {"fwd ms",8} {"ΔW ms",8}");
+    foreach (var x in rows)
+        Console.WriteLine($"{x.Type,-22} {(int)x.Type,4} {x.RHat,5} {x.Parameters,9:N0} {x.Rank,8} {x.EffectiveRank,9:F1} {x.MergeError,10:E1} {x.JacobianError,9:E1} {x.ForwardMs,8:F3} {x.DeltaWeightMs,8:F3}");
+    Console.WriteLine($"(LoRA at r = {r} reaches rank ≤ {Math.Min(r, Math.Min(d, k))}; times are medians of {repeats}, float32.)");
+    return 0;
+}
+
+static (int D, int K) ParseShape(string text, string option)
+{
+    var parts = text.ToLowerInvariant().Split('x', '×');
+    if (parts.Length != 2 || !int.TryParse(parts[0], out int d) || !int.TryParse(parts[1], out int k) || d <= 0 || k <= 0)
+        throw new ArgumentException($"{option}: expected d x k with positive integers (e.g. 4096x4096), got '{text}'");
+    return (d, k);
+}
+
+static Device ParseDevice(string name)
+{
+    TorchRuntime.Ensure();
+    return name.ToLowerInvariant() switch
+    {
+        "cpu" => CPU,
+        "cuda" when cuda.is_available() => CUDA,
+        "cuda" => throw new ArgumentException("--device cuda: no CUDA device is visible (build with -p:TorchBackend=cuda-linux or cuda-windows)"),
+        _ => throw new ArgumentException($"--device: expected cpu or cuda, got '{name}'"),
+    };
+}
+
+static int Guard(Func<int> body)
+{
+    try { return body(); }
+    catch (ArgumentException e)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 2;
+    }
+}

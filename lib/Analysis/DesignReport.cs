@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mora.Analysis;
+
+/// <summary>One row of the r̂ budget table.</summary>
+public sealed record RHatRow(string Layer, int D, int K, int R, int RHatReference, int RHatPaper, int RHatRotation, long LoraParameters, long MoraParameters, int LoraMaxRank, int SharingMaxRank, int RotationMaxRank);
+
+/// <summary>One row of the design comparison for a layer.</summary>
+public sealed record DesignRow(MoraType Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs);
+
+/// <summary>The analyses behind the <c>rank</c> and <c>designs</c> commands (and notebooks 01 and 02).</summary>
+public static class DesignReport
+{
+    /// <summary>The LLaMA-2 7B linear-layer shapes (d × k): attention projections, MLP up/gate, MLP down.</summary>
+    public static readonly (string Name, int D, int K)[] Llama2Shapes =
+        [("q/k/v/o_proj", 4096, 4096), ("gate/up_proj", 11008, 4096), ("down_proj", 4096, 11008)];
+
+    /// <summary>r̂ at LoRA ranks (default 8…256) for the given layer shapes, with parameter parity and the largest rank
+    /// each method's ΔW can reach.</summary>
+    public static List<RHatRow> RHatTable(IEnumerable<(string Name, int D, int K)>? shapes = null, IEnumerable<int>? ranks = null)
+    {
+        var rows = new List<RHatRow>();
+        foreach (var (name, d, k) in shapes ?? Llama2Shapes)
+            foreach (int r in ranks ?? [8, 16, 32, 64, 128, 256])
+            {
+                int rRef = RHat.FromLoraRank(d, k, r, MoraType.Sharing);
+                int rPaper = RHat.FromLoraRank(d, k, r, MoraType.Sharing, RHatRule.Floor);
+                int rRot = RHat.FromLoraRank(d, k, r, MoraType.Rotation);
+                rows.Add(new RHatRow(name, d, k, r, rRef, rPaper, rRot, RHat.LoraParameters(d, k, r), RHat.MoraParameters(rRef),
+                    Math.Min(r, Math.Min(d, k)), new CompressDecompress(d, k, rRef, MoraType.Sharing).ExpectedRank(),
+                    new CompressDecompress(d, k, rRot, MoraType.Rotation).ExpectedRank()));
+            }
+        return rows;
+    }
+
+    /// <summary>Effective rank (Roy &amp; Vetterli 2007): exp of the entropy of the normalised singular values.</summary>
+    public static double EffectiveRank(Tensor singularValues)
+    {
+        using var scope = NewDisposeScope();
+        var s = singularValues.to(ScalarType.Float64);
+        var total = s.sum();
+        if (total.item<double>() <= 0) return 0;
+        var p = s / total;
+        var nz = p.masked_select(p > 0);
+        return Math.Exp(-(nz * nz.log()).sum().item<double>());
+    }
+
+    /// <summary>For each design at one layer shape and LoRA rank: r̂, parameters, rank and effective rank of ΔW for a
+    /// random M (float64), the merge error max|f_decomp(M f_comp(x)) − ΔW x| and |ΔW − Jacobian of the forward|, and
+    /// median times (ms) of the forward on <paramref name="tokens"/> tokens and of writing ΔW out.</summary>
+    public static List<DesignRow> CompareDesigns(int d, int k, int r, int tokens = 256, int repeats = 5, long seed = 0,
+        Device? device = null, Action<string>? progress = null)
+    {
+        if (tokens <= 0) throw new ArgumentException($"tokens must be positive, got {tokens}", nameof(tokens));
+        if (repeats <= 0) throw new ArgumentException($"repeats must be positive, got {repeats}", nameof(repeats));
+        device ??= CPU;
+        var rows = new List<DesignRow>();
+        foreach (var (type, i) in MoraTypes.All.Select((t, i) => (t, i)))
+        {
+            progress?.Invoke($"[{i + 1}/{MoraTypes.All.Count}] {type}");
+            using var scope = NewDisposeScope();
+            torch.manual_seed(seed);
+            var op = CompressDecompress.ForLoraRank(d, k, r, type);
+            var m = randn(op.RHat, op.RHat, dtype: ScalarType.Float64, device: device) / Math.Sqrt(op.RHat);
+            var x = randn(tokens, k, dtype: ScalarType.Float64, device: device);
+            var delta = op.DeltaWeight(m);
+            var y = op.Forward(x, m);
+            double mergeErr = (y - x.matmul(delta.t())).abs().max().item<double>();
+            double jacErr = k <= 4096 ? (delta - op.DeltaWeightFromForward(m)).abs().max().item<double>() : double.NaN;
+            var sv = linalg.svdvals(delta);
+            double tol = sv.max().item<double>() * Math.Max(d, k) * 2.2e-16;
+            long rank = (sv > tol).sum().item<long>();
+            double eff = EffectiveRank(sv);
+            var m32 = m.to(ScalarType.Float32);
+            var x32 = x.to(ScalarType.Float32);
+            double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
+            double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
+            rows.Add(new DesignRow(type, d, k, op.RHat, RHat.MoraParameters(op.RHat), rank, eff, mergeErr, jacErr, fwd, dw));
+        }
+        return rows;
+    }
+
+    /// <summary>Median wall time of <paramref name="repeats"/> runs after one warm-up, synchronising CUDA.</summary>
+    public static double MedianMs(Action work, int repeats, Device? device = null)
+    {
+        work();
+        var times = new double[repeats];
+        for (int i = 0; i < repeats; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            work();
+            if (device?.type == DeviceType.CUDA) cuda.synchronize();
+            times[i] = sw.Elapsed.TotalMilliseconds;
+        }
+        Array.Sort(times);
+        return repeats % 2 == 1 ? times[repeats / 2] : (times[repeats / 2 - 1] + times[repeats / 2]) / 2;
+    }
+}

@@ -1,0 +1,51 @@
+namespace Mora.Tests;
+
+/// <summary>The command line: help lists the commands, the analyses print their tables, bad arguments exit 2 with a
+/// message naming the option.</summary>
+public class CliTests
+{
+    static (int Code, string Output) Cli(string args) =>
+        NativeAndBuildTests.Run("dotnet", $"\"{Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll")}\" {args}");
+
+    [Fact]
+    public void HelpListsTheCommands()
+    {
+        var (code, output) = Cli("--help");
+        Assert.Equal(0, code);
+        foreach (var c in new[] { "info", "rank", "designs" }) Assert.Contains(c, output);
+    }
+
+    [Fact]
+    public void RankPrintsTheLlamaTable()
+    {
+        var (code, output) = Cli("rank --ranks 8 256");
+        Assert.True(code == 0, output);
+        Assert.Contains("q/k/v/o_proj     4096   4096    8    256", output);     // r̂ = √(8192·8) = 256
+        Assert.Contains("8 / 256 / 4096", output);                           // LoRA / sharing / rotation max rank
+        Assert.Equal(6, output.Split('\n').Count(l => l.Contains("_proj")));
+    }
+
+    [Fact]
+    public void DesignsComparesEveryDesign()
+    {
+        var (code, output) = Cli("designs --shape 48x80 --rank 2 --tokens 16 --repeats 1");
+        Assert.True(code == 0, output);
+        foreach (var t in MoraTypes.All) Assert.Contains(t.ToString(), output);
+        // rotation at 48x80, r̂ = 16 reaches rank min(d, k) = 48
+        var rot = output.Split('\n').Single(l => l.StartsWith("Rotation "));
+        Assert.Equal("48", rot.Split(' ', StringSplitOptions.RemoveEmptyEntries)[4]);
+    }
+
+    [Theory]
+    [InlineData("designs --shape 12x", "--shape")]
+    [InlineData("designs --rank 0", "--rank")]
+    [InlineData("designs --tokens -1", "--tokens")]
+    [InlineData("designs --device tpu", "--device")]
+    [InlineData("rank --ranks 0", "--ranks")]
+    public void BadArgumentsNameTheOption(string args, string option)
+    {
+        var (code, output) = Cli(args);
+        Assert.Equal(2, code);
+        Assert.Contains(option, output);
+    }
+}

@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using Mora.Native;
+
+namespace Mora.Tests;
+
+/// <summary>The TorchSharp native fix, tensors working from a clean clone, and the CPU/CUDA package switch.</summary>
+public class NativeAndBuildTests
+{
+    [Fact]
+    public void TensorsWorkHere()
+    {
+        var report = TorchRuntime.Ensure();
+        Assert.Contains(report.Action, new[] { "none needed", "patched", "already patched" });
+        torch.manual_seed(TestSupport.RunSeed);
+        using var a = randn(64, 32, dtype: ScalarType.Float64);
+        using var q = linalg.qr(a).Q;
+        using var qtq = q.t().matmul(q);
+        using var eye = torch.eye(32, dtype: ScalarType.Float64);
+        Assert.True(TestSupport.MaxAbs(qtq, eye) < 1e-12);
+        using var p = randn(8, requires_grad: true);
+        using var s = (p * p).sum();
+        s.backward();
+        Assert.True(TestSupport.MaxAbs(p.grad!, 2 * p) < 1e-6);
+    }
+
+    [Fact]
+    public void TheShippedLibraryNeedsGlibcxx3432AndThePatchTouchesOnlyItsFlag()
+    {
+        if (!OperatingSystem.IsLinux()) return;   // the fix is a no-op elsewhere; nothing to check
+        string nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+                       ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string file = Path.Combine(nuget, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+        Assert.True(File.Exists(file), $"TorchSharp's native library not found at {file}");
+        byte[] bytes = File.ReadAllBytes(file);
+        ElfVersionNeeds.ClearWeak(bytes, TorchRuntime.SafeToWeaken);   // the file as shipped
+        var shipped = ElfVersionNeeds.Read(bytes);
+        var need = Assert.Single(shipped, n => n.Version == TorchRuntime.SafeToWeaken);
+        Assert.Equal("libstdc++.so.6", need.File);
+        Assert.False(need.Weak);
+        byte[] patched = (byte[])bytes.Clone();
+        Assert.Equal(1, ElfVersionNeeds.MarkWeak(patched, TorchRuntime.SafeToWeaken));
+        Assert.Equal(0, ElfVersionNeeds.MarkWeak(patched, TorchRuntime.SafeToWeaken));       // idempotent
+        var diff = Enumerable.Range(0, bytes.Length).Where(i => bytes[i] != patched[i]).ToList();
+        Assert.Single(diff);
+        Assert.Equal(need.FlagsOffset, diff[0]);
+        Assert.True(ElfVersionNeeds.Read(patched).Single(n => n.Version == TorchRuntime.SafeToWeaken).Weak);
+        // Every other need is untouched.
+        Assert.Equal(shipped.Where(n => n.Version != TorchRuntime.SafeToWeaken), ElfVersionNeeds.Read(patched).Where(n => n.Version != TorchRuntime.SafeToWeaken));
+        Assert.Throws<InvalidDataException>(() => ElfVersionNeeds.Read(bytes.AsSpan(0, 100)));
+        Assert.Throws<InvalidDataException>(() => ElfVersionNeeds.Read(new byte[64]));
+    }
+
+    [Fact]
+    public void AFreshProcessRepatchesAnUnpatchedCopyAndComputes()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        // Restore the shipped (unpatched) flag on this output folder's copy, as a fresh build would have it. This
+        // process already mapped the library, so replacing the file does not disturb it.
+        string copy = Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+        Assert.True(File.Exists(copy), copy);
+        byte[] bytes = File.ReadAllBytes(copy);
+        ElfVersionNeeds.ClearWeak(bytes, TorchRuntime.SafeToWeaken);
+        string tmp = copy + ".unpatch";
+        File.WriteAllBytes(tmp, bytes);
+        File.Move(tmp, copy, overwrite: true);
+        Assert.False(ElfVersionNeeds.Read(File.ReadAllBytes(copy)).Single(n => n.Version == TorchRuntime.SafeToWeaken).Weak);
+
+        string cli = Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll");
+        var (code, output) = Run("dotnet", $"\"{cli}\" info");
+        Assert.True(code == 0, output);
+        Assert.Contains("tensor check: ok", output);
+        bool systemIsNew = output.Contains("native fix: none needed");
+        if (!systemIsNew) Assert.Contains($"patched: {copy}", output);
+        Assert.Equal(!systemIsNew, ElfVersionNeeds.Read(File.ReadAllBytes(copy)).Single(n => n.Version == TorchRuntime.SafeToWeaken).Weak);
+    }
+
+    public static (int Code, string Output) Run(string exe, string args, string? workingDir = null, int timeoutMs = 300_000)
+    {
+        var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDir ?? TestSupport.RepoRoot };
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        psi.Environment["DOTNET_NOLOGO"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(timeoutMs)) { p.Kill(true); return (-1, "timed out"); }
+        return (p.ExitCode, stdout.Result + stderr.Result);
+    }
+
+    /// <summary>The one documented setting selects the package; CUDA packages are not restorable here, so the test
+    /// evaluates the project's items without restoring.</summary>
+    [Theory]
+    [InlineData("cpu", "TorchSharp", "TorchSharp-cuda-linux")]
+    [InlineData("cuda-linux", "TorchSharp-cuda-linux", "libtorch-cpu-linux-x64")]
+    [InlineData("cuda-windows", "TorchSharp-cuda-windows", "libtorch-cpu-linux-x64")]
+    public void TorchBackendPropertySelectsThePackage(string backend, string expected, string absent)
+    {
+        var (code, output) = Run("dotnet", $"msbuild Mora.Notebooks.csproj -nologo -getItem:PackageReference -p:TorchBackend={backend}");
+        Assert.True(code == 0, output);
+        Assert.Contains($"\"Identity\": \"{expected}\"", output);
+        Assert.DoesNotContain($"\"Identity\": \"{absent}\"", output);
+        if (backend == "cpu") Assert.Contains(OperatingSystem.IsLinux() ? "libtorch-cpu-linux-x64" : "libtorch-cpu-", output);
+        var (bad, badOut) = Run("dotnet", "msbuild Mora.Notebooks.csproj -nologo -t:CheckTorchBackend -p:TorchBackend=rocm");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("TorchBackend='rocm' is not known", badOut);
+    }
+}
