@@ -121,6 +121,25 @@ public static class Peft
         return (trainable, total);
     }
 
+    /// <summary>A per-layer table: method, shape, r (and r̂ for MoRA), trainable parameters, and the LoRA budget at the
+    /// same r for comparison; then the model's trainable / total parameters.</summary>
+    public static string Describe(nn.Module model)
+    {
+        var sb = new System.Text.StringBuilder();
+        sb.AppendLine($"{"module",-32} {"method",-6} {"d x k",-11} {"r",4} {"r̂",5} {"design",-22} {"params",10} {"LoRA (d+k)r",12}");
+        foreach (var (name, a) in Adapters(model))
+        {
+            int r = a switch { LoraLinear l => l.R, MoraLinear m => m.LoraRank, _ => 0 };
+            string rHat = a is MoraLinear mm ? mm.RHat.ToString() : "-";
+            string design = a is MoraLinear md ? $"{md.Type} ({(int)md.Type})" : "-";
+            string lora = r > 0 ? RHat.LoraParameters(a.OutFeatures, a.InFeatures, r).ToString("N0") : "-";
+            sb.AppendLine($"{name,-32} {a.Method,-6} {$"{a.OutFeatures}x{a.InFeatures}",-11} {(r > 0 ? r.ToString() : "-"),4} {rHat,5} {design,-22} {a.AdapterParameterCount,10:N0} {lora,12}");
+        }
+        var (trainable, total) = CountParameters(model);
+        sb.Append($"trainable {trainable:N0} of {total:N0} parameters ({100.0 * trainable / Math.Max(1, total):F3} %)");
+        return sb.ToString();
+    }
+
     /// <summary>Where a tensor's elements live: TorchSharp gives two modules that tie a weight two different wrappers
     /// of one storage, so the storage pointer, offset and shape identify it, not the wrapper.</summary>
     static (IntPtr, long, string) Identity(Tensor p)
