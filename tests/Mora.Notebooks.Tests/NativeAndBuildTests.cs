@@ -104,3 +104,40 @@ public class NativeAndBuildTests
         Assert.Contains("TorchBackend='rocm' is not known", badOut);
     }
 }
+
+/// <summary>The native fix inside the real notebook kernel, where TorchSharp arrives through <c>#r "nuget: ..."</c>
+/// and its native library is loaded from the NuGet cache.</summary>
+public class NotebookKernelNativeFixTests
+{
+    [Fact]
+    public void TheKernelLoadsTorchAfterTheLibraryIsReferenced()
+    {
+        if (!OperatingSystem.IsLinux()) return;
+        string nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+                       ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string cached = Path.Combine(nuget, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
+        Assert.True(File.Exists(cached), cached);
+        // Put the cache copy back as NuGet extracted it (unpatched), as on a fresh machine.
+        byte[] bytes = File.ReadAllBytes(cached);
+        if (ElfVersionNeeds.ClearWeak(bytes, TorchRuntime.SafeToWeaken) > 0)
+        {
+            File.WriteAllBytes(cached + ".test", bytes);
+            File.Move(cached + ".test", cached, overwrite: true);
+        }
+        string dll = Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll").Replace("\\", "/");
+        using var kernel = new KernelDriver(TestSupport.RepoRoot);
+        var restore = kernel.Submit("#r \"nuget: TorchSharp, 0.107.0\"\n#r \"nuget: libtorch-cpu-linux-x64, 2.10.0\"", TimeSpan.FromMinutes(5));
+        Assert.True(restore.Ok, $"restore cell failed (is the local tool restored? run 'dotnet tool restore'): {restore.Error}");
+        var reference = kernel.Submit($"#r \"{dll}\"", TimeSpan.FromMinutes(1));
+        Assert.True(reference.Ok, reference.Error);
+        var run = kernel.Submit(
+            "var rep = Mora.Native.TorchRuntime.Ensure();\n" +
+            "Console.WriteLine(\"FIX \" + rep.Action + \" | \" + string.Join(\",\", rep.Patched));\n" +
+            "var op = Mora.CompressDecompress.ForLoraRank(64, 64, 8, Mora.MoraType.Rotation);\n" +
+            "var M = TorchSharp.torch.randn(op.RHat, op.RHat, dtype: TorchSharp.torch.ScalarType.Float64);\n" +
+            "Console.WriteLine(\"RANK \" + TorchSharp.torch.linalg.matrix_rank(op.DeltaWeight(M)).item<long>());", TimeSpan.FromMinutes(2));
+        Assert.True(run.Ok, $"{run.Error}\n{run.Output}");
+        Assert.Contains("RANK 64", run.Output);
+        if (!run.Output.Contains("FIX none needed")) Assert.Contains(cached, run.Output);
+    }
+}
