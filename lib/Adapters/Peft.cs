@@ -144,14 +144,23 @@ public static class Peft
     /// of one storage, so the storage pointer, offset and shape identify it, not the wrapper.</summary>
     static (IntPtr, long, string) Identity(Tensor p)
     {
-        IntPtr ptr = p.dtype switch
+        IntPtr ptr;
+        switch (p.dtype)
         {
-            ScalarType.Float32 => p.storage<float>().data_ptr(),
-            ScalarType.Float64 => p.storage<double>().data_ptr(),
-            ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => p.storage<short>().data_ptr(),
-            _ => p.Handle,
-        };
+            case ScalarType.Float32: ptr = p.storage<float>().data_ptr(); break;
+            case ScalarType.Float64: ptr = p.storage<double>().data_ptr(); break;
+            case ScalarType.Float16 or ScalarType.BFloat16 when p.device_type == DeviceType.CPU:
+                // TorchSharp's Storage<T> has no 16-bit float type; on CPU the tensor's byte span starts at its data.
+                ptr = AddressOf(p) - (nint)(p.storage_offset() * p.ElementSize);
+                break;
+            default: ptr = p.Handle; break;   // (16-bit on CUDA: tied wrappers would be counted twice)
+        }
         return (ptr, p.storage_offset(), string.Join(",", p.shape));
+    }
+
+    static unsafe nint AddressOf(Tensor p)
+    {
+        fixed (byte* at = p.bytes) return (nint)at;
     }
 
     /// <summary>

@@ -66,28 +66,20 @@ public static class ElfVersionNeeds
 
     /// <summary>Sets <c>VER_FLG_WEAK</c> on the need for <paramref name="version"/> in place.
     /// Returns how many entries changed (0 when already weak or absent). Only two bytes per entry change.</summary>
-    public static int MarkWeak(Span<byte> elf, string version, string name = "ELF image")
-    {
-        int changed = 0;
-        foreach (var need in Read(elf, name))
-        {
-            if (need.Version != version || need.Weak) continue;
-            var field = elf.Slice((int)need.FlagsOffset, 2);
-            BinaryPrimitives.WriteUInt16LittleEndian(field, (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(field) | VerFlgWeak));
-            changed++;
-        }
-        return changed;
-    }
+    public static int MarkWeak(Span<byte> elf, string version, string name = "ELF image") => SetWeak(elf, version, true, name);
 
     /// <summary>Clears <c>VER_FLG_WEAK</c> on <paramref name="version"/> (used by tests to rebuild the shipped file).</summary>
-    public static int ClearWeak(Span<byte> elf, string version, string name = "ELF image")
+    public static int ClearWeak(Span<byte> elf, string version, string name = "ELF image") => SetWeak(elf, version, false, name);
+
+    static int SetWeak(Span<byte> elf, string version, bool weak, string name)
     {
         int changed = 0;
         foreach (var need in Read(elf, name))
         {
-            if (need.Version != version || !need.Weak) continue;
+            if (need.Version != version || need.Weak == weak) continue;
             var field = elf.Slice((int)need.FlagsOffset, 2);
-            BinaryPrimitives.WriteUInt16LittleEndian(field, (ushort)(BinaryPrimitives.ReadUInt16LittleEndian(field) & ~VerFlgWeak));
+            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(field);
+            BinaryPrimitives.WriteUInt16LittleEndian(field, weak ? (ushort)(flags | VerFlgWeak) : (ushort)(flags & ~VerFlgWeak));
             changed++;
         }
         return changed;

@@ -300,3 +300,28 @@ public class AdapterTests
         Assert.True(TestSupport.MaxAbs(y, expected) <= 1e-10);
     }
 }
+
+public class HalfPrecisionTests
+{
+    /// <summary>Counting, injection and a forward in the GPU dtypes (run on CPU here): bfloat16 and float16.
+    /// Tolerance: 2e-2 relative (8-bit and 11-bit mantissas).</summary>
+    [Theory]
+    [InlineData(ScalarType.BFloat16)] [InlineData(ScalarType.Float16)]
+    public void CountsAndForwardInHalfPrecision(ScalarType dt)
+    {
+        torch.manual_seed(TestSupport.RunSeed);
+        var model = new ToyModel(dtype: dt);
+        var (_, total) = Peft.CountParameters(model);
+        Assert.Equal(11 * 24 + 2 * 4 * 24 * 24 + (24 * 48 + 48) + (48 * 24 + 24), total);   // tied head once
+        Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Rotation, "q_proj"));
+        var layer = (Mora.Adapters.MoraLinear)Peft.Adapters(model)[0].Layer;
+        Assert.Equal(dt, layer.M.dtype);
+        using (no_grad()) { using var m = randn(layer.RHat, layer.RHat).to(dt); layer.M.copy_(m); }
+        using var x = randn(3, 24).to(dt);
+        using var y = layer.forward(x).to(ScalarType.Float64);
+        using var dw = layer.DeltaWeight().to(ScalarType.Float64);
+        using var w = layer.BaseWeight.to(ScalarType.Float64);
+        using var expected = x.to(ScalarType.Float64).matmul((w + dw).t());
+        Assert.True(TestSupport.MaxAbs(y, expected) / TestSupport.MaxAbs(expected) < 2e-2);
+    }
+}

@@ -4,14 +4,15 @@ using TorchSharp.Modules;
 namespace Mora.Tests;
 
 /// <summary>
-/// Every design × the shapes {64×64, 48×160, 160×48, 37×90, 16×16 at r = 8} (d × k) × {float32, float64}.
+/// Every design × the shapes {64×64, 48×160, 160×48, 37×90, 16×16 at r = 8, 200×10, 10×200} (d × k) × {float32, float64}.
 /// Tolerances: float64 1e-10 and float32 1e-4 relative to the largest |value| (float32 sums of up to a few hundred
 /// products carry ~1e-6 relative error; the margin is for the ΔW-vs-forward association order).
 /// Inputs are fresh random draws each run (seed printed in every failure message).
 /// </summary>
 public class DesignMatrixTests
 {
-    public static readonly (int D, int K, int R)[] Shapes = [(64, 64, 8), (48, 160, 4), (160, 48, 4), (37, 90, 3), (16, 16, 8)];
+    // The five shapes, plus r̂ = 29 > k = 10 (and > d = 10): the cyclic fill wraps the input almost three times.
+    public static readonly (int D, int K, int R)[] Shapes = [(64, 64, 8), (48, 160, 4), (160, 48, 4), (37, 90, 3), (16, 16, 8), (200, 10, 4), (10, 200, 4)];
     public static readonly ScalarType[] DTypes = [ScalarType.Float32, ScalarType.Float64];
 
     public static IEnumerable<object[]> Matrix() =>
