@@ -4,6 +4,7 @@ using Mora.Native;
 namespace Mora.Tests;
 
 /// <summary>The TorchSharp native fix, tensors working from a clean clone, and the CPU/CUDA package switch.</summary>
+[Collection(ExternalProcesses.Name)]
 public class NativeAndBuildTests
 {
     [Fact]
@@ -107,6 +108,7 @@ public class NativeAndBuildTests
 
 /// <summary>The native fix inside the real notebook kernel, where TorchSharp arrives through <c>#r "nuget: ..."</c>
 /// and its native library is loaded from the NuGet cache.</summary>
+[Collection(ExternalProcesses.Name)]
 public class NotebookKernelNativeFixTests
 {
     [Fact]
@@ -138,6 +140,18 @@ public class NotebookKernelNativeFixTests
             "Console.WriteLine(\"RANK \" + TorchSharp.torch.linalg.matrix_rank(op.DeltaWeight(M)).item<long>());", TimeSpan.FromMinutes(2));
         Assert.True(run.Ok, $"{run.Error}\n{run.Output}");
         Assert.Contains("RANK 64", run.Output);
-        if (!run.Output.Contains("FIX none needed")) Assert.Contains(cached, run.Output);
+        if (!run.Output.Contains("FIX none needed"))
+        {
+            Assert.Contains(cached, run.Output);
+            Assert.True(ElfVersionNeeds.Read(File.ReadAllBytes(cached)).Single(n => n.Version == TorchRuntime.SafeToWeaken).Weak);
+        }
     }
+}
+
+/// <summary>Tests that start processes which apply the native fix to shared files (the NuGet cache copy, the test
+/// output's copy) run one at a time, so one test's "unpatched" state is not patched behind its back.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ExternalProcesses
+{
+    public const string Name = "external processes";
 }
