@@ -235,8 +235,11 @@ public sealed class CompressDecompress
                 var rotated = cat([ms.narrow(2, h, h), ms.narrow(2, 0, h).neg()], 2);   // (M diag(sin_t)) P
                 blocks = m.unsqueeze(0) * cos.unsqueeze(1) + rotated;
             }
+            // Only the row blocks that reach the output are built: ⌈d/r̂⌉ of them when d < n·r̂ (wide layers).
+            int rowBlocks = ix[1] is null ? (D + RHat - 1) / RHat : Blocks;
             using var eye = torch.eye(Blocks, dtype: m.dtype, device: m.device);
-            var diag = einsum("tab,ts->tasb", blocks, eye).reshape(Blocks * RHat, Blocks * RHat);
+            var diag = einsum("tab,ts->tasb", blocks.narrow(0, 0, rowBlocks), eye.narrow(0, 0, rowBlocks))
+                .reshape(rowBlocks * RHat, Blocks * RHat);
             var rows = ix[1] is null ? diag.narrow(0, 0, D) : diag.index_select(0, ix[1]!);
             result = FoldColumns(rows, ix[0]);
         }
