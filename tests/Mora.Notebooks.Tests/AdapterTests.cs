@@ -19,7 +19,7 @@ public sealed class ToyModel : nn.Module<Tensor, Tensor>
         layers = nn.ModuleList<nn.Module<Tensor, Tensor>>(new ToyAttention(hidden, dtype), new ToyAttention(hidden, dtype));
         mlp = nn.Sequential(("up_proj", nn.Linear(hidden, 2 * hidden, dtype: dtype)), ("act", nn.ReLU()), ("down_proj", nn.Linear(2 * hidden, hidden, dtype: dtype)));
         lm_head = nn.Linear(hidden, vocab, hasBias: false, dtype: dtype);
-        lm_head.weight = embed_tokens.weight;               // tied
+        lm_head.weight = embed_tokens.weight!;              // tied
         RegisterComponents();
     }
 
