@@ -25,6 +25,7 @@ public sealed class MoraLinear : AdaptedLinear
     /// <param name="r">the LoRA rank whose budget r̂ matches</param>
     /// <param name="type">the compress/decompress design</param>
     /// <param name="rule">how r̂ is rounded</param>
+    /// <param name="dropout">dropout on the adapter's input while training (PEFT's lora_dropout)</param>
     /// <param name="rHat">an explicit r̂ (overrides <paramref name="r"/>)</param>
     public MoraLinear(Linear baseLayer, int r, MoraType type = MoraType.Rotation, RHatRule rule = RHatRule.RoundHalfUp, double dropout = 0, int? rHat = null)
         : base(nameof(MoraLinear), baseLayer)
