@@ -114,9 +114,7 @@ public static class TorchRuntime
             Add(Path.Combine(tsDir, "..", "..", "runtimes", rid, "native"));      // TorchSharp.dll inside the NuGet cache
         }
         string version = typeof(torch).Assembly.GetName().Version is { } v ? $"{v.Major}.{v.Minor}.{v.Build}" : "";
-        string nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
-                       ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        Add(Path.Combine(nuget, "torchsharp", version, "runtimes", rid, "native"));
+        Add(Path.Combine(NuGetPackagesRoot, "torchsharp", version, "runtimes", rid, "native"));
 
         return dirs.Distinct(StringComparer.Ordinal)
                    .Select(d => Path.Combine(d, NativeName))
@@ -124,6 +122,11 @@ public static class TorchRuntime
                    .Select(f => Path.GetFullPath(new FileInfo(f).ResolveLinkTarget(true)?.FullName ?? f))
                    .Distinct(StringComparer.Ordinal);
     }
+
+    /// <summary>NuGet's global packages folder: NUGET_PACKAGES, else ~/.nuget/packages.</summary>
+    public static string NuGetPackagesRoot =>
+        Environment.GetEnvironmentVariable("NUGET_PACKAGES")
+        ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
 
     static string? FindSystemLibStdCxx()
     {

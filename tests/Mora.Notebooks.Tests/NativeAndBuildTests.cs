@@ -28,8 +28,7 @@ public class NativeAndBuildTests
     public void TheShippedLibraryNeedsGlibcxx3432AndThePatchTouchesOnlyItsFlag()
     {
         if (!OperatingSystem.IsLinux()) return;   // the fix is a no-op elsewhere; nothing to check
-        string nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
-                       ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string nuget = TorchRuntime.NuGetPackagesRoot;
         string file = Path.Combine(nuget, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
         Assert.True(File.Exists(file), $"TorchSharp's native library not found at {file}");
         byte[] bytes = File.ReadAllBytes(file);
@@ -115,8 +114,7 @@ public class NotebookKernelNativeFixTests
     public void TheKernelLoadsTorchAfterTheLibraryIsReferenced()
     {
         if (!OperatingSystem.IsLinux()) return;
-        string nuget = Environment.GetEnvironmentVariable("NUGET_PACKAGES")
-                       ?? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        string nuget = TorchRuntime.NuGetPackagesRoot;
         string cached = Path.Combine(nuget, "torchsharp", "0.107.0", "runtimes", "linux-x64", "native", "libLibTorchSharp.so");
         Assert.True(File.Exists(cached), cached);
         // Put the cache copy back as NuGet extracted it (unpatched), as on a fresh machine.
