@@ -1,0 +1,254 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace Mora.Data;
+
+/// <summary>One GSM8K-format problem: the question, the worked answer (reasoning lines with <c>&lt;&lt;a*b=c&gt;&gt;</c>
+/// calculator annotations, then <c>#### n</c>), the extracted final number, and where it came from.</summary>
+public sealed record MathProblem(string Question, string Answer, decimal FinalAnswer, string Source = "", int Line = 0);
+
+/// <summary>Final answers out of GSM8K answers and model generations.</summary>
+public static partial class AnswerExtraction
+{
+    [GeneratedRegex(@"####\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?|-?\.[0-9]+)\s*\.?\s*$")]
+    private static partial Regex FinalLine();
+
+    [GeneratedRegex(@"-?\$?[0-9][0-9,]*(?:\.[0-9]+)?")]
+    private static partial Regex AnyNumber();
+
+    /// <summary>The number after the last <c>####</c> of a reference answer: handles <c>#### 1,234</c>, negatives and
+    /// decimals. Null when there is no well-formed final line.</summary>
+    public static decimal? FromReference(string answer)
+    {
+        ArgumentNullException.ThrowIfNull(answer);
+        int at = answer.LastIndexOf("####", StringComparison.Ordinal);
+        if (at < 0) return null;
+        var m = FinalLine().Match(answer[at..].TrimEnd());
+        return m.Success ? Parse(m.Groups[1].Value) : null;
+    }
+
+    /// <summary>The answer a model gave: the number after its first <c>####</c> when it wrote one, else the last number
+    /// in the text (the usual GSM8K fallback). Null when the text has no number.</summary>
+    public static decimal? FromGeneration(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        int at = text.IndexOf("####", StringComparison.Ordinal);
+        if (at >= 0)
+        {
+            var after = AnyNumber().Match(text, at + 4);
+            if (after.Success) return Parse(after.Value);
+        }
+        var all = AnyNumber().Matches(text);
+        return all.Count == 0 ? null : Parse(all[^1].Value);
+    }
+
+    static decimal? Parse(string s)
+    {
+        s = s.Replace(",", "").Replace("$", "");
+        if (s.StartsWith('-') && s.Length > 1 && s[1] == '.') s = "-0" + s[1..];
+        else if (s.StartsWith('.')) s = "0" + s;
+        return decimal.TryParse(s, NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var d) ? d : null;
+    }
+}
+
+/// <summary>GSM8K-format JSONL: one <c>{"question": …, "answer": …}</c> a line (the real GSM8K, or the generator's files).</summary>
+public static class Gsm8kData
+{
+    /// <summary>Reads every problem; a malformed line (bad JSON, a missing field, no <c>#### n</c>) throws
+    /// <see cref="DatasetFormatException"/> naming the file and line.</summary>
+    public static List<MathProblem> Load(string path)
+    {
+        var result = new List<MathProblem>();
+        foreach (var (line, o) in Jsonl.Read(path))
+        {
+            string q = Jsonl.String(o, "question", path, line);
+            string a = Jsonl.String(o, "answer", path, line);
+            var final = AnswerExtraction.FromReference(a)
+                ?? throw new DatasetFormatException(path, line, "the answer has no final line '#### <number>'");
+            result.Add(new MathProblem(q, a, final, path, line));
+        }
+        return result;
+    }
+
+    public static void Write(string path, IEnumerable<MathProblem> problems) =>
+        Jsonl.Write(path, problems, p => new JsonObject { ["question"] = p.Question, ["answer"] = p.Answer });
+
+    /// <summary>The prompt a model sees for a question, and the text it is trained to produce.</summary>
+    public static string Prompt(string question) => "Q: " + question + "\nA: ";
+}
+
+/// <summary>Options of the GSM8K-style generator.</summary>
+public sealed record MathStyle
+{
+    public int MinSteps { get; init; } = 2;
+    public int MaxSteps { get; init; } = 4;
+    /// <summary>Starting quantities are drawn from [2, MaxStart].</summary>
+    public int MaxStart { get; init; } = 50;
+    /// <summary>Added / removed amounts from [1, MaxOperand]; multipliers and divisors from [2, MaxFactor].</summary>
+    public int MaxOperand { get; init; } = 30;
+    public int MaxFactor { get; init; } = 4;
+
+    public MathStyle Validate()
+    {
+        if (MinSteps < 1) throw new ArgumentException($"min steps must be at least 1, got {MinSteps}", nameof(MinSteps));
+        if (MaxSteps < MinSteps) throw new ArgumentException($"max steps {MaxSteps} is below min steps {MinSteps}", nameof(MaxSteps));
+        if (MaxStart < 2) throw new ArgumentException($"max start must be at least 2, got {MaxStart}", nameof(MaxStart));
+        if (MaxOperand < 1) throw new ArgumentException($"max operand must be at least 1, got {MaxOperand}", nameof(MaxOperand));
+        if (MaxFactor < 2) throw new ArgumentException($"max factor must be at least 2, got {MaxFactor}", nameof(MaxFactor));
+        return this;
+    }
+}
+
+/// <summary>
+/// Multi-step arithmetic word problems in GSM8K's exact format: a question; an answer of reasoning lines, each with a
+/// <c>&lt;&lt;a+b=c&gt;&gt;c</c> calculator annotation, and a final <c>#### n</c>. Deterministic from a seed.
+/// </summary>
+public static class Gsm8kStyle
+{
+    static readonly string[] Names = ["Natalia", "Weng", "Betty", "Julie", "James", "Albert", "Ken", "Alexis", "Tina", "Mark", "Ravi", "Mei", "Sam", "Olga", "Diego", "Amara"];
+    static readonly (string Item, string Container)[] Items =
+        [("apples", "baskets"), ("marbles", "bags"), ("stickers", "albums"), ("cookies", "boxes"), ("pencils", "cases"), ("coins", "jars"),
+         ("books", "shelves"), ("shells", "buckets"), ("cards", "decks"), ("eggs", "cartons"), ("flowers", "vases"), ("toy cars", "bins")];
+
+    /// <summary>One problem from <paramref name="rng"/>.</summary>
+    public static MathProblem Next(Random rng, MathStyle style)
+    {
+        string name = Names[rng.Next(Names.Length)];
+        string friend; do friend = Names[rng.Next(Names.Length)]; while (friend == name);
+        var (item, container) = Items[rng.Next(Items.Length)];
+        int steps = rng.Next(style.MinSteps, style.MaxSteps + 1);
+        long have = rng.Next(2, style.MaxStart + 1);
+        var q = new StringBuilder($"{name} has {have} {item}.");
+        var a = new StringBuilder();
+        for (int s = 0; s < steps; s++)
+        {
+            int op = rng.Next(4);
+            if (op == 3 && (have < 2 || !Enumerable.Range(2, style.MaxFactor - 1).Any(k => have % k == 0))) op = 0;
+            if (op == 1 && have < 2) op = 0;
+            long before = have;
+            switch (op)
+            {
+                case 0:
+                {
+                    int n = rng.Next(1, style.MaxOperand + 1);
+                    have = before + n;
+                    q.Append(rng.Next(2) == 0 ? $" {friend} gives {name} {n} more {item}." : $" Then {name} buys {n} more {item}.");
+                    a.Append($"{name} has {before}+{n} = <<{before}+{n}={have}>>{have} {item}.\n");
+                    break;
+                }
+                case 1:
+                {
+                    int n = rng.Next(1, (int)Math.Min(before - 1, style.MaxOperand) + 1);
+                    have = before - n;
+                    q.Append(rng.Next(2) == 0 ? $" {name} gives {n} {item} to {friend}." : $" {name} loses {n} of the {item}.");
+                    a.Append($"{name} has {before}-{n} = <<{before}-{n}={have}>>{have} {item} left.\n");
+                    break;
+                }
+                case 2:
+                {
+                    int k = rng.Next(2, style.MaxFactor + 1);
+                    have = before * k;
+                    q.Append($" {name} then gets {k} times as many {item} as {(rng.Next(2) == 0 ? "before" : "there were")} in total.");
+                    a.Append($"{name} now has {before}*{k} = <<{before}*{k}={have}>>{have} {item}.\n");
+                    break;
+                }
+                default:
+                {
+                    var divisors = Enumerable.Range(2, style.MaxFactor - 1).Where(k => before % k == 0).ToList();
+                    int k = divisors[rng.Next(divisors.Count)];
+                    have = before / k;
+                    q.Append($" {name} puts the {item} equally into {k} {container} and keeps one of the {container}.");
+                    a.Append($"One of the {container} holds {before}/{k} = <<{before}/{k}={have}>>{have} {item}.\n");
+                    break;
+                }
+            }
+        }
+        q.Append($" How many {item} does {name} have now?");
+        a.Append($"#### {have}");
+        return new MathProblem(q.ToString(), a.ToString(), have);
+    }
+
+    /// <summary><paramref name="count"/> distinct problems from <paramref name="seed"/>.</summary>
+    public static List<MathProblem> Generate(int count, int seed, MathStyle? style = null, IReadOnlySet<string>? exclude = null)
+    {
+        if (count <= 0) throw new ArgumentException($"the number of problems must be positive, got {count}", nameof(count));
+        style = (style ?? new MathStyle()).Validate();
+        var rng = new Random(seed);
+        var seen = new HashSet<string>();
+        var result = new List<MathProblem>(count);
+        int attempts = 0;
+        while (result.Count < count)
+        {
+            if (++attempts > 50 * count + 1000)
+                throw new ArgumentException($"could not find {count} distinct problems with these options (got {result.Count}); widen the number ranges or steps", nameof(style));
+            var p = Next(rng, style);
+            if (exclude?.Contains(p.Question) == true || !seen.Add(p.Question)) continue;
+            result.Add(p);
+        }
+        return result;
+    }
+
+    /// <summary>A train and a test split with no question in both.</summary>
+    public static (List<MathProblem> Train, List<MathProblem> Test) Splits(int train, int test, int seed, MathStyle? style = null)
+    {
+        if (test <= 0) throw new ArgumentException($"the test split must have at least one problem, got {test}", nameof(test));
+        var all = Generate(train + test, seed, style);
+        return (all.Take(train).ToList(), all.Skip(train).ToList());
+    }
+}
+
+/// <summary>
+/// A generic pretraining corpus, so a base model can be pretrained from scratch before fine-tuning (the kit cannot
+/// download LLaMA): arithmetic facts, counting sentences, and GSM8K-style worked problems (excluding any question
+/// given), mixed and deterministic from a seed.
+/// </summary>
+public static class PretrainingCorpus
+{
+    public static List<string> Generate(int documents, int seed, MathStyle? style = null, IReadOnlySet<string>? excludeQuestions = null)
+    {
+        if (documents <= 0) throw new ArgumentException($"the number of documents must be positive, got {documents}", nameof(documents));
+        style = (style ?? new MathStyle()).Validate();
+        var rng = new Random(seed);
+        var docs = new List<string>(documents);
+        while (docs.Count < documents)
+        {
+            switch (rng.Next(3))
+            {
+                case 0:
+                {
+                    var sb = new StringBuilder();
+                    for (int i = 0; i < 6; i++)
+                    {
+                        int x = rng.Next(0, style.MaxStart * 2), y = rng.Next(1, style.MaxOperand + 1);
+                        sb.Append(rng.Next(4) switch
+                        {
+                            0 => $"{x}+{y} = <<{x}+{y}={x + y}>>{x + y}\n",
+                            1 => $"{x + y}-{y} = <<{x + y}-{y}={x}>>{x}\n",
+                            2 => $"{x}*{y % style.MaxFactor + 2} = <<{x}*{y % style.MaxFactor + 2}={x * (y % style.MaxFactor + 2)}>>{x * (y % style.MaxFactor + 2)}\n",
+                            _ => $"{x * (y % style.MaxFactor + 2)}/{y % style.MaxFactor + 2} = <<{x * (y % style.MaxFactor + 2)}/{y % style.MaxFactor + 2}={x}>>{x}\n",
+                        });
+                    }
+                    docs.Add(sb.ToString().TrimEnd());
+                    break;
+                }
+                case 1:
+                {
+                    var p = Gsm8kStyle.Next(rng, style with { MinSteps = 1, MaxSteps = 1 });
+                    if (excludeQuestions?.Contains(p.Question) == true) continue;
+                    docs.Add(p.Question.Replace(" How many", "\nHow many") + "\n" + p.Answer);
+                    break;
+                }
+                default:
+                {
+                    var p = Gsm8kStyle.Next(rng, style);
+                    if (excludeQuestions?.Contains(p.Question) == true) continue;
+                    docs.Add(Gsm8kData.Prompt(p.Question) + p.Answer);
+                    break;
+                }
+            }
+        }
+        return docs;
+    }
+}

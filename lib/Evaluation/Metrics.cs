@@ -1,0 +1,109 @@
+using Mora.Adapters;
+using Mora.Analysis;
+using Mora.Data;
+using Mora.Model;
+using Mora.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mora.Evaluation;
+
+/// <summary>The paper's memorisation metrics over a set of keys.</summary>
+/// <param name="ExactMatch">fraction of keys whose generated value equals the true value</param>
+/// <param name="CharAccuracy">fraction of value characters right, position by position (a short or missing answer
+/// counts its missing characters wrong; the paper's character-level accuracy)</param>
+public sealed record MemorizationScore(double ExactMatch, double CharAccuracy, int Count);
+
+/// <summary>Exact-match accuracy of extracted final answers.</summary>
+public sealed record MathScore(double ExactMatch, int Correct, int Count, int NoAnswer);
+
+public static class Metrics
+{
+    /// <summary>Position-by-position agreement of <paramref name="generated"/> with <paramref name="expected"/>, over the
+    /// expected length (extra generated characters are ignored; missing ones count wrong).</summary>
+    public static double CharAccuracy(string generated, string expected)
+    {
+        if (expected.Length == 0) return generated.Length == 0 ? 1 : 0;
+        int right = 0;
+        for (int i = 0; i < expected.Length; i++) if (i < generated.Length && generated[i] == expected[i]) right++;
+        return (double)right / expected.Length;
+    }
+
+    /// <summary>Scores predicted values against expected ones.</summary>
+    public static MemorizationScore Memorization(IReadOnlyList<string> generated, IReadOnlyList<string> expected)
+    {
+        if (generated.Count != expected.Count) throw new ArgumentException($"{generated.Count} generations for {expected.Count} expected values", nameof(generated));
+        if (expected.Count == 0) throw new ArgumentException("nothing to score", nameof(expected));
+        int exact = 0; double chars = 0;
+        for (int i = 0; i < expected.Count; i++)
+        {
+            if (generated[i] == expected[i]) exact++;
+            chars += CharAccuracy(generated[i], expected[i]);
+        }
+        return new MemorizationScore((double)exact / expected.Count, chars / expected.Count, expected.Count);
+    }
+
+    /// <summary>Greedy-decodes the value of each key and scores it.</summary>
+    public static MemorizationScore Memorization(LlamaForCausalLM model, ITextTokenizer tokenizer, IReadOnlyList<UuidPair> pairs, int batchSize = 64)
+    {
+        var prompts = pairs.Select(p => LmData.PromptTokens(tokenizer, UuidPairs.Prompt(p.Key))).ToList();
+        int maxNew = pairs.Max(p => tokenizer.Encode(p.Value).Length) + 1;
+        var outputs = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = maxNew, EosId = tokenizer.EosId, BatchSize = batchSize });
+        return Memorization(outputs.Select(tokenizer.Decode).ToList(), pairs.Select(p => p.Value).ToList());
+    }
+
+    /// <summary>Scores generated solutions: the number each gives (<see cref="AnswerExtraction.FromGeneration"/>) against the reference.</summary>
+    public static MathScore Math(IReadOnlyList<string> generated, IReadOnlyList<decimal> expected)
+    {
+        if (generated.Count != expected.Count) throw new ArgumentException($"{generated.Count} generations for {expected.Count} problems", nameof(generated));
+        if (expected.Count == 0) throw new ArgumentException("nothing to score", nameof(expected));
+        int correct = 0, none = 0;
+        for (int i = 0; i < expected.Count; i++)
+        {
+            var got = AnswerExtraction.FromGeneration(generated[i]);
+            if (got is null) none++;
+            else if (got.Value == expected[i]) correct++;
+        }
+        return new MathScore((double)correct / expected.Count, correct, expected.Count, none);
+    }
+
+    /// <summary>Greedy-decodes a worked solution for each problem and scores its final answer.</summary>
+    public static MathScore Math(LlamaForCausalLM model, ITextTokenizer tokenizer, IReadOnlyList<MathProblem> problems, int maxNewTokens = 160, int batchSize = 32)
+    {
+        var prompts = problems.Select(p => LmData.PromptTokens(tokenizer, Gsm8kData.Prompt(p.Question))).ToList();
+        var outputs = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = maxNewTokens, EosId = tokenizer.EosId, BatchSize = batchSize });
+        return Math(outputs.Select(tokenizer.Decode).ToList(), problems.Select(p => p.FinalAnswer).ToList());
+    }
+}
+
+/// <summary>The spectrum of one learned update.</summary>
+/// <param name="Rank">singular values above <c>tolerance × σ_max</c></param>
+/// <param name="EffectiveRank">exp of the entropy of σ / Σσ (Roy &amp; Vetterli 2007)</param>
+public sealed record DeltaWeightStats(string Layer, AdapterMethod Method, int D, int K, long Rank, double EffectiveRank, double FrobeniusNorm,
+    double RelativeTolerance, double[] SingularValues);
+
+/// <summary>What each adapted layer actually learned: ΔW (merged-minus-base for full fine-tuning), its singular values,
+/// its rank at a tolerance and its effective rank.</summary>
+public static class DeltaWeightAnalysis
+{
+    /// <param name="model">a model with adapters (or FullLinear wrappers)</param>
+    /// <param name="relativeTolerance">a singular value counts toward the rank when ≥ this × the largest</param>
+    public static List<DeltaWeightStats> Analyze(nn.Module model, double relativeTolerance = 1e-3)
+    {
+        if (!(relativeTolerance > 0 && relativeTolerance < 1)) throw new ArgumentException($"relative tolerance must be in (0, 1), got {relativeTolerance}", nameof(relativeTolerance));
+        var result = new List<DeltaWeightStats>();
+        using var _ = no_grad();
+        foreach (var (name, layer) in Peft.Adapters(model))
+        {
+            using var scope = NewDisposeScope();
+            var delta = layer.DeltaWeight().to(ScalarType.Float64).cpu();
+            var s = linalg.svdvals(delta);
+            double max = s.max().item<double>();
+            long rank = max == 0 ? 0 : (s >= relativeTolerance * max).sum().item<long>();
+            double eff = max == 0 ? 0 : DesignReport.EffectiveRank(s);
+            double fro = delta.norm().item<double>();
+            result.Add(new DeltaWeightStats(name, layer.Method, layer.OutFeatures, layer.InFeatures, rank, eff, fro, relativeTolerance, s.data<double>().ToArray()));
+        }
+        return result;
+    }
+}

@@ -1,0 +1,170 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mora.Adapters;
+using Mora.IO;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Mora.Model;
+
+/// <summary>A checkpoint whose tensors do not fit the model: every missing, unexpected or wrongly shaped tensor is listed.</summary>
+public sealed class CheckpointMismatchException(string message, IReadOnlyList<string> problems) : ArgumentException(message)
+{
+    public IReadOnlyList<string> Problems { get; } = problems;
+}
+
+/// <summary>
+/// Model weights in the Hugging Face layout: a folder with <c>config.json</c> and <c>model.safetensors</c> (or shards
+/// named by <c>model.safetensors.index.json</c>), tensor names <c>model.layers.0.self_attn.q_proj.weight</c> …, and an
+/// optional <c>tokenizer.json</c>. Only safetensors are read (no pickle, nothing executable). Files are written atomically.
+/// </summary>
+public static class ModelIO
+{
+    public const string ConfigFile = "config.json";
+    public const string WeightsFile = "model.safetensors";
+    public const string IndexFile = "model.safetensors.index.json";
+    public const string TokenizerFile = "tokenizer.json";
+
+    /// <summary>The model's weights under their Hugging Face names: adapters are left out (or folded in with
+    /// <paramref name="mergeAdapters"/>), <c>base_layer</c> is dropped from wrapped names, a tied head is not repeated.
+    /// The caller disposes the tensors.</summary>
+    public static List<(string Name, Tensor Tensor)> BaseStateDict(LlamaForCausalLM model, bool mergeAdapters = false)
+    {
+        var adapters = Peft.Adapters(model).ToDictionary(a => a.Name, a => a.Layer);
+        var result = new List<(string, Tensor)>();
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            int at = name.IndexOf(".base_layer.", StringComparison.Ordinal);
+            if (at >= 0)
+            {
+                string path = name[..at];
+                string hfName = path + name[(at + ".base_layer".Length)..];
+                var layer = adapters[path];
+                bool isWeight = hfName.EndsWith(".weight", StringComparison.Ordinal) && layer is not FullLinear;
+                bool add = isWeight && mergeAdapters && !layer.Merged && layer.Enabled;       // fold ΔW in
+                bool subtract = isWeight && !mergeAdapters && layer.Merged;                     // already folded: take it out
+                if (add || subtract)
+                {
+                    using var delta = layer.DeltaWeight();
+                    using var typed = delta.to(p.dtype);
+                    result.Add((hfName, add ? p + typed : p - typed));
+                }
+                else result.Add((hfName, p.detach().clone()));
+                continue;
+            }
+            if (adapters.Keys.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) continue;   // lora_A, lora_B, magnitude
+            result.Add((name, p.detach().clone()));
+        }
+        return result;
+    }
+
+    /// <summary>Writes <c>config.json</c> and <c>model.safetensors</c> (Hugging Face layout) into <paramref name="directory"/>.</summary>
+    public static void Save(LlamaForCausalLM model, string directory, bool mergeAdapters = false)
+    {
+        Directory.CreateDirectory(directory);
+        var tensors = BaseStateDict(model, mergeAdapters);
+        try
+        {
+            string dtype = model.DType switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", ScalarType.Float64 => "float64", _ => "float32" };
+            SafeTensors.Save(Path.Combine(directory, WeightsFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            AtomicFile.WriteText(Path.Combine(directory, ConfigFile), model.Config.ToJson(dtype));
+        }
+        finally { foreach (var (_, t) in tensors) t.Dispose(); }
+    }
+
+    /// <summary>Reads <c>config.json</c> of a folder.</summary>
+    public static LlamaConfig ReadConfig(string directory)
+    {
+        string path = Path.Combine(directory, ConfigFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"no {ConfigFile} in {Path.GetFullPath(directory)} (a model folder needs config.json and model.safetensors)", path);
+        return LlamaConfig.FromJson(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Builds the model a folder describes and loads its weights.</summary>
+    public static LlamaForCausalLM Load(string directory, Device? device = null, ScalarType? dtype = null)
+    {
+        var config = ReadConfig(directory);
+        var model = new LlamaForCausalLM(config, device, dtype);
+        try { LoadWeights(model, directory); }
+        catch { model.Dispose(); throw; }
+        return model;
+    }
+
+    /// <summary>The weight files of a folder: the shards an index names, or <c>model.safetensors</c>.</summary>
+    public static IReadOnlyList<string> WeightFiles(string directory)
+    {
+        string index = Path.Combine(directory, IndexFile);
+        if (File.Exists(index))
+        {
+            JsonObject map;
+            try { map = JsonNode.Parse(File.ReadAllText(index))?["weight_map"] as JsonObject ?? throw new FormatException($"{index}: no 'weight_map' object"); }
+            catch (JsonException e) { throw new FormatException($"{index}: invalid JSON ({e.Message})", e); }
+            var shards = map.Select(kv => kv.Value?.GetValue<string>() ?? throw new FormatException($"{index}: weight_map['{kv.Key}'] is not a file name")).Distinct().ToList();
+            foreach (var s in shards)
+                if (Path.GetFileName(s) != s) throw new FormatException($"{index}: shard name '{s}' must be a plain file name in the same folder");
+            return shards.Select(s => Path.Combine(directory, s)).ToList();
+        }
+        string single = Path.Combine(directory, WeightsFile);
+        if (!File.Exists(single)) throw new FileNotFoundException($"no {WeightsFile} or {IndexFile} in {Path.GetFullPath(directory)}", single);
+        return [single];
+    }
+
+    /// <summary>Copies the weights of a Hugging Face folder into a model (adapters, if any, are kept and untouched).
+    /// Throws <see cref="CheckpointMismatchException"/> listing every missing, unexpected or wrongly shaped tensor
+    /// before anything is copied.</summary>
+    public static void LoadWeights(LlamaForCausalLM model, string directory)
+    {
+        var files = WeightFiles(directory);
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        try
+        {
+            foreach (var f in files)
+            {
+                var (part, _) = SafeTensors.Load(f);
+                foreach (var (k, v) in part)
+                    if (!tensors.TryAdd(k, v)) { v.Dispose(); throw new FormatException($"{f}: tensor '{k}' also appears in another shard"); }
+            }
+            var targets = TargetParameters(model);
+            var problems = new List<string>();
+            foreach (var (name, p) in targets)
+            {
+                if (!tensors.TryGetValue(name, out var t)) problems.Add($"missing tensor {name} (shape [{string.Join(", ", p.shape)}])");
+                else if (!t.shape.SequenceEqual(p.shape))
+                    problems.Add($"{name}: file has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
+            }
+            foreach (var k in tensors.Keys.Order(StringComparer.Ordinal))
+            {
+                if (targets.ContainsKey(k)) continue;
+                if (k.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;              // a buffer older checkpoints store
+                if (k == "lm_head.weight" && model.Config.TieWordEmbeddings) continue;                    // some tied checkpoints repeat it
+                problems.Add($"unexpected tensor {k} (the model has no such weight)");
+            }
+            if (problems.Count > 0)
+                throw new CheckpointMismatchException(
+                    $"{Path.GetFullPath(directory)} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems), problems);
+            using var _ = no_grad();
+            foreach (var (name, p) in targets)
+            {
+                using var moved = tensors[name].to(p.dtype, p.device);
+                p.copy_(moved);
+            }
+        }
+        finally { foreach (var t in tensors.Values) t.Dispose(); }
+    }
+
+    /// <summary>The model's base parameters by Hugging Face name (a wrapped layer's base weight under the plain name).</summary>
+    static Dictionary<string, Tensor> TargetParameters(LlamaForCausalLM model)
+    {
+        var adapters = Peft.Adapters(model).Select(a => a.Name).ToList();
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (name, p) in model.named_parameters())
+        {
+            int at = name.IndexOf(".base_layer.", StringComparison.Ordinal);
+            if (at >= 0) { result[name[..at] + name[(at + ".base_layer".Length)..]] = p; continue; }
+            if (adapters.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) continue;
+            result[name] = p;
+        }
+        return result;
+    }
+}

@@ -1,0 +1,146 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mora.IO;
+using Mora.Model;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Mora.Training;
+
+/// <summary>What a checkpoint restores besides tensors.</summary>
+public sealed record CheckpointState(long Step, long Tokens, double WallSeconds, RunLog Log);
+
+/// <summary>
+/// Checkpoints of a run: <c>checkpoints/step-N/</c> holds the trainable parameters and the AdamW moments (safetensors),
+/// the counters and the log so far; <c>checkpoints/latest.json</c> names the newest. A checkpoint folder is written under a
+/// temporary name and renamed, then <c>latest.json</c> is replaced atomically, so a process killed at any moment leaves
+/// the previous checkpoint usable.
+/// </summary>
+public static class Checkpoints
+{
+    const string Params = "trainable.safetensors", Optim = "optimizer.safetensors", State = "state.json";
+
+    /// <summary>The newest complete checkpoint folder of a run, or null.</summary>
+    public static string? Latest(string outDir)
+    {
+        string pointer = Path.Combine(outDir, Trainer.CheckpointDir, Trainer.LatestFile);
+        if (!File.Exists(pointer)) return null;
+        string name;
+        try { name = JsonNode.Parse(File.ReadAllText(pointer))?["checkpoint"]?.GetValue<string>() ?? throw new FormatException("no 'checkpoint' field"); }
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
+        { throw new FormatException($"{pointer}: unreadable ({e.Message}); delete it to start the run afresh", e); }
+        if (Path.GetFileName(name) != name || !name.StartsWith("step-", StringComparison.Ordinal))
+            throw new FormatException($"{pointer}: checkpoint name '{name}' must be a folder name step-N beside it");
+        string dir = Path.Combine(outDir, Trainer.CheckpointDir, name);
+        if (!Directory.Exists(dir)) throw new FormatException($"{pointer} names {name}, which does not exist");
+        return dir;
+    }
+
+    internal static void Save(string outDir, long step, long tokens, double wall, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
+        AdamW optimizer, RunLog log, TrainConfig config)
+    {
+        string root = Path.Combine(outDir, Trainer.CheckpointDir);
+        Directory.CreateDirectory(root);
+        string name = $"step-{step}";
+        string final = Path.Combine(root, name);
+        string tmp = Path.Combine(root, $".{name}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            SafeTensors.Save(Path.Combine(tmp, Params), trainable.Select(p => (p.Name, (Tensor)p.Parameter)));
+            var states = optimizer.state_dict().State.Cast<AdamW.State>().ToList();
+            var moments = new List<(string, Tensor)>();
+            var meta = new Dictionary<string, string>();
+            for (int i = 0; i < states.Count; i++)
+            {
+                moments.Add(($"{i}.exp_avg", states[i].exp_avg));
+                moments.Add(($"{i}.exp_avg_sq", states[i].exp_avg_sq));
+                meta[$"{i}.step"] = states[i].step.ToString(CultureInfo.InvariantCulture);
+                meta[$"{i}.name"] = trainable[i].Name;
+            }
+            SafeTensors.Save(Path.Combine(tmp, Optim), moments, meta);
+            log.WriteCsv(Path.Combine(tmp, Trainer.LogFile));
+            var state = new JsonObject
+            {
+                ["step"] = step, ["tokens"] = tokens, ["wall_seconds"] = wall,
+                ["train"] = JsonNode.Parse(config.ToJson()),
+            };
+            AtomicFile.WriteText(Path.Combine(tmp, State), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
+            Directory.Move(tmp, final);
+        }
+        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
+        AtomicFile.WriteText(Path.Combine(root, Trainer.LatestFile), new JsonObject { ["checkpoint"] = name, ["step"] = step }.ToJsonString());
+        // Keep the newest KeepCheckpoints; remove stale temporaries of killed writers.
+        var old = Directory.GetDirectories(root, "step-*")
+            .Select(d => (Dir: d, Step: long.TryParse(Path.GetFileName(d)[5..], out var s) ? s : -1))
+            .Where(d => d.Step >= 0).OrderByDescending(d => d.Step).Skip(config.KeepCheckpoints);
+        foreach (var (dir, _) in old) Directory.Delete(dir, recursive: true);
+        foreach (var stale in Directory.GetDirectories(root, ".step-*.tmp"))
+            if (!stale.Contains($".{Environment.ProcessId}.", StringComparison.Ordinal)) Directory.Delete(stale, recursive: true);
+    }
+
+    /// <summary>Fields that must match for a resume to continue the same run.</summary>
+    static readonly string[] MustMatch = ["Steps", "BatchSize", "GradAccumulation", "LearningRate", "WeightDecay", "Beta1", "Beta2", "Eps",
+        "WarmupSteps", "Schedule", "MinLrRatio", "MaxGradNorm", "Seed", "DType"];
+
+    internal static CheckpointState Load(string dir, LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
+        AdamW optimizer, TrainConfig config)
+    {
+        string statePath = Path.Combine(dir, State);
+        JsonObject state;
+        try { state = JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject ?? throw new FormatException("not an object"); }
+        catch (Exception e) when (e is JsonException or FormatException or IOException)
+        { throw new FormatException($"{statePath}: unreadable checkpoint state ({e.Message})", e); }
+        var saved = state["train"] as JsonObject;
+        var now = JsonNode.Parse(config.ToJson()) as JsonObject;
+        var differ = MustMatch.Where(k => saved?[k]?.ToJsonString() != now?[k]?.ToJsonString())
+            .Select(k => $"{k}: checkpoint {saved?[k]?.ToJsonString() ?? "(none)"}, now {now?[k]?.ToJsonString()}").ToList();
+        if (differ.Count > 0)
+            throw new InvalidOperationException(
+                $"cannot resume from {dir}: the run's settings changed ({string.Join("; ", differ)}). " +
+                "Use a new output folder, or set Resume = false to start over.");
+
+        var (tensors, _) = SafeTensors.Load(Path.Combine(dir, Params));
+        var (moments, meta) = SafeTensors.Load(Path.Combine(dir, Optim));
+        try
+        {
+            var problems = new List<string>();
+            foreach (var (name, p) in trainable)
+            {
+                if (!tensors.TryGetValue(name, out var t)) problems.Add($"missing tensor {name} (shape [{string.Join(", ", p.shape)}])");
+                else if (!t.shape.SequenceEqual(p.shape)) problems.Add($"{name}: checkpoint has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
+            }
+            var known = trainable.Select(t => t.Name).ToHashSet();
+            problems.AddRange(tensors.Keys.Where(k => !known.Contains(k)).Order().Select(k => $"unexpected tensor {k} (not a trainable parameter of the model)"));
+            if (problems.Count > 0)
+                throw new CheckpointMismatchException($"{Path.Combine(dir, Params)} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems), problems);
+
+            var states = optimizer.state_dict().State.Cast<AdamW.State>().ToList();
+            if (states.Count != trainable.Count)
+                throw new InvalidOperationException($"optimizer has {states.Count} parameter states, model {trainable.Count} trainable tensors");
+            using var _ = no_grad();
+            for (int i = 0; i < trainable.Count; i++)
+            {
+                var p = trainable[i].Parameter;
+                using (var v = tensors[trainable[i].Name].to(p.dtype, p.device)) p.copy_(v);
+                if (!meta.TryGetValue($"{i}.name", out var n) || n != trainable[i].Name || !moments.ContainsKey($"{i}.exp_avg"))
+                    throw new CheckpointMismatchException($"{Path.Combine(dir, Optim)}: optimizer state {i} is not for {trainable[i].Name}", [$"optimizer state {i}"]);
+                using (var m = moments[$"{i}.exp_avg"].to(states[i].exp_avg.dtype, p.device)) states[i].exp_avg.copy_(m);
+                using (var v = moments[$"{i}.exp_avg_sq"].to(states[i].exp_avg_sq.dtype, p.device)) states[i].exp_avg_sq.copy_(v);
+                states[i].step = long.Parse(meta[$"{i}.step"], CultureInfo.InvariantCulture);
+            }
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            foreach (var t in moments.Values) t.Dispose();
+        }
+        var log = RunLog.ReadCsv(Path.Combine(dir, Trainer.LogFile));
+        long step = state["step"]!.GetValue<long>();
+        log.TruncateAfter(step);
+        return new CheckpointState(step, state["tokens"]!.GetValue<long>(), state["wall_seconds"]!.GetValue<double>(), log);
+    }
+}

@@ -1,0 +1,49 @@
+namespace Mora.Training;
+
+/// <summary>Where a run is, for a progress display.</summary>
+public sealed record TrainProgress(long Step, long TotalSteps, double Loss, double LearningRate, double TokensPerSecond, TimeSpan Elapsed,
+    IReadOnlyDictionary<string, double> Metrics, string Phase = "train")
+{
+    public double Fraction => TotalSteps == 0 ? 1 : (double)Step / TotalSteps;
+    public TimeSpan? Remaining => Step == 0 ? null : TimeSpan.FromSeconds(Elapsed.TotalSeconds / Step * (TotalSteps - Step));
+
+    /// <summary>"step 40/100 (40 %) loss 1.234 lr 1.0e-03 5,120 tok/s 0:12 elapsed, 0:18 left char_acc 0.75".</summary>
+    public override string ToString()
+    {
+        string metrics = string.Concat(Metrics.Select(kv => $" {kv.Key} {kv.Value:0.####}"));
+        string left = Remaining is { } r ? $", {r:h\\:mm\\:ss} left" : "";
+        return $"{Phase} step {Step}/{TotalSteps} ({Fraction:P0}) loss {Loss:0.####} lr {LearningRate:0.0e+00} {TokensPerSecond:N0} tok/s {Elapsed:h\\:mm\\:ss} elapsed{left}{metrics}";
+    }
+}
+
+/// <summary>Progress on a console: a redrawn bar on a terminal; a plain line every 10 % when output is redirected (logs, CI).
+/// A notebook passes its own <see cref="IProgress{T}"/> that updates a displayed value instead.</summary>
+public sealed class ConsoleProgress(string label = "") : IProgress<TrainProgress>
+{
+    int _lastDecile = -1;
+    readonly bool _terminal = !Console.IsOutputRedirected;
+
+    public void Report(TrainProgress p)
+    {
+        string prefix = label.Length > 0 ? label + " " : "";
+        if (_terminal)
+        {
+            const int width = 24;
+            int filled = (int)Math.Round(p.Fraction * width);
+            string line = $"\r{prefix}[{new string('#', filled)}{new string('.', width - filled)}] {p}";
+            int pad = Math.Max(0, Math.Min(WindowWidth() - 1, 200) - line.Length);
+            Console.Write(line + new string(' ', pad));
+            if (p.Step >= p.TotalSteps) Console.WriteLine();
+            return;
+        }
+        int decile = (int)(p.Fraction * 10);
+        if (decile == _lastDecile && p.Step < p.TotalSteps) return;
+        _lastDecile = decile;
+        Console.WriteLine(prefix + p);
+    }
+
+    static int WindowWidth()
+    {
+        try { return Console.WindowWidth; } catch (IOException) { return 0; }
+    }
+}

@@ -1,0 +1,202 @@
+using Mora.Adapters;
+using Mora.Data;
+using Mora.IO;
+using Mora.Model;
+
+namespace Mora.Tests;
+
+/// <summary>The LLaMA-style model: shapes, names, the causal mask, the KV cache, safetensors round trips.</summary>
+public class ModelTests
+{
+    static LlamaForCausalLM NewModel(int seed, LlamaConfig? config = null)
+    {
+        manual_seed(seed);
+        return new LlamaForCausalLM(config ?? LlamaConfig.Tiny(100));
+    }
+
+    [Fact]
+    public void ShapesAndHuggingFaceNames()
+    {
+        using var model = NewModel((int)TestSupport.RunSeed);
+        using var ids = randint(0, 100, [3, 17]);
+        using var logits = model.forward(ids);
+        Assert.Equal(new long[] { 3, 17, 100 }, logits.shape);
+        var names = model.named_parameters().Select(p => p.name).ToHashSet();
+        foreach (var n in new[] { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                     "model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+                     "model.layers.1.self_attn.o_proj.weight", "model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight",
+                     "model.layers.1.mlp.down_proj.weight", "model.layers.1.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight" })
+            Assert.Contains(n, names);
+        Assert.Equal(3 + 2 * 9, names.Count);   // embed, norm, head + 9 per layer
+        Assert.Equal(new long[] { 172, 64 }, model.named_parameters().First(p => p.name == "model.layers.0.mlp.gate_proj.weight").parameter.shape);
+    }
+
+    [Fact]
+    public void GroupedQueryAttentionAndTiedHead()
+    {
+        var config = LlamaConfig.Tiny(50) with { NumAttentionHeads = 4, NumKeyValueHeads = 2, TieWordEmbeddings = true };
+        using var model = NewModel(1, config);
+        Assert.DoesNotContain(model.named_parameters(), p => p.name == "lm_head.weight");
+        Assert.Equal(new long[] { 32, 64 }, model.named_parameters().First(p => p.name == "model.layers.0.self_attn.k_proj.weight").parameter.shape);
+        using var ids = randint(0, 50, [2, 9]);
+        using var logits = model.forward(ids);
+        Assert.Equal(new long[] { 2, 9, 50 }, logits.shape);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ChangingAFutureTokenDoesNotChangePastLogits(bool withMora)
+    {
+        using var model = NewModel((int)TestSupport.RunSeed);
+        if (withMora)
+        {
+            Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Rotation));
+            using var _ = no_grad();
+            foreach (var (_, layer) in Peft.Adapters(model)) ((MoraLinear)layer).M.normal_(0, 0.1);
+        }
+        model.eval();
+        using var ids = randint(4, 100, [2, 20]);
+        using var changed = ids.clone();
+        changed[.., 12] = (ids[.., 12] + 1) % 100;
+        using var a = model.forward(ids);
+        using var b = model.forward(changed);
+        // Tolerance: exact in float32 up to summation order, 1e-5.
+        Assert.True(TestSupport.MaxAbs(a[.., ..12], b[.., ..12]) < 1e-5, "logits before the changed position moved");
+        Assert.True(TestSupport.MaxAbs(a[.., 12..], b[.., 12..]) > 1e-4, "logits from the changed position on should differ");
+    }
+
+    [Fact]
+    public void KvCacheGivesTheSameLogitsAsTheFullForward()
+    {
+        using var model = NewModel((int)TestSupport.RunSeed, LlamaConfig.Tiny(100) with { NumKeyValueHeads = 2 });
+        model.eval();
+        using var ids = randint(0, 100, [3, 15]);
+        using var full = model.forward(ids);
+        using var cache = model.NewCache(3, 15);
+        using var part1 = model.Forward(ids[.., ..7], cache);     // a prompt
+        using var part2 = model.Forward(ids[.., 7..9], cache);    // two at once (explicit mask path)
+        var singles = Enumerable.Range(9, 6).Select(i => model.Forward(ids[.., i..(i + 1)], cache)).ToList();
+        using var joined = cat([part1, part2, .. singles], 1);
+        Assert.Equal(15, cache.Length);
+        Assert.True(TestSupport.MaxAbs(full, joined) < 1e-5, "cached decoding must match the full forward (tolerance 1e-5)");
+        foreach (var s in singles) s.Dispose();
+        Assert.Throws<InvalidOperationException>(() => model.Forward(ids[.., ..1], cache));   // full cache
+    }
+
+    [Fact]
+    public void SafetensorsRoundTripInHuggingFaceLayout()
+    {
+        string dir = TestSupport.TempDir();
+        using var model = NewModel((int)TestSupport.RunSeed);
+        ModelIO.Save(model, dir);
+        var (entries, metadata, _) = SafeTensors.ReadHeader(Path.Combine(dir, ModelIO.WeightsFile));
+        Assert.Contains(entries, e => e.Name == "model.layers.0.self_attn.q_proj.weight" && e.DType == "F32");
+        Assert.Equal("pt", metadata["format"]);
+        string configJson = File.ReadAllText(Path.Combine(dir, ModelIO.ConfigFile));
+        Assert.Contains("\"hidden_size\": 64", configJson);
+        Assert.Contains("\"model_type\": \"llama\"", configJson);
+
+        using var loaded = ModelIO.Load(dir);
+        Assert.Equal(model.Config, loaded.Config);
+        using var ids = randint(0, 100, [2, 11]);
+        model.eval(); loaded.eval();
+        using var a = model.forward(ids);
+        using var b = loaded.forward(ids);
+        Assert.Equal(0, TestSupport.MaxAbs(a, b));
+    }
+
+    [Fact]
+    public void SavingWithAdaptersWritesTheBaseOrTheMergedModel()
+    {
+        string plain = TestSupport.TempDir(), merged = TestSupport.TempDir();
+        using var model = NewModel((int)TestSupport.RunSeed);
+        Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Sharing, "q_proj", "down_proj"));
+        using (no_grad()) foreach (var (_, a) in Peft.Adapters(model)) ((MoraLinear)a).M.normal_(0, 0.1);
+        model.eval();
+        using var ids = randint(0, 100, [2, 8]);
+        using var adapted = model.forward(ids);
+        ModelIO.Save(model, plain);
+        ModelIO.Save(model, merged, mergeAdapters: true);
+        Assert.DoesNotContain(SafeTensors.ReadHeader(Path.Combine(plain, ModelIO.WeightsFile)).Entries, e => e.Name.Contains("lora") || e.Name.Contains("base_layer"));
+        using var baseModel = ModelIO.Load(plain);
+        using var mergedModel = ModelIO.Load(merged);
+        baseModel.eval(); mergedModel.eval();
+        using var fromMerged = mergedModel.forward(ids);
+        using var fromBase = baseModel.forward(ids);
+        Assert.True(TestSupport.MaxAbs(adapted, fromMerged) < 1e-4, "merged checkpoint must compute the adapted model (tolerance 1e-4)");
+        Assert.True(TestSupport.MaxAbs(adapted, fromBase) > 1e-3, "the plain save holds the base weights only");
+        // Loading base weights into an adapted model keeps its adapters.
+        ModelIO.LoadWeights(model, plain);
+        Assert.Equal(2 * 2, Peft.Adapters(model).Count);
+    }
+
+    [Fact]
+    public void MismatchedCheckpointListsEveryProblem()
+    {
+        string dir = TestSupport.TempDir();
+        using var small = NewModel(1);
+        ModelIO.Save(small, dir);
+        var tensors = SafeTensors.Load(Path.Combine(dir, ModelIO.WeightsFile)).Tensors;
+        tensors.Remove("model.norm.weight", out var removed); removed!.Dispose();
+        tensors["model.extra.weight"] = ones(3);
+        SafeTensors.Save(Path.Combine(dir, ModelIO.WeightsFile), tensors.Select(kv => (kv.Key, kv.Value)));
+        using var wider = new LlamaForCausalLM(LlamaConfig.Tiny(100) with { IntermediateSize = 100 });
+        var e = Assert.Throws<CheckpointMismatchException>(() => ModelIO.LoadWeights(wider, dir));
+        Assert.Contains(e.Problems, p => p.Contains("missing tensor model.norm.weight"));
+        Assert.Contains(e.Problems, p => p.Contains("unexpected tensor model.extra.weight"));
+        Assert.Equal(3 * 2, e.Problems.Count(p => p.Contains("file has shape")));   // gate, up, down in two layers
+        foreach (var t in tensors.Values) t.Dispose();
+        Assert.Throws<FileNotFoundException>(() => ModelIO.Load(TestSupport.TempDir()));
+    }
+
+    [Theory]
+    [InlineData("{\"hidden_size\": 64}", "missing 'vocab_size'")]
+    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "not divisible")]
+    [InlineData("{\"model_type\": \"gpt2\"}", "model_type 'gpt2'")]
+    [InlineData("{not json", "invalid JSON")]
+    public void BadConfigJsonNamesTheProblem(string json, string expected)
+    {
+        var e = Assert.Throws<FormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
+        Assert.Contains("some/config.json", e.Message);
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void ConfigValidationNamesTheField()
+    {
+        Assert.Contains("num_attention_heads", Assert.Throws<ArgumentException>(() => new LlamaConfig { HiddenSize = 64, NumAttentionHeads = 5, NumKeyValueHeads = 5 }.Validate()).Message);
+        Assert.Contains("num_key_value_heads", Assert.Throws<ArgumentException>(() => new LlamaConfig { NumKeyValueHeads = 3 }.Validate()).Message);
+        Assert.Contains("vocab_size", Assert.Throws<ArgumentException>(() => new LlamaConfig { VocabSize = 0 }.Validate()).Message);
+        Assert.Throws<ArgumentException>(() => LlamaConfig.Preset("huge", 10));
+        foreach (var name in LlamaConfig.PresetNames) LlamaConfig.Preset(name, 100).Validate();
+    }
+
+    [Fact]
+    public void GreedyAndSampledGeneration()
+    {
+        using var model = NewModel((int)TestSupport.RunSeed);
+        var prompts = new List<int[]> { new[] { 1, 5, 6 }, new[] { 1, 7 }, new[] { 1, 8, 9 } };
+        var greedy = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 6, EosId = -1 });
+        Assert.All(greedy, g => Assert.Equal(6, g.Length));
+        // Greedy equals argmax of the full forward, token by token.
+        var seq = prompts[0].ToList();
+        for (int i = 0; i < 6; i++)
+        {
+            using var ids = tensor(seq.Select(x => (long)x).ToArray(), [1, seq.Count]);
+            using var logits = model.forward(ids);
+            seq.Add((int)logits[0, -1].argmax().item<long>());
+        }
+        Assert.Equal(seq.Skip(3).ToArray(), greedy[0]);
+        var topK1 = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 6, EosId = -1, Temperature = 1, TopK = 1 });
+        Assert.Equal(greedy, topK1);
+        var s1 = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 6, EosId = -1, Temperature = 1.5, TopP = 0.9, Seed = 3 });
+        var s2 = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 6, EosId = -1, Temperature = 1.5, TopP = 0.9, Seed = 3 });
+        Assert.Equal(s1, s2);
+        // EOS cuts the output.
+        int eos = greedy[1][2];
+        var cut = TextGenerator.Generate(model, [prompts[1]], new GenerationOptions { MaxNewTokens = 6, EosId = eos });
+        Assert.Equal(greedy[1].TakeWhile(t => t != eos).ToArray(), cut[0]);
+        Assert.Throws<ArgumentException>(() => TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 0 }));
+    }
+}
