@@ -20,7 +20,7 @@ public interface ITextTokenizer
 
 /// <summary>
 /// One token per character: <c>&lt;pad&gt; &lt;bos&gt; &lt;eos&gt; &lt;unk&gt;</c>, then newline, tab and printable ASCII
-/// (space … ~): 100 ids, fixed, so every model and dataset built with it agrees without a vocabulary file. Suits UUIDs,
+/// (space … ~): 101 ids, fixed, so every model and dataset built with it agrees without a vocabulary file. Suits UUIDs,
 /// arithmetic and GSM8K-style text; any other character maps to &lt;unk&gt; (or throws with <c>strict: true</c>).
 /// </summary>
 public sealed class CharTokenizer : ITextTokenizer
@@ -132,7 +132,10 @@ public sealed class HfTokenizer : ITextTokenizer
                 ByteLevel = byteLevel,
                 UnknownToken = model["unk_token"]?.GetValue<string>(),
                 SpecialTokens = added.Count > 0 ? added : null,
-                PreTokenizer = byteLevel ? PreTokenizer.CreateWordOrNonWord(added.Count > 0 ? added : null) : null,
+                // Byte-level: GPT-2's word split. Otherwise each piece starts at a ▁ (SentencePiece's word boundary); without an
+                // explicit pre-tokenizer the library would split ▁ off the word it belongs to.
+                PreTokenizer = byteLevel ? ByteLevelSplitter(root["pre_tokenizer"], added.Count > 0 ? added : null)
+                    : new RegexPreTokenizer(new System.Text.RegularExpressions.Regex("\u2581[^\u2581]*|[^\u2581]+"), added.Count > 0 ? added : null),
             };
             inner = BpeTokenizer.Create(options);
             kind = byteLevel ? "BPE (byte-level)" : metaspace ? "BPE (metaspace)" : "BPE";
@@ -148,6 +151,30 @@ public sealed class HfTokenizer : ITextTokenizer
         if (eos < 0) throw new FormatException($"{path}: no end-of-sequence token among added_tokens (looked for </s>, <|end_of_text|>, <|eot_id|>, <eos>, <|endoftext|>)");
         return new HfTokenizer(inner, kind, metaspace, vocabSize, pad < 0 ? eos : pad, bos < 0 ? eos : bos, eos, added.Values.ToHashSet());
     }
+
+    /// <summary>GPT-2's split of text into words before byte-level BPE (each word keeps its leading space), or the
+    /// tokenizer's own Split regex when it has one .NET can compile.</summary>
+    const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    static PreTokenizer ByteLevelSplitter(JsonNode? preTokenizer, IReadOnlyDictionary<string, int>? special)
+    {
+        string? own = preTokenizer?.ToJsonString() is { } json && json.Contains("\"Split\"")
+            ? FindRegex(preTokenizer) : null;
+        if (own is not null)
+        {
+            try { return new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(own, System.Text.RegularExpressions.RegexOptions.Compiled), special); }
+            catch (ArgumentException) { /* e.g. possessive quantifiers: fall back to GPT-2's pattern */ }
+        }
+        return new RegexPreTokenizer(new System.Text.RegularExpressions.Regex(Gpt2Pattern, System.Text.RegularExpressions.RegexOptions.Compiled), special);
+    }
+
+    static string? FindRegex(JsonNode? node) => node switch
+    {
+        JsonObject o when o["pattern"]?["Regex"] is JsonValue v => v.GetValue<string>(),
+        JsonObject o => o.Select(kv => FindRegex(kv.Value)).FirstOrDefault(r => r is not null),
+        JsonArray a => a.Select(FindRegex).FirstOrDefault(r => r is not null),
+        _ => null,
+    };
 
     public int[] Encode(string text)
     {

@@ -1,0 +1,264 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Mora.Data;
+using Mora.Training;
+
+namespace Mora.Tests;
+
+/// <summary>Generators, the GSM8K loader and answer extraction, tokenisers.</summary>
+public partial class DataTests
+{
+    [GeneratedRegex("^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")]
+    private static partial Regex Uuid4();
+
+    [Fact]
+    public void UuidPairsAreDeterministicDistinctAndWellFormed()
+    {
+        int seed = (int)TestSupport.RunSeed;
+        var a = UuidPairs.Generate(500, seed);
+        var b = UuidPairs.Generate(500, seed);
+        var c = UuidPairs.Generate(500, seed + 1);
+        Assert.Equal(a, b);
+        Assert.NotEqual(a, c);
+        Assert.Equal(500, a.Select(p => p.Key).Distinct().Count());
+        Assert.All(a, p => { Assert.Matches(Uuid4(), p.Key); Assert.Matches(Uuid4(), p.Value); });
+        string path = Path.Combine(TestSupport.TempDir(), "uuid.jsonl");
+        UuidPairs.Write(path, a);
+        Assert.Equal(a, UuidPairs.Read(path));
+        Assert.Equal(10_000, UuidPairs.Presets["paper"]);
+        Assert.Throws<ArgumentException>(() => UuidPairs.Generate(0, 1));
+    }
+
+    [Fact]
+    public void UuidFileWithABadLineNamesFileAndLine()
+    {
+        string path = Path.Combine(TestSupport.TempDir(), "bad.jsonl");
+        File.WriteAllText(path, "{\"key\":\"a\",\"value\":\"b\"}\n\n{\"key\":\"c\"}\n");
+        var e = Assert.Throws<DatasetFormatException>(() => UuidPairs.Read(path));
+        Assert.Equal(3, e.Line);
+        Assert.Contains($"{path}:3", e.Message);
+        Assert.Contains("\"value\"", e.Message);
+    }
+
+    [GeneratedRegex(@"<<(-?\d+)([+\-*/])(\d+)=(-?\d+)>>(-?\d+)")]
+    private static partial Regex Annotation();
+
+    [Fact]
+    public void Gsm8kStyleProblemsHaveGsm8kFormatAndCorrectArithmetic()
+    {
+        int seed = (int)TestSupport.RunSeed;
+        var style = new MathStyle { MinSteps = 2, MaxSteps = 5, MaxStart = 80, MaxOperand = 40, MaxFactor = 5 };
+        var problems = Gsm8kStyle.Generate(400, seed, style);
+        Assert.Equal(problems, Gsm8kStyle.Generate(400, seed, style));
+        Assert.NotEqual(problems.Select(p => p.Question), Gsm8kStyle.Generate(400, seed + 1, style).Select(p => p.Question));
+        foreach (var p in problems)
+        {
+            var lines = p.Answer.Split('\n');
+            Assert.InRange(lines.Length - 1, style.MinSteps, style.MaxSteps);
+            Assert.Matches(@"^#### \d+$", lines[^1]);
+            Assert.EndsWith("?", p.Question);
+            decimal last = 0;
+            foreach (var line in lines[..^1])
+            {
+                var m = Annotation().Match(line);
+                Assert.True(m.Success, $"no calculator annotation in '{line}'");
+                long x = long.Parse(m.Groups[1].Value), y = long.Parse(m.Groups[3].Value), z = long.Parse(m.Groups[4].Value);
+                long expected = m.Groups[2].Value switch { "+" => x + y, "-" => x - y, "*" => x * y, _ => x / y };
+                if (m.Groups[2].Value == "/") Assert.Equal(0, x % y);
+                Assert.Equal(expected, z);
+                Assert.Equal(z.ToString(), m.Groups[5].Value);
+                last = z;
+            }
+            Assert.Equal(last, p.FinalAnswer);
+            Assert.Equal(p.FinalAnswer, AnswerExtraction.FromReference(p.Answer));
+        }
+    }
+
+    [Fact]
+    public void SplitsAreDisjointAndTheCorpusExcludesTestQuestions()
+    {
+        var (train, test) = Gsm8kStyle.Splits(300, 100, (int)TestSupport.RunSeed);
+        Assert.Equal(300, train.Count);
+        Assert.Equal(100, test.Count);
+        Assert.Empty(train.Select(p => p.Question).Intersect(test.Select(p => p.Question)));
+        var exclude = test.Select(p => p.Question).ToHashSet();
+        var corpus = PretrainingCorpus.Generate(300, 5, excludeQuestions: exclude);
+        Assert.Equal(300, corpus.Count);
+        Assert.DoesNotContain(corpus, d => exclude.Any(q => d.Contains(q)));
+        Assert.Contains(corpus, d => d.Contains("<<") && d.Contains("####"));
+        Assert.Equal(corpus, PretrainingCorpus.Generate(300, 5, excludeQuestions: exclude));
+        Assert.Throws<ArgumentException>(() => Gsm8kStyle.Generate(10, 1, new MathStyle { MinSteps = 3, MaxSteps = 2 }));
+    }
+
+    [Fact]
+    public void LoaderReadsAllOfTheRealGsm8kAndExtractsEveryAnswer()
+    {
+        string dir = Path.Combine(TestSupport.SharedDir, "datasets", "gsm8k");
+        var train = Gsm8kData.Load(Path.Combine(dir, "train.jsonl"));
+        var test = Gsm8kData.Load(Path.Combine(dir, "test.jsonl"));
+        Assert.Equal(7473, train.Count);
+        Assert.Equal(1319, test.Count);
+        Assert.Equal(8792, train.Count + test.Count);
+        Assert.Equal(72m, train[0].FinalAnswer);      // Natalia's clips
+        Assert.Equal(1, train[0].Line);
+        // Every final answer matches the text after "####" with commas removed.
+        foreach (var p in train.Concat(test))
+        {
+            string raw = p.Answer[(p.Answer.LastIndexOf("####", StringComparison.Ordinal) + 4)..].Trim().Replace(",", "");
+            Assert.Equal(decimal.Parse(raw, System.Globalization.CultureInfo.InvariantCulture), p.FinalAnswer);
+        }
+        Assert.Contains(train.Concat(test), p => p.Answer.Contains("#### ") && p.Answer[(p.Answer.LastIndexOf("####") + 4)..].Contains(','));
+    }
+
+    [Theory]
+    [InlineData("x\n{\"question\": \"q\"}", 2, "missing field \"answer\"")]
+    [InlineData("{\"question\": \"q\", \"answer\": \"a\\n#### 1\"}\n{\"question\": \"q\", \"answer\": \"no final line\"}", 2, "####")]
+    [InlineData("{\"question\": \"q\", \"answer\": \"#### 2\"}\n{oops", 2, "not valid JSON")]
+    [InlineData("[1, 2]", 1, "JSON object")]
+    [InlineData("{\"question\": 5, \"answer\": \"#### 2\"}", 1, "must be a string")]
+    public void MalformedGsm8kLineNamesFileAndLine(string content, int line, string problem)
+    {
+        string path = Path.Combine(TestSupport.TempDir(), "gsm.jsonl");
+        File.WriteAllText(path, content.StartsWith("x\n") ? "{\"question\": \"q\", \"answer\": \"#### 1\"}\n" + content[2..] : content);
+        var e = Assert.Throws<DatasetFormatException>(() => Gsm8kData.Load(path));
+        Assert.Equal(line, e.Line);
+        Assert.StartsWith($"{path}:{line}:", e.Message);
+        Assert.Contains(problem, e.Message);
+        Assert.Throws<FileNotFoundException>(() => Gsm8kData.Load(path + ".missing"));
+    }
+
+    [Theory]
+    [InlineData("so 3 + 4 = 7\n#### 7", "7")]
+    [InlineData("#### 1,234", "1234")]
+    [InlineData("#### -5", "-5")]
+    [InlineData("#### 3.50", "3.5")]
+    [InlineData("#### $1,000", "1000")]
+    [InlineData("#### -0.25", "-0.25")]
+    [InlineData("#### 12.", "12")]
+    [InlineData("no final line 12", null)]
+    [InlineData("#### twelve", null)]
+    public void ReferenceAnswers(string answer, string? expected) =>
+        Assert.Equal(expected is null ? null : decimal.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), AnswerExtraction.FromReference(answer));
+
+    [Theory]
+    [InlineData("She has 5+3 = <<5+3=8>>8.\n#### 8\nmore text 99", "8")]
+    [InlineData("the answer is 1,250 apples", "1250")]
+    [InlineData("first 3 then -7", "-7")]
+    [InlineData("nothing here", null)]
+    public void GeneratedAnswers(string text, string? expected) =>
+        Assert.Equal(expected is null ? null : decimal.Parse(expected, System.Globalization.CultureInfo.InvariantCulture), AnswerExtraction.FromGeneration(text));
+
+    [Fact]
+    public void CharTokenizerRoundTrips()
+    {
+        var tok = new CharTokenizer();
+        var pair = UuidPairs.Generate(1, (int)TestSupport.RunSeed)[0];
+        string text = UuidPairs.Prompt(pair.Key) + pair.Value + "\nQ: 12*3 = <<12*3=36>>36\t#### 36";
+        var ids = tok.Encode(text);
+        Assert.Equal(text.Length, ids.Length);
+        Assert.All(ids, i => Assert.InRange(i, 4, tok.VocabSize - 1));
+        Assert.Equal(text, tok.Decode(ids));
+        Assert.Equal("ab", tok.Decode([tok.BosId, .. tok.Encode("ab"), tok.EosId, tok.PadId]));
+        Assert.Equal(CharTokenizer.Unk, tok.Encode("é")[0]);
+        Assert.Throws<ArgumentException>(() => new CharTokenizer(strict: true).Encode("é"));
+        Assert.Equal(101, tok.VocabSize);   // 4 special + newline, tab + 95 printable
+    }
+
+    static string WriteTokenizerJson(JsonObject model, JsonNode? preTokenizer, JsonNode? decoder)
+    {
+        var root = new JsonObject
+        {
+            ["version"] = "1.0",
+            ["added_tokens"] = new JsonArray(
+                new JsonObject { ["id"] = 0, ["content"] = "<unk>", ["special"] = true },
+                new JsonObject { ["id"] = 1, ["content"] = "<s>", ["special"] = true },
+                new JsonObject { ["id"] = 2, ["content"] = "</s>", ["special"] = true }),
+            ["pre_tokenizer"] = preTokenizer,
+            ["decoder"] = decoder,
+            ["model"] = model,
+        };
+        string path = Path.Combine(TestSupport.TempDir(), "tokenizer.json");
+        File.WriteAllText(path, root.ToJsonString());
+        return path;
+    }
+
+    [Fact]
+    public void ByteLevelBpeTokenizerJsonRoundTrips()
+    {
+        // A tiny GPT-2-style vocabulary: single byte-level characters, then merges building "hello" and "Ġworld".
+        var vocab = new JsonObject { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
+        int next = 3;
+        foreach (var ch in "helowrdĠ") vocab[ch.ToString()] = next++;
+        string[] merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "l d", "Ġwor ld"];
+        foreach (var m in merges) vocab[m.Replace(" ", "")] = next++;
+        var model = new JsonObject { ["type"] = "BPE", ["vocab"] = vocab, ["merges"] = new JsonArray(merges.Select(m => (JsonNode)m).ToArray()) };
+        string path = WriteTokenizerJson(model, new JsonObject { ["type"] = "ByteLevel" }, new JsonObject { ["type"] = "ByteLevel" });
+        var tok = HfTokenizer.Load(path);
+        Assert.Equal("BPE (byte-level)", tok.Kind);
+        var ids = tok.Encode("hello world");
+        Assert.Equal(new[] { vocab["hello"]!.GetValue<int>(), vocab["Ġworld"]!.GetValue<int>() }, ids);
+        Assert.Equal("hello world", tok.Decode([tok.BosId, .. ids, tok.EosId]));
+        Assert.Equal((1, 2), (tok.BosId, tok.EosId));
+        Assert.Equal(next, tok.VocabSize);
+        // A model folder works too, and a missing file is named.
+        Assert.Equal(ids, HfTokenizer.Load(Path.GetDirectoryName(path)!).Encode("hello world"));
+        Assert.Contains("tokenizer file not found", Assert.Throws<FileNotFoundException>(() => HfTokenizer.Load(path + ".nope")).Message);
+    }
+
+    [Fact]
+    public void MetaspaceBpeTokenizerJsonRoundTrips()
+    {
+        // LLaMA-2-style: words start with ▁, merges in the newer [a, b] pair form.
+        var vocab = new JsonObject { ["<unk>"] = 0, ["<s>"] = 1, ["</s>"] = 2 };
+        int next = 3;
+        foreach (var ch in "▁abc") vocab[ch.ToString()] = next++;
+        (string, string)[] merges = [("▁", "a"), ("b", "c"), ("▁a", "bc")];
+        foreach (var (x, y) in merges) vocab[x + y] = next++;
+        var model = new JsonObject
+        {
+            ["type"] = "BPE", ["vocab"] = vocab, ["unk_token"] = "<unk>",
+            ["merges"] = new JsonArray(merges.Select(m => (JsonNode)new JsonArray(m.Item1, m.Item2)).ToArray()),
+        };
+        string path = WriteTokenizerJson(model, new JsonObject { ["type"] = "Metaspace", ["replacement"] = "▁" }, null);
+        var tok = HfTokenizer.Load(path);
+        Assert.Equal("BPE (metaspace)", tok.Kind);
+        var ids = tok.Encode("abc abc");
+        Assert.Equal(new[] { vocab["▁abc"]!.GetValue<int>(), vocab["▁abc"]!.GetValue<int>() }, ids);
+        Assert.Equal("abc abc", tok.Decode(ids));
+    }
+
+    [Theory]
+    [InlineData("{", "invalid JSON")]
+    [InlineData("{\"model\": {\"type\": \"WordLevel\"}}", "not supported")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"merges\": []}}", "no 'vocab'")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}", "end-of-sequence")]
+    public void BadTokenizerJsonNamesFileAndProblem(string json, string problem)
+    {
+        string path = Path.Combine(TestSupport.TempDir(), "tokenizer.json");
+        File.WriteAllText(path, json);
+        var e = Assert.Throws<FormatException>(() => HfTokenizer.Load(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains(problem, e.Message);
+    }
+
+    [Fact]
+    public void PairsAndCorpusBecomeMaskedExamplesAndBatches()
+    {
+        var tok = new CharTokenizer();
+        var ex = LmData.FromPair(tok, "ab=", "xyz");
+        Assert.Equal(1 + 3 + 3 + 1, ex.Tokens.Length);
+        Assert.Equal(4, ex.PromptLength);
+        var unmasked = LmData.FromPair(tok, "ab=", "xyz", maskPrompt: false);
+        using var batch = LmData.Collate([ex, LmData.FromPair(tok, "a=", "x")], tok.PadId, CPU);
+        Assert.Equal(new long[] { 2, 8 }, batch.InputIds.shape);
+        var targets = batch.Targets[0].data<long>().ToArray();
+        // Loss only where the next token is the answer or EOS: positions 3..6 predict x, y, z, EOS.
+        Assert.Equal(new long[] { -100, -100, -100, tok.Encode("x")[0], tok.Encode("y")[0], tok.Encode("z")[0], tok.EosId, -100 }, targets);
+        Assert.Equal(4 + 2, batch.LossTokens);
+        Assert.Equal(tok.PadId, batch.InputIds[1, 7].item<long>());
+        Assert.Equal(0, unmasked.PromptLength);
+        var blocks = LmData.FromCorpus(tok, ["hello world", "second document"], 8);
+        Assert.All(blocks, b => Assert.Equal(8, b.Tokens.Length));
+        Assert.Equal((1 + 11 + 1 + 1 + 15 + 1) / 8, blocks.Count);
+    }
+}
