@@ -24,7 +24,8 @@ public sealed class MemorizationTask
         Train = pairs.Select(p => LmData.FromPair(Tokenizer, UuidPairs.Prompt(p.Key), p.Value, maskPrompt: true)).ToList();
     }
 
-    /// <summary>A fresh model for this task, initialised from <paramref name="seed"/> (the same seed gives the same base model).</summary>
+    /// <summary>A fresh model for this task (its vocabulary and special ids set from the tokenizer), initialised from
+    /// <paramref name="seed"/> (the same seed gives the same base model).</summary>
     public LlamaForCausalLM NewModel(LlamaConfig config, int seed)
     {
         TorchSharp.torch.manual_seed(seed);

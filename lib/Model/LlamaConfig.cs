@@ -29,15 +29,15 @@ public sealed record LlamaConfig
     public int HeadDim => HiddenSize / NumAttentionHeads;
 
     /// <summary>2 layers, hidden 64: a training step takes milliseconds on a CPU (tests, quick checks).</summary>
-    public static LlamaConfig Tiny(int vocabSize) => new() { VocabSize = vocabSize };
+    public static LlamaConfig Tiny(int vocabSize = 128) => new() { VocabSize = vocabSize };
     /// <summary>4 layers, hidden 128: the default for CPU experiments (minutes on 2 cores).</summary>
-    public static LlamaConfig Small(int vocabSize) => new()
+    public static LlamaConfig Small(int vocabSize = 128) => new()
     { VocabSize = vocabSize, HiddenSize = 128, IntermediateSize = 344, NumHiddenLayers = 4, NumAttentionHeads = 4, NumKeyValueHeads = 4, MaxPositionEmbeddings = 512 };
     /// <summary>6 layers, hidden 256: longer CPU runs (an hour) or a quick GPU run.</summary>
-    public static LlamaConfig Medium(int vocabSize) => new()
+    public static LlamaConfig Medium(int vocabSize = 128) => new()
     { VocabSize = vocabSize, HiddenSize = 256, IntermediateSize = 688, NumHiddenLayers = 6, NumAttentionHeads = 8, NumKeyValueHeads = 8, MaxPositionEmbeddings = 512 };
     /// <summary>12 layers, hidden 768 (~85 M parameters plus embeddings): fits a laptop GPU with 6–8 GB.</summary>
-    public static LlamaConfig Laptop(int vocabSize) => new()
+    public static LlamaConfig Laptop(int vocabSize = 128) => new()
     { VocabSize = vocabSize, HiddenSize = 768, IntermediateSize = 2048, NumHiddenLayers = 12, NumAttentionHeads = 12, NumKeyValueHeads = 12, MaxPositionEmbeddings = 1024 };
 
     public static IReadOnlyList<string> PresetNames { get; } = ["tiny", "small", "medium", "laptop"];

@@ -19,7 +19,7 @@ public sealed class PretrainedTinyBase
     public PretrainedTinyBase()
     {
         var pre = new MemorizationTask(UuidPairs.Generate(512, seed: 99));
-        using var model = pre.NewModel(LlamaConfig.Tiny(0), seed: 0);
+        using var model = pre.NewModel(LlamaConfig.Tiny(), seed: 0);
         var result = new Trainer(model, new TrainConfig { Steps = 150, BatchSize = 32, LearningRate = 3e-3, WarmupSteps = 10, ShowProgress = false }, pre.Train).Run();
         PretrainFirstLoss = result.Log.Rows[0].Loss;
         PretrainLastLoss = result.Log.Rows[^1].Loss;

@@ -1,4 +1,8 @@
 using Mora.Adapters;
+using Mora.Data;
+using Mora.Experiments;
+using Mora.Model;
+using Mora.Training;
 
 namespace Mora.Tests;
 
@@ -40,5 +44,39 @@ public class ReadmeExampleTests
         Assert.True(File.Exists(Path.Combine(dir, AdapterIO.WeightsFile)));
         Assert.Equal(AdapterMethod.Lora, swapped.Method);
         Peft.Inject(new ToyModel(dtype: ScalarType.Float32), swapped);
+    }
+
+    [Fact]
+    public void MemorizationExample()
+    {
+        string runs = TestSupport.TempDir();
+        var printed = new List<string>();
+        // README: "Train LoRA, MoRA and full fine-tuning on UUID pairs" (paths under a temporary folder here)
+        var task = new MemorizationTask(UuidPairs.Generate(count: 16, seed: 1));        // 16 key → value UUID pairs
+        var pretrain = new MemorizationTask(UuidPairs.Generate(count: 512, seed: 2));   // other pairs: the base learns the format
+        using (var baseModel = pretrain.NewModel(LlamaConfig.Tiny(), seed: 0))
+        {
+            new Trainer(baseModel, new TrainConfig { Steps = 150, BatchSize = 32, LearningRate = 3e-3, ShowProgress = false }, pretrain.Train).Run();
+            ModelIO.Save(baseModel, Path.Combine(runs, "base"));
+        }
+        foreach (var (adapter, lr) in new[] { (AdapterConfig.Lora(r: 8), 1e-2), (AdapterConfig.Mora(r: 8, MoraType.Rotation), 1e-2), (AdapterConfig.Full(), 3e-3) })
+        {
+            using var model = ModelIO.Load(Path.Combine(runs, "base"));
+            Peft.Inject(model, adapter);
+            var config = new TrainConfig { Steps = 200, BatchSize = 16, LearningRate = lr, EvalEvery = 50, OutputDir = Path.Combine(runs, adapter.Method.ToString()), ShowProgress = false };
+            var run = new Trainer(model, config, task.Train, task.Evaluate, adapter).Run();
+            printed.Add($"{adapter.Method}: char acc {run.FinalMetrics["char_acc"]:P1}, exact {run.FinalMetrics["exact_match"]:P1}, " +
+                        $"{run.TrainableParameters:N0} trainable, loss {run.Log.Rows[0].Loss:F2} -> {run.Log.Rows[^1].Loss:F2}");
+        }
+        foreach (var line in printed) Console.WriteLine(line);
+
+        Assert.Equal(3, printed.Count);
+        foreach (var method in new[] { "Lora", "Mora", "Full" })
+        {
+            var log = RunLog.ReadCsv(Path.Combine(runs, method, Trainer.LogFile));
+            Assert.Equal(200, log.Rows.Count);
+            Assert.Equal(4, log.Rows.Count(r => r.Metrics.ContainsKey("char_acc")));
+            Assert.True(log.Rows.TakeLast(10).Average(r => r.Loss) < log.Rows.Take(10).Average(r => r.Loss));
+        }
     }
 }
