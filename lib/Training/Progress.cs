@@ -47,3 +47,20 @@ public sealed class ConsoleProgress(string label = "") : IProgress<TrainProgress
         try { return Console.WindowWidth; } catch (IOException) { return 0; }
     }
 }
+
+/// <summary>Progress as one line of text handed to <paramref name="update"/> at most every <paramref name="interval"/> (and always
+/// at the last step): in a notebook, <c>var d = "".Display(); trainer.Progress = new LineProgress(s =&gt; d.Update(s));</c>
+/// gives a live-updating line.</summary>
+public sealed class LineProgress(Action<string> update, TimeSpan? interval = null) : IProgress<TrainProgress>
+{
+    readonly TimeSpan _interval = interval ?? TimeSpan.FromSeconds(0.5);
+    DateTime _last = DateTime.MinValue;
+
+    public void Report(TrainProgress p)
+    {
+        var now = DateTime.UtcNow;
+        if (p.Step < p.TotalSteps && now - _last < _interval) return;
+        _last = now;
+        update(p.ToString());
+    }
+}

@@ -274,3 +274,19 @@ public class MetricTests
         Assert.Throws<ArgumentException>(() => DeltaWeightAnalysis.Analyze(m3, 0));
     }
 }
+
+public class ProgressTests
+{
+    [Fact]
+    public void LineProgressThrottlesButAlwaysShowsTheEnd()
+    {
+        var lines = new List<string>();
+        var progress = new LineProgress(lines.Add, TimeSpan.FromHours(1));
+        var empty = new Dictionary<string, double>();
+        for (int s = 1; s <= 100; s++) progress.Report(new TrainProgress(s, 100, 1.5, 1e-3, 1000, TimeSpan.FromSeconds(s), empty));
+        Assert.Equal(2, lines.Count);                   // the first report, then the last
+        Assert.StartsWith("train step 100/100 (100 %) loss 1.5", lines[^1]);
+        var mid = new TrainProgress(40, 100, 1.234, 1e-3, 5120, TimeSpan.FromSeconds(12), new Dictionary<string, double> { ["char_acc"] = 0.75 });
+        Assert.Equal("train step 40/100 (40 %) loss 1.234 lr 1.0e-03 5,120 tok/s 0:00:12 elapsed, 0:00:18 left char_acc 0.75", mid.ToString());
+    }
+}
