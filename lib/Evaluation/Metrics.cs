@@ -12,6 +12,7 @@ namespace Mora.Evaluation;
 /// <param name="ExactMatch">fraction of keys whose generated value equals the true value</param>
 /// <param name="CharAccuracy">fraction of value characters right, position by position (a short or missing answer
 /// counts its missing characters wrong; the paper's character-level accuracy)</param>
+/// <param name="Count">keys scored</param>
 public sealed record MemorizationScore(double ExactMatch, double CharAccuracy, int Count);
 
 /// <summary>Exact-match accuracy of extracted final answers.</summary>
@@ -77,8 +78,15 @@ public static class Metrics
 }
 
 /// <summary>The spectrum of one learned update.</summary>
+/// <param name="Layer">module path</param>
+/// <param name="Method">the adapter's method</param>
+/// <param name="D">output features</param>
+/// <param name="K">input features</param>
 /// <param name="Rank">singular values above <c>tolerance × σ_max</c></param>
 /// <param name="EffectiveRank">exp of the entropy of σ / Σσ (Roy &amp; Vetterli 2007)</param>
+/// <param name="FrobeniusNorm">‖ΔW‖_F</param>
+/// <param name="RelativeTolerance">the tolerance of <paramref name="Rank"/></param>
+/// <param name="SingularValues">all singular values, largest first</param>
 public sealed record DeltaWeightStats(string Layer, AdapterMethod Method, int D, int K, long Rank, double EffectiveRank, double FrobeniusNorm,
     double RelativeTolerance, double[] SingularValues);
 
