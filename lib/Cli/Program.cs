@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using Mora;
 using Mora.Analysis;
+using Mora.Experiments;
+using Mora.Figures;
 using Mora.Native;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -11,7 +13,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 
 var root = new RootCommand(
     "Mora.Notebooks: MoRA (Jiang et al. 2024, arXiv 2405.12130) operators, adapters and analyses on TorchSharp.\n" +
-    "With no command it runs the default job: the compress/decompress design comparison at a small layer on CPU.");
+    "With no command it runs the default job: a small memorisation reproduction (LoRA vs MoRA vs full fine-tuning on UUID pairs, CPU, a few minutes).");
 
 // ---- info
 var info = new Command("info", "Show the TorchSharp runtime (native fix, device, threads) and run a tensor check.");
@@ -47,10 +49,59 @@ var designs = new Command("designs", "Compare every compress/decompress design: 
 designs.SetAction(pr => Guard(() => Designs(pr.GetValue(dShape)!, pr.GetValue(dRank), pr.GetValue(dTokens), pr.GetValue(dRepeats), pr.GetValue(dSeed), pr.GetValue(dDevice)!)));
 root.Subcommands.Add(designs);
 
+// ---- memorization
+var mPreset = new Option<string>("--preset") { Description = $"settings to start from: {string.Join(", ", MemorizationSpec.PresetNames)}", DefaultValueFactory = _ => "default" };
+var mModel = new Option<string?>("--model") { Description = $"model size: {string.Join(", ", Mora.Model.LlamaConfig.PresetNames)}" };
+var mPairs = new Option<int?>("--pairs") { Description = "UUID pairs to memorise (the paper: 10,000)" };
+var mPretrainPairs = new Option<int?>("--pretrain-pairs") { Description = "other pairs the base model is pretrained on (it learns the format)" };
+var mPretrainSteps = new Option<int?>("--pretrain-steps") { Description = "pretraining steps of the base model" };
+var mSteps = new Option<int?>("--steps") { Description = "fine-tuning steps per method" };
+var mBatch = new Option<int?>("--batch-size") { Description = "sequences per step" };
+var mMethods = new Option<string[]>("--methods") { Description = "lora, dora, full, mora, mora-<design> (mora-sharing, mora-rotation, mora-1 … mora-6)", AllowMultipleArgumentsPerToken = true };
+var mRanks = new Option<int[]>("--ranks") { Description = "LoRA rank budgets (MoRA gets the same parameter count)", AllowMultipleArgumentsPerToken = true };
+var mSeeds = new Option<int[]>("--seeds") { Description = "seeds (data, initialisation, order)", AllowMultipleArgumentsPerToken = true };
+var mLr = new Option<double?>("--lr") { Description = "learning rate of LoRA, DoRA and MoRA" };
+var mFullLr = new Option<double?>("--full-lr") { Description = "learning rate of full fine-tuning" };
+var mEvalPoints = new Option<int?>("--eval-points") { Description = "evaluations during fine-tuning (the table's columns)" };
+var mDevice = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+var mOut = new Option<string?>("--out") { Description = "output folder (default runs/memorization-<preset>); run again to resume" };
+var mFigures = new Option<string?>("--figures") { Description = "folder for the table and figures (default <out>/figures)" };
+var memorization = new Command("memorization", "Reproduce the paper's UUID memorisation experiment: pretrain a base, fine-tune it with each method, report character-level accuracy by step.")
+    { mPreset, mModel, mPairs, mPretrainPairs, mPretrainSteps, mSteps, mBatch, mMethods, mRanks, mSeeds, mLr, mFullLr, mEvalPoints, mDevice, mOut, mFigures };
+memorization.SetAction(pr => Guard(() =>
+{
+    var spec = MemorizationSpec.FromPreset(pr.GetValue(mPreset)!);
+    spec = spec with
+    {
+        Model = pr.GetValue(mModel) ?? spec.Model, Pairs = pr.GetValue(mPairs) ?? spec.Pairs, PretrainPairs = pr.GetValue(mPretrainPairs) ?? spec.PretrainPairs,
+        PretrainSteps = pr.GetValue(mPretrainSteps) ?? spec.PretrainSteps, Steps = pr.GetValue(mSteps) ?? spec.Steps, BatchSize = pr.GetValue(mBatch) ?? spec.BatchSize,
+        Methods = pr.GetValue(mMethods) is { Length: > 0 } ms ? ms : spec.Methods, Ranks = pr.GetValue(mRanks) is { Length: > 0 } rs ? rs : spec.Ranks,
+        Seeds = pr.GetValue(mSeeds) is { Length: > 0 } ss ? ss : spec.Seeds, AdapterLr = pr.GetValue(mLr) ?? spec.AdapterLr, FullLr = pr.GetValue(mFullLr) ?? spec.FullLr,
+        EvalPoints = pr.GetValue(mEvalPoints) ?? spec.EvalPoints, Device = pr.GetValue(mDevice)!,
+    };
+    return Memorization(spec, pr.GetValue(mOut), pr.GetValue(mFigures), args);
+}));
+root.Subcommands.Add(memorization);
+
+// ---- plot
+var pRuns = new Option<string>("--runs") { Description = "folder searched for run logs (log.csv)", Required = true };
+var pOut = new Option<string>("--out") { Description = "folder for the figures", DefaultValueFactory = _ => "figures" };
+var pName = new Option<string>("--name") { Description = "file name prefix of the figures", DefaultValueFactory = _ => "runs" };
+var pSmooth = new Option<double>("--smooth") { Description = "EMA smoothing of the loss curves, in [0, 1)", DefaultValueFactory = _ => 0.6 };
+var plot = new Command("plot", "Turn run logs into figures: interactive offline HTML (plotly.js inlined) and PNG, loss and every evaluation metric by step.")
+    { pRuns, pOut, pName, pSmooth };
+plot.SetAction(pr => Guard(() =>
+{
+    foreach (var f in RunFigures.PlotRuns(pr.GetValue(pRuns)!, pr.GetValue(pOut)!, SafeName(pr.GetValue(pName)!, "--name"), pr.GetValue(pSmooth)))
+        Console.WriteLine(f);
+    return 0;
+}));
+root.Subcommands.Add(plot);
+
 root.SetAction(_ => Guard(() =>
 {
-    Console.WriteLine("Default job: the design comparison at 256x256, LoRA rank 8 (see --help for every command).");
-    return Designs("256x256", 8, 512, 7, 0, "cpu");
+    Console.WriteLine("Default job: the memorisation reproduction at its default preset (see --help for every command; `memorization --help` for its settings).");
+    return Memorization(MemorizationSpec.FromPreset("default"), null, null, []);
 }));
 
 return root.Parse(args).Invoke();
@@ -108,6 +159,43 @@ static Device ParseDevice(string name)
     };
 }
 
+static int Memorization(MemorizationSpec spec, string? outDir, string? figures, string[] commandLine)
+{
+    TorchRuntime.Ensure();
+    outDir ??= Path.Combine("runs", $"memorization-{SafeName(spec.Preset, "--preset")}");
+    figures ??= Path.Combine(outDir, "figures");
+    using var cancel = new CancellationTokenSource();
+    ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+    Console.CancelKeyPress += stop;
+    try
+    {
+        var runs = MemorizationExperiment.Run(spec, outDir, Console.Out, cancel.Token);
+        Directory.CreateDirectory(figures);
+        foreach (var file in new[] { MemorizationExperiment.TableFile, MemorizationExperiment.SummaryFile })
+            Mora.IO.AtomicFile.WriteText(Path.Combine(figures, file), File.ReadAllText(Path.Combine(outDir, file)));
+        Mora.IO.AtomicFile.WriteText(Path.Combine(figures, "table.txt"), MemorizationExperiment.FormatTable(spec, runs) + "\n");
+        Mora.IO.AtomicFile.WriteText(Path.Combine(figures, "COMMAND.txt"),
+            "dotnet run -c Release -- " + (commandLine.Length == 0 ? "(no arguments: the default job)" : string.Join(" ", commandLine)) + "\n");
+        var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, "memorization");
+        Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetFullPath(figures)}");
+        return 0;
+    }
+    catch (OperationCanceledException)
+    {
+        Console.Error.WriteLine($"stopped. Run the same command again to resume from the last checkpoint in {Path.GetFullPath(outDir)}.");
+        return 130;
+    }
+    finally { Console.CancelKeyPress -= stop; }
+}
+
+/// <summary>A name used inside a file name: letters, digits, '-', '_' and '.', not "." or "..", so it cannot leave its folder.</summary>
+static string SafeName(string name, string option)
+{
+    if (name.Length == 0 || name is "." or ".." || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
+        throw new ArgumentException($"{option}: '{name}' must be a plain name (letters, digits, '-', '_', '.')");
+    return name;
+}
+
 static int Guard(Func<int> body)
 {
     try { return body(); }
@@ -115,5 +203,10 @@ static int Guard(Func<int> body)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 2;
+    }
+    catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 1;
     }
 }

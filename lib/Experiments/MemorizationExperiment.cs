@@ -1,0 +1,234 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Mora.Adapters;
+using Mora.Data;
+using Mora.IO;
+using Mora.Model;
+using Mora.Training;
+using TorchSharp;
+
+namespace Mora.Experiments;
+
+/// <summary>Settings of the memorisation reproduction (paper §4.1, Table 2 / Figure 4): pretrain a base on other UUID pairs so it
+/// knows the format, then fine-tune it with each method and rank budget on <see cref="Pairs"/> new pairs.</summary>
+public sealed record MemorizationSpec
+{
+    public string Preset { get; init; } = "default";
+    public string Model { get; init; } = "tiny";
+    public int Pairs { get; init; } = 32;
+    public int PretrainPairs { get; init; } = 512;
+    public int PretrainSteps { get; init; } = 150;
+    public int Steps { get; init; } = 200;
+    public int BatchSize { get; init; } = 16;
+    public IReadOnlyList<string> Methods { get; init; } = ["lora", "mora-sharing", "mora-rotation", "full"];
+    public IReadOnlyList<int> Ranks { get; init; } = [8];
+    public IReadOnlyList<int> Seeds { get; init; } = [0];
+    /// <summary>Learning rate of LoRA, DoRA and MoRA (picked once for the kit's scale, not tuned per method).</summary>
+    public double AdapterLr { get; init; } = 1e-2;
+    public double FullLr { get; init; } = 3e-3;
+    public double PretrainLr { get; init; } = 3e-3;
+    /// <summary>Evaluations during fine-tuning (the table's columns), evenly spaced, the last at the final step.</summary>
+    public int EvalPoints { get; init; } = 4;
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>smoke (tests, ~15 s), default (the main job, ~1–2 min), cpu-hour (the committed results, under an hour a seed on 2 cores).</summary>
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu-hour"];
+
+    public static MemorizationSpec FromPreset(string name) => name.ToLowerInvariant() switch
+    {
+        "smoke" => new() { Preset = "smoke", Pairs = 8, PretrainPairs = 256, PretrainSteps = 60, Steps = 40, Methods = ["lora", "mora-rotation", "full"], EvalPoints = 2 },
+        "default" => new(),
+        "cpu-hour" => new()
+        {
+            Preset = "cpu-hour", Model = "small", Pairs = 128, PretrainPairs = 2048, PretrainSteps = 600, Steps = 600, BatchSize = 32,
+            Methods = ["lora", "dora", "mora-sharing", "mora-rotation", "full"], Ranks = [8], Seeds = [0, 1], EvalPoints = 6,
+            AdapterLr = 5e-3, FullLr = 1e-3, PretrainLr = 2e-3,
+        },
+        _ => throw new ArgumentException($"--preset: unknown preset '{name}'; use {string.Join(", ", PresetNames)}", "--preset"),
+    };
+
+    public MemorizationSpec Validate()
+    {
+        void Positive(int v, string option) { if (v <= 0) throw new ArgumentException($"{option} must be positive, got {v}", option); }
+        Positive(Pairs, "--pairs"); Positive(PretrainPairs, "--pretrain-pairs"); Positive(Steps, "--steps"); Positive(BatchSize, "--batch-size");
+        Positive(EvalPoints, "--eval-points");
+        if (PretrainSteps < 0) throw new ArgumentException($"--pretrain-steps must be ≥ 0, got {PretrainSteps}", "--pretrain-steps");
+        if (Steps % EvalPoints != 0) throw new ArgumentException($"--steps {Steps} must be a multiple of --eval-points {EvalPoints} (the table's evenly spaced columns)", "--steps");
+        if (Methods.Count == 0) throw new ArgumentException("--methods: name at least one method", "--methods");
+        foreach (var m in Methods) MethodSpec.Parse(m);
+        if (Ranks.Count == 0) throw new ArgumentException("--ranks: name at least one rank", "--ranks");
+        foreach (var r in Ranks) Positive(r, "--ranks");
+        if (Seeds.Count == 0) throw new ArgumentException("--seeds: name at least one seed", "--seeds");
+        foreach (var (v, o) in new[] { (AdapterLr, "--lr"), (FullLr, "--full-lr"), (PretrainLr, "--pretrain-lr") })
+            if (!(v > 0) || double.IsInfinity(v)) throw new ArgumentException($"{o} must be positive, got {v}", o);
+        LlamaConfig.Preset(Model, 128);
+        TrainConfig.ParseDevice(Device);
+        return this;
+    }
+
+    /// <summary>The steps at which the table reports accuracy.</summary>
+    public IReadOnlyList<int> EvalSteps => Enumerable.Range(1, EvalPoints).Select(i => Steps / EvalPoints * i).ToList();
+}
+
+/// <summary>One fine-tuning run's result (one row of <c>memorization.csv</c>).</summary>
+public sealed record MemorizationRun(string Method, int Rank, int Seed, long TrainableParameters, IReadOnlyDictionary<int, double> CharAccuracyAt,
+    double ExactMatch, double FinalLoss, double WallSeconds);
+
+/// <summary>
+/// The memorisation reproduction as one resumable job. Layout under the output folder: <c>base-seed{s}/</c> (pretraining run,
+/// then <c>model/</c> with the base weights), <c>runs/{method}-r{r}-seed{s}/</c> (each fine-tuning run: log, manifest,
+/// checkpoints, <c>result.json</c> when finished), and <c>memorization.csv</c> / <c>memorization-summary.csv</c> (the table).
+/// Started again with the same settings it skips finished runs and resumes an interrupted one from its last checkpoint,
+/// so the final table is the one an uninterrupted job gives.
+/// </summary>
+public static class MemorizationExperiment
+{
+    public const string TableFile = "memorization.csv", SummaryFile = "memorization-summary.csv", SpecFile = "spec.json", ResultFile = "result.json";
+
+    public static IReadOnlyList<MemorizationRun> Run(MemorizationSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
+    {
+        spec.Validate();
+        output ??= TextWriter.Null;
+        outDir = Path.GetFullPath(outDir);
+        Directory.CreateDirectory(outDir);
+        CheckSameSpec(spec, outDir);
+        var methods = spec.Methods.Select(m => MethodSpec.Parse(m)).ToList();
+        var results = new List<MemorizationRun>();
+        foreach (int seed in spec.Seeds)
+        {
+            var task = new MemorizationTask(UuidPairs.Generate(spec.Pairs, seed: 1000 + seed));
+            string baseDir = PretrainBase(spec, outDir, seed, output, cancel);
+            foreach (var method in methods)
+                foreach (int r in method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks)
+                    results.Add(FineTune(spec, outDir, task, baseDir, method, r, seed, output, cancel));
+        }
+        WriteTables(spec, outDir, results);
+        output.WriteLine();
+        output.WriteLine(FormatTable(spec, results));
+        output.WriteLine($"table: {Path.Combine(outDir, TableFile)} (per run), {Path.Combine(outDir, SummaryFile)} (mean and spread over seeds)");
+        return results;
+    }
+
+    static void CheckSameSpec(MemorizationSpec spec, string outDir)
+    {
+        string path = Path.Combine(outDir, SpecFile);
+        string json = JsonSerializer.Serialize(spec with { Device = "" }, new JsonSerializerOptions { WriteIndented = true });
+        if (File.Exists(path) && File.ReadAllText(path) != json)
+            throw new ArgumentException($"{outDir} holds a memorisation job with other settings ({path}); choose another --out folder or delete it", "--out");
+        AtomicFile.WriteText(path, json);
+    }
+
+    static string PretrainBase(MemorizationSpec spec, string outDir, int seed, TextWriter output, CancellationToken cancel)
+    {
+        string dir = Path.Combine(outDir, $"base-seed{seed}");
+        string modelDir = Path.Combine(dir, "model");
+        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile))) return modelDir;
+        var pre = new MemorizationTask(UuidPairs.Generate(spec.PretrainPairs, seed: 2000 + seed));
+        using var model = pre.NewModel(LlamaConfig.Preset(spec.Model, 128), seed);
+        if (spec.PretrainSteps > 0)
+        {
+            output.WriteLine($"pretraining the {spec.Model} base (seed {seed}) on {spec.PretrainPairs} other pairs for {spec.PretrainSteps} steps");
+            var config = new TrainConfig
+            {
+                Steps = spec.PretrainSteps, BatchSize = 32, LearningRate = spec.PretrainLr, WarmupSteps = Math.Min(50, spec.PretrainSteps / 10),
+                Seed = seed, OutputDir = dir, CheckpointEvery = Math.Max(1, spec.PretrainSteps / 4), Device = spec.Device, LogEvery = 25,
+            };
+            new Trainer(model, config, pre.Train) { Progress = new ConsoleProgress($"base-seed{seed}") }.Run(cancel);
+        }
+        ModelIO.Save(model, modelDir);
+        return modelDir;
+    }
+
+    static MemorizationRun FineTune(MemorizationSpec spec, string outDir, MemorizationTask task, string baseDir, MethodSpec method, int r, int seed,
+        TextWriter output, CancellationToken cancel)
+    {
+        string name = method.RunName(r, seed);
+        string dir = Path.Combine(outDir, "runs", name);
+        string resultPath = Path.Combine(dir, ResultFile);
+        if (File.Exists(resultPath)) return ReadResult(resultPath);
+        using var model = ModelIO.Load(baseDir);
+        var adapter = method.Adapter(r);
+        torch.manual_seed(seed);
+        Peft.Inject(model, adapter);
+        var evalSteps = spec.EvalSteps;
+        var config = new TrainConfig
+        {
+            Steps = spec.Steps, BatchSize = spec.BatchSize, LearningRate = method.Method == AdapterMethod.Full ? spec.FullLr : spec.AdapterLr,
+            WarmupSteps = Math.Min(20, spec.Steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
+            EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, spec.Steps / 4), LogEvery = 25,
+        };
+        output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
+        var result = new Trainer(model, config, task.Train, task.Evaluate, adapter) { Progress = new ConsoleProgress(name) }.Run(cancel);
+        var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("char_acc")).ToDictionary(x => (int)x.Step, x => x.Metrics["char_acc"]);
+        var run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
+            evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN),
+            result.FinalMetrics["exact_match"], result.Log.Rows[^1].Loss, result.WallSeconds);
+        AtomicFile.WriteText(resultPath, JsonSerializer.Serialize(run, new JsonSerializerOptions { WriteIndented = true }));
+        return run;
+    }
+
+    static MemorizationRun ReadResult(string path)
+    {
+        try { return JsonSerializer.Deserialize<MemorizationRun>(File.ReadAllText(path)) ?? throw new FormatException("empty"); }
+        catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
+        { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that method again", e); }
+    }
+
+    static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+
+    static void WriteTables(MemorizationSpec spec, string outDir, IReadOnlyList<MemorizationRun> runs)
+    {
+        var steps = spec.EvalSteps;
+        var sb = new StringBuilder("method,rank,seed,trainable_parameters," + string.Join(",", steps.Select(s => $"char_acc_step{s}")) + ",exact_match,final_loss\n");
+        foreach (var r in runs)
+            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{string.Join(",", steps.Select(s => F(r.CharAccuracyAt[s])))},{F(r.ExactMatch)},{F(r.FinalLoss)}\n");
+        AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
+
+        var summary = new StringBuilder("method,rank,seeds,trainable_parameters," + string.Join(",", steps.Select(s => $"char_acc_step{s}_mean,char_acc_step{s}_sd")) + ",exact_match_mean,exact_match_sd\n");
+        foreach (var g in Groups(runs))
+        {
+            var list = g.ToList();
+            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters}");
+            foreach (var s in steps) { var (m, sd) = MeanSd(list.Select(x => x.CharAccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
+            var (em, esd) = MeanSd(list.Select(x => x.ExactMatch));
+            summary.Append($",{F(em)},{F(esd)}\n");
+        }
+        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
+    }
+
+    static IEnumerable<IGrouping<(string Method, int Rank), MemorizationRun>> Groups(IEnumerable<MemorizationRun> runs) =>
+        runs.GroupBy(r => (r.Method, r.Rank));
+
+    /// <summary>Mean and sample standard deviation (0 for one value).</summary>
+    public static (double Mean, double Sd) MeanSd(IEnumerable<double> values)
+    {
+        var v = values.ToList();
+        double mean = v.Average();
+        double sd = v.Count < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
+        return (mean, sd);
+    }
+
+    /// <summary>The paper-style table: character-level accuracy (%) at fixed steps per method, mean ± sd over seeds.</summary>
+    public static string FormatTable(MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs)
+    {
+        var steps = spec.EvalSteps;
+        var sb = new StringBuilder();
+        sb.AppendLine($"Character-level accuracy (%) on {spec.Pairs} UUID pairs by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}; mean ± sd over seeds)");
+        sb.Append($"{"method",-16} {"r",3} {"params",10}");
+        foreach (var s in steps) sb.Append($" {"step " + s,13}");
+        sb.AppendLine($" {"exact match",13}");
+        foreach (var g in Groups(runs))
+        {
+            var list = g.ToList();
+            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0}");
+            foreach (var s in steps) { var (m, sd) = MeanSd(list.Select(x => x.CharAccuracyAt[s])); sb.Append($" {Pct(m, sd, list.Count),13}"); }
+            var (em, esd) = MeanSd(list.Select(x => x.ExactMatch));
+            sb.AppendLine($" {Pct(em, esd, list.Count),13}");
+        }
+        return sb.ToString().TrimEnd();
+    }
+
+    static string Pct(double m, double sd, int n) => n > 1 ? $"{100 * m:0.0} ± {100 * sd:0.0}" : $"{100 * m:0.0}";
+}
