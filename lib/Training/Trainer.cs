@@ -87,7 +87,7 @@ public sealed class Trainer
             {
                 if (_orders.Count > 4) _orders.Clear();
                 order = Enumerable.Range(0, _train.Count).ToArray();
-                new Random(HashCode.Combine(_config.Seed, epoch, 0x5eed)).Shuffle(order);
+                new Random(StableSeed(_config.Seed, epoch, 0x5eed)).Shuffle(order);
                 _orders[epoch] = order;
             }
             batch.Add(_train[order[g % _train.Count]]);
@@ -138,7 +138,7 @@ public sealed class Trainer
             {
                 cancel.ThrowIfCancellationRequested();
                 step++;
-                manual_seed(HashCode.Combine(_config.Seed, step, 0xd20));      // dropout masks depend on (seed, step) only
+                manual_seed(StableSeed(_config.Seed, step, 0xd20));           // dropout masks depend on (seed, step) only
                 double lr = _config.LearningRateAt(step);
                 foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                 optimizer.zero_grad();
@@ -204,6 +204,17 @@ public sealed class Trainer
         if (outDir is not null)
             WriteManifest(outDir, "completed", trainableCount, totalCount, device, dtype, resumedFrom, lastMetrics, totalWall);
         return new TrainResult(log, lastMetrics, step, tokens, totalWall, trainableCount, totalCount, resumedFrom, outDir);
+    }
+
+    /// <summary>A seed mixed from integers with SplitMix64, the same in every process (unlike <see cref="HashCode"/>, which
+    /// .NET randomises per process and so would change the data order after a restart).</summary>
+    public static int StableSeed(long a, long b, long c)
+    {
+        ulong x = (ulong)a * 0x9E3779B97F4A7C15UL ^ (ulong)b * 0xC2B2AE3D27D4EB4FUL ^ (ulong)c * 0x165667B19E3779F9UL;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
+        x ^= x >> 31;
+        return (int)(x & 0x7FFFFFFF);
     }
 
     IReadOnlyDictionary<string, double> Evaluate()

@@ -13,7 +13,7 @@ public class CliTests
     {
         var (code, output) = Cli("--help");
         Assert.Equal(0, code);
-        foreach (var c in new[] { "info", "rank", "designs" }) Assert.Contains(c, output);
+        foreach (var c in new[] { "info", "rank", "designs", "memorization", "plot" }) Assert.Contains(c, output);
     }
 
     [Fact]

@@ -1,0 +1,111 @@
+using System.Diagnostics;
+using Mora.Experiments;
+
+namespace Mora.Tests;
+
+/// <summary>The experiment commands end to end, in a real process: the main job at its smallest preset writes a table with
+/// every method and figures; bad arguments are named; a run killed midway resumes to the same table.</summary>
+[Collection(ExternalProcesses.Name)]
+public class ExperimentCliTests
+{
+    static string Dll => Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll");
+    static (int Code, string Output) Cli(string args) => NativeAndBuildTests.Run("dotnet", $"\"{Dll}\" {args}");
+
+    [Fact]
+    public void MemorizationSmokeRunWritesTableAndFigures()
+    {
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"memorization --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(code == 0, output);
+        Assert.Contains("Character-level accuracy (%)", output);
+        var table = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile));
+        Assert.Equal("method,rank,seed,trainable_parameters,char_acc_step20,char_acc_step40,exact_match,final_loss", table[0]);
+        Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
+        foreach (var row in table.Skip(1))
+        {
+            var cells = row.Split(',');
+            foreach (var c in cells.Skip(4)) Assert.InRange(double.Parse(c, System.Globalization.CultureInfo.InvariantCulture), 0, 10);
+            Assert.True(long.Parse(cells[3]) > 0);
+        }
+        Assert.Equal(4, File.ReadAllLines(Path.Combine(dir, "fig", MemorizationExperiment.SummaryFile)).Length);
+        foreach (var f in new[] { "memorization-loss", "memorization-char_acc", "memorization-exact_match" })
+        {
+            var png = File.ReadAllBytes(Path.Combine(dir, "fig", f + ".png"));
+            Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
+            string html = File.ReadAllText(Path.Combine(dir, "fig", f + ".html"));
+            Assert.Contains("Plotly.newPlot", html);
+            Assert.DoesNotMatch("<script[^>]*src=\"https?://", html);   // plotly.js inlined: opens offline
+            Assert.True(html.Length > 1_000_000, "plotly.js should be inlined");
+            Assert.Contains("lora-r8-seed0", html);
+        }
+        Assert.Contains("memorization --preset smoke", File.ReadAllText(Path.Combine(dir, "fig", "COMMAND.txt")));
+        // Started again, it finds every run finished and prints the same table without training.
+        var (again, output2) = Cli($"memorization --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(again == 0, output2);
+        Assert.DoesNotContain("train step", output2);
+        Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
+    }
+
+    [Theory]
+    [InlineData("memorization --preset huge", "--preset")]
+    [InlineData("memorization --preset smoke --methods lora bora", "--methods")]
+    [InlineData("memorization --preset smoke --methods mora-9", "--methods")]
+    [InlineData("memorization --preset smoke --steps 0", "--steps")]
+    [InlineData("memorization --preset smoke --steps 41", "--steps")]
+    [InlineData("memorization --preset smoke --ranks 0", "--ranks")]
+    [InlineData("memorization --preset smoke --lr -1", "--lr")]
+    [InlineData("memorization --preset smoke --model giant", "preset")]
+    [InlineData("memorization --preset smoke --device tpu", "device")]
+    [InlineData("plot --runs /nonexistent/folder", "--runs")]
+    [InlineData("plot --runs . --name ../escape", "--name")]
+    public void BadExperimentArgumentsNameTheProblem(string args, string expected)
+    {
+        var (code, output) = Cli(args);
+        Assert.NotEqual(0, code);
+        Assert.Contains("error:", output);
+        Assert.Contains(expected, output);
+    }
+
+    [Fact]
+    public void ChangedSettingsInTheSameFolderAreRefused()
+    {
+        string dir = TestSupport.TempDir();
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, MemorizationExperiment.SpecFile), "{\"Preset\": \"other\"}");
+        var (code, output) = Cli($"memorization --preset smoke --out \"{dir}\"");
+        Assert.Equal(2, code);
+        Assert.Contains("other settings", output);
+        Assert.Equal("{\"Preset\": \"other\"}", File.ReadAllText(Path.Combine(dir, MemorizationExperiment.SpecFile)));   // nothing overwritten
+    }
+
+    [Fact]
+    public void KilledMidwayItResumesToTheSameTable()
+    {
+        string straight = TestSupport.TempDir(), killed = TestSupport.TempDir();
+        var (code, output) = Cli($"memorization --preset smoke --out \"{straight}\"");
+        Assert.True(code == 0, output);
+
+        // Kill the process (not a polite cancel) once the first fine-tuning run has a checkpoint.
+        var psi = new ProcessStartInfo("dotnet", $"\"{Dll}\" memorization --preset smoke --out \"{killed}\"")
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using (var p = Process.Start(psi)!)
+        {
+            p.OutputDataReceived += (_, _) => { };
+            p.ErrorDataReceived += (_, _) => { };
+            p.BeginOutputReadLine(); p.BeginErrorReadLine();
+            string pointer = Path.Combine(killed, "runs", "lora-r8-seed0", "checkpoints", "latest.json");
+            var clock = Stopwatch.StartNew();
+            while (!File.Exists(pointer) && !p.HasExited && clock.Elapsed < TimeSpan.FromMinutes(3)) Thread.Sleep(20);
+            Assert.False(p.HasExited, "the job finished before it could be killed");
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+        }
+        Assert.False(File.Exists(Path.Combine(killed, MemorizationExperiment.TableFile)));
+        var (again, output2) = Cli($"memorization --preset smoke --out \"{killed}\"");
+        Assert.True(again == 0, output2);
+        Assert.Equal(File.ReadAllText(Path.Combine(straight, MemorizationExperiment.TableFile)), File.ReadAllText(Path.Combine(killed, MemorizationExperiment.TableFile)));
+        // The resumed run's log has every step once.
+        var log = Mora.Training.RunLog.ReadCsv(Path.Combine(killed, "runs", "lora-r8-seed0", "log.csv"));
+        Assert.Equal(Enumerable.Range(1, 40).Select(i => (long)i), log.Rows.Select(r => r.Step));
+    }
+}
