@@ -83,6 +83,47 @@ memorization.SetAction(pr => Guard(() =>
 }));
 root.Subcommands.Add(memorization);
 
+// ---- gsm8k
+var gPreset = new Option<string>("--preset") { Description = $"settings to start from: {string.Join(", ", Gsm8kSpec.PresetNames)}", DefaultValueFactory = _ => "default" };
+var gModel = new Option<string?>("--model") { Description = $"model size: {string.Join(", ", Mora.Model.LlamaConfig.PresetNames)}" };
+var gTrain = new Option<int?>("--train-problems") { Description = "training problems (generated, or the first N of --train-file)" };
+var gTest = new Option<int?>("--test-problems") { Description = "held-out problems scored" };
+var gPretrainSteps = new Option<int?>("--pretrain-steps") { Description = "pretraining steps of the base on the generated corpus" };
+var gSteps = new Option<int?>("--steps") { Description = "fine-tuning steps per method" };
+var gBatch = new Option<int?>("--batch-size") { Description = "sequences per step" };
+var gMethods = new Option<string[]>("--methods") { Description = "lora, dora, full, mora, mora-<design>", AllowMultipleArgumentsPerToken = true };
+var gRanks = new Option<int[]>("--ranks") { Description = "LoRA rank budgets", AllowMultipleArgumentsPerToken = true };
+var gSeeds = new Option<int[]>("--seeds") { Description = "seeds", AllowMultipleArgumentsPerToken = true };
+var gLr = new Option<double?>("--lr") { Description = "learning rate of LoRA, DoRA and MoRA" };
+var gFullLr = new Option<double?>("--full-lr") { Description = "learning rate of full fine-tuning" };
+var gEvalPoints = new Option<int?>("--eval-points") { Description = "evaluations during fine-tuning" };
+var gTrainFile = new Option<string?>("--train-file") { Description = "GSM8K-format JSONL to train on (e.g. the real GSM8K train.jsonl)" };
+var gTestFile = new Option<string?>("--test-file") { Description = "GSM8K-format JSONL to score on" };
+var gBase = new Option<string?>("--base") { Description = "a local model folder (config.json, model.safetensors, tokenizer.json) instead of pretraining" };
+var gDevice = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
+var gOut = new Option<string?>("--out") { Description = "output folder (default runs/gsm8k-<preset>); run again to resume" };
+var gFigures = new Option<string?>("--figures") { Description = "folder for the table and figures (default <out>/figures)" };
+var gsm8k = new Command("gsm8k", "Pretrain (or load) a base model, fine-tune it with each method on GSM8K-style problems, report exact-match accuracy on held-out problems.")
+    { gPreset, gModel, gTrain, gTest, gPretrainSteps, gSteps, gBatch, gMethods, gRanks, gSeeds, gLr, gFullLr, gEvalPoints, gTrainFile, gTestFile, gBase, gDevice, gOut, gFigures };
+gsm8k.SetAction(pr => Guard(() =>
+{
+    var spec = Gsm8kSpec.FromPreset(pr.GetValue(gPreset)!);
+    spec = spec with
+    {
+        Model = pr.GetValue(gModel) ?? spec.Model, TrainProblems = pr.GetValue(gTrain) ?? spec.TrainProblems, TestProblems = pr.GetValue(gTest) ?? spec.TestProblems,
+        PretrainSteps = pr.GetValue(gPretrainSteps) ?? spec.PretrainSteps, Steps = pr.GetValue(gSteps) ?? spec.Steps, BatchSize = pr.GetValue(gBatch) ?? spec.BatchSize,
+        Methods = pr.GetValue(gMethods) is { Length: > 0 } ms ? ms : spec.Methods, Ranks = pr.GetValue(gRanks) is { Length: > 0 } rs ? rs : spec.Ranks,
+        Seeds = pr.GetValue(gSeeds) is { Length: > 0 } ss ? ss : spec.Seeds, AdapterLr = pr.GetValue(gLr) ?? spec.AdapterLr, FullLr = pr.GetValue(gFullLr) ?? spec.FullLr,
+        EvalPoints = pr.GetValue(gEvalPoints) ?? spec.EvalPoints, TrainFile = pr.GetValue(gTrainFile), TestFile = pr.GetValue(gTestFile), BaseModel = pr.GetValue(gBase),
+        Device = pr.GetValue(gDevice)!,
+    };
+    spec.Validate();
+    string outDir = pr.GetValue(gOut) ?? Path.Combine("runs", $"gsm8k-{SafeName(spec.Preset, "--preset")}");
+    return Experiment("gsm8k", outDir, pr.GetValue(gFigures), args, [Gsm8kExperiment.TableFile, Gsm8kExperiment.SummaryFile],
+        cancel => Gsm8kExperiment.FormatTable(spec, Gsm8kExperiment.Run(spec, outDir, Console.Out, cancel)));
+}));
+root.Subcommands.Add(gsm8k);
+
 // ---- plot
 var pRuns = new Option<string>("--runs") { Description = "folder searched for run logs (log.csv)", Required = true };
 var pOut = new Option<string>("--out") { Description = "folder for the figures", DefaultValueFactory = _ => "figures" };
@@ -161,22 +202,31 @@ static Device ParseDevice(string name)
 
 static int Memorization(MemorizationSpec spec, string? outDir, string? figures, string[] commandLine)
 {
-    TorchRuntime.Ensure();
+    spec.Validate();
     outDir ??= Path.Combine("runs", $"memorization-{SafeName(spec.Preset, "--preset")}");
+    return Experiment("memorization", outDir, figures, commandLine, [MemorizationExperiment.TableFile, MemorizationExperiment.SummaryFile],
+        cancel => MemorizationExperiment.FormatTable(spec, MemorizationExperiment.Run(spec, outDir, Console.Out, cancel)));
+}
+
+/// <summary>Runs a resumable experiment; copies its tables, the printed table and the exact command into the figures
+/// folder, then draws its runs' figures there. Ctrl+C stops it cleanly (run the same command to resume).</summary>
+static int Experiment(string name, string outDir, string? figures, string[] commandLine, string[] tables, Func<CancellationToken, string> run)
+{
+    TorchRuntime.Ensure();
     figures ??= Path.Combine(outDir, "figures");
     using var cancel = new CancellationTokenSource();
     ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
     Console.CancelKeyPress += stop;
     try
     {
-        var runs = MemorizationExperiment.Run(spec, outDir, Console.Out, cancel.Token);
+        string table = run(cancel.Token);
         Directory.CreateDirectory(figures);
-        foreach (var file in new[] { MemorizationExperiment.TableFile, MemorizationExperiment.SummaryFile })
+        foreach (var file in tables)
             Mora.IO.AtomicFile.WriteText(Path.Combine(figures, file), File.ReadAllText(Path.Combine(outDir, file)));
-        Mora.IO.AtomicFile.WriteText(Path.Combine(figures, "table.txt"), MemorizationExperiment.FormatTable(spec, runs) + "\n");
+        Mora.IO.AtomicFile.WriteText(Path.Combine(figures, "table.txt"), table + "\n");
         Mora.IO.AtomicFile.WriteText(Path.Combine(figures, "COMMAND.txt"),
             "dotnet run -c Release -- " + (commandLine.Length == 0 ? "(no arguments: the default job)" : string.Join(" ", commandLine)) + "\n");
-        var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, "memorization");
+        var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, name);
         Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetFullPath(figures)}");
         return 0;
     }
