@@ -99,12 +99,13 @@ var gFullLr = new Option<double?>("--full-lr") { Description = "learning rate of
 var gEvalPoints = new Option<int?>("--eval-points") { Description = "evaluations during fine-tuning" };
 var gTrainFile = new Option<string?>("--train-file") { Description = "GSM8K-format JSONL to train on (e.g. the real GSM8K train.jsonl)" };
 var gTestFile = new Option<string?>("--test-file") { Description = "GSM8K-format JSONL to score on" };
+var gContext = new Option<int?>("--context") { Description = "context length of a pretrained base (tokens; the real GSM8K needs up to ~2048 with the character tokenizer)" };
 var gBase = new Option<string?>("--base") { Description = "a local model folder (config.json, model.safetensors, tokenizer.json) instead of pretraining" };
 var gDevice = new Option<string>("--device") { Description = "cpu, cuda or cuda:N", DefaultValueFactory = _ => "cpu" };
 var gOut = new Option<string?>("--out") { Description = "output folder (default runs/gsm8k-<preset>); run again to resume" };
 var gFigures = new Option<string?>("--figures") { Description = "folder for the table and figures (default <out>/figures)" };
 var gsm8k = new Command("gsm8k", "Pretrain (or load) a base model, fine-tune it with each method on GSM8K-style problems, report exact-match accuracy on held-out problems.")
-    { gPreset, gModel, gTrain, gTest, gPretrainSteps, gSteps, gBatch, gMethods, gRanks, gSeeds, gLr, gFullLr, gEvalPoints, gTrainFile, gTestFile, gBase, gDevice, gOut, gFigures };
+    { gPreset, gModel, gTrain, gTest, gPretrainSteps, gSteps, gBatch, gMethods, gRanks, gSeeds, gLr, gFullLr, gEvalPoints, gTrainFile, gTestFile, gContext, gBase, gDevice, gOut, gFigures };
 gsm8k.SetAction(pr => Guard(() =>
 {
     var spec = Gsm8kSpec.FromPreset(pr.GetValue(gPreset)!);
@@ -114,7 +115,7 @@ gsm8k.SetAction(pr => Guard(() =>
         PretrainSteps = pr.GetValue(gPretrainSteps) ?? spec.PretrainSteps, Steps = pr.GetValue(gSteps) ?? spec.Steps, BatchSize = pr.GetValue(gBatch) ?? spec.BatchSize,
         Methods = pr.GetValue(gMethods) is { Length: > 0 } ms ? ms : spec.Methods, Ranks = pr.GetValue(gRanks) is { Length: > 0 } rs ? rs : spec.Ranks,
         Seeds = pr.GetValue(gSeeds) is { Length: > 0 } ss ? ss : spec.Seeds, AdapterLr = pr.GetValue(gLr) ?? spec.AdapterLr, FullLr = pr.GetValue(gFullLr) ?? spec.FullLr,
-        EvalPoints = pr.GetValue(gEvalPoints) ?? spec.EvalPoints, TrainFile = pr.GetValue(gTrainFile), TestFile = pr.GetValue(gTestFile), BaseModel = pr.GetValue(gBase),
+        EvalPoints = pr.GetValue(gEvalPoints) ?? spec.EvalPoints, TrainFile = pr.GetValue(gTrainFile), TestFile = pr.GetValue(gTestFile), BaseModel = pr.GetValue(gBase), Context = pr.GetValue(gContext) ?? spec.Context,
         Device = pr.GetValue(gDevice)!,
     };
     spec.Validate();

@@ -47,7 +47,7 @@ public sealed record Gsm8kSpec
     {
         "smoke" => new() { Preset = "smoke", TrainProblems = 64, TestProblems = 8, PretrainDocuments = 200, PretrainSteps = 20, Steps = 20, EvalPoints = 1, Methods = ["lora", "mora-rotation", "full"], MaxNewTokens = 48 },
         "default" => new(),
-        "cpu-hour" => new() { Preset = "cpu-hour", TrainProblems = 2000, TestProblems = 100, PretrainDocuments = 12000, PretrainSteps = 1000, Steps = 300, Seeds = [0, 1], EvalPoints = 3 },
+        "cpu-hour" => new() { Preset = "cpu-hour", TrainProblems = 2000, TestProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 240, Seeds = [0, 1], EvalPoints = 3 },
         _ => throw new ArgumentException($"--preset: unknown preset '{name}'; use {string.Join(", ", PresetNames)}", "--preset"),
     };
 

@@ -42,8 +42,8 @@ public sealed record MemorizationSpec
         "default" => new(),
         "cpu-hour" => new()
         {
-            Preset = "cpu-hour", Model = "small", Pairs = 128, PretrainPairs = 2048, PretrainSteps = 600, Steps = 600, BatchSize = 32,
-            Methods = ["lora", "dora", "mora-sharing", "mora-rotation", "full"], Ranks = [8], Seeds = [0, 1], EvalPoints = 6,
+            Preset = "cpu-hour", Model = "small", Pairs = 64, PretrainPairs = 2048, PretrainSteps = 400, Steps = 400, BatchSize = 16,
+            Methods = ["lora", "mora-sharing", "mora-rotation", "full"], Ranks = [8], Seeds = [0, 1], EvalPoints = 4,
             AdapterLr = 5e-3, FullLr = 1e-3, PretrainLr = 2e-3,
         },
         _ => throw new ArgumentException($"--preset: unknown preset '{name}'; use {string.Join(", ", PresetNames)}", "--preset"),

@@ -108,4 +108,56 @@ public class ExperimentCliTests
         var log = Mora.Training.RunLog.ReadCsv(Path.Combine(killed, "runs", "lora-r8-seed0", "log.csv"));
         Assert.Equal(Enumerable.Range(1, 40).Select(i => (long)i), log.Rows.Select(r => r.Step));
     }
+
+    [Fact]
+    public void Gsm8kSmokeRunWritesTableAndFigures()
+    {
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"gsm8k --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(code == 0, output);
+        Assert.Contains("Exact-match accuracy (%)", output);
+        var table = File.ReadAllLines(Path.Combine(dir, "out", Gsm8kExperiment.TableFile));
+        Assert.Equal("method,rank,seed,trainable_parameters,accuracy_step20,final_loss", table[0]);
+        Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
+        Assert.All(table.Skip(1), row => Assert.InRange(double.Parse(row.Split(',')[4], System.Globalization.CultureInfo.InvariantCulture), 0, 1));
+        foreach (var f in new[] { "gsm8k-loss.png", "gsm8k-accuracy.png", "gsm8k-accuracy.html", "table.txt", "COMMAND.txt", Gsm8kExperiment.SummaryFile })
+            Assert.True(File.Exists(Path.Combine(dir, "fig", f)), f);
+    }
+
+    [Fact]
+    public void Gsm8kRunsOnTheRealGsm8kFiles()
+    {
+        string gsm = Path.Combine(TestSupport.SharedDir, "datasets", "gsm8k");
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"gsm8k --preset smoke --train-file \"{gsm}/train.jsonl\" --test-file \"{gsm}/test.jsonl\" --train-problems 12 --test-problems 3 " +
+                                 $"--context 2048 --pretrain-steps 0 --steps 2 --methods lora --out \"{dir}\"");
+        Assert.True(code == 0, output);
+        Assert.Contains("12 training and 3 test problems", output);
+        Assert.Equal(2, File.ReadAllLines(Path.Combine(dir, Gsm8kExperiment.TableFile)).Length);
+    }
+
+    [Theory]
+    [InlineData("gsm8k --preset nope", "--preset")]
+    [InlineData("gsm8k --preset smoke --train-file /nonexistent.jsonl --test-file /nonexistent.jsonl", "--train-file")]
+    [InlineData("gsm8k --preset smoke --test-file README.md", "--train-file")]
+    [InlineData("gsm8k --preset smoke --base /tmp", "--base")]
+    [InlineData("gsm8k --preset smoke --methods qlora", "--methods")]
+    [InlineData("gsm8k --preset smoke --context 64", "--context")]
+    public void BadGsm8kArgumentsNameTheProblem(string args, string expected)
+    {
+        var (code, output) = Cli(args + $" --out \"{TestSupport.TempDir()}\"");
+        Assert.Equal(2, code);
+        Assert.Contains(expected, output);
+    }
+
+    [Fact]
+    public void MalformedGsm8kFileNamesFileAndLine()
+    {
+        string dir = TestSupport.TempDir();
+        string bad = Path.Combine(dir, "bad.jsonl");
+        File.WriteAllText(bad, "{\"question\": \"q\", \"answer\": \"#### 1\"}\n{\"question\": \"q2\"}\n");
+        var (code, output) = Cli($"gsm8k --preset smoke --train-file \"{bad}\" --test-file \"{bad}\" --out \"{dir}/out\"");
+        Assert.Equal(1, code);
+        Assert.Contains($"{bad}:2: missing field \"answer\"", output);
+    }
 }
