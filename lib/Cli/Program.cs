@@ -209,8 +209,8 @@ static int Memorization(MemorizationSpec spec, string? outDir, string? figures, 
         cancel => MemorizationExperiment.FormatTable(spec, MemorizationExperiment.Run(spec, outDir, Console.Out, cancel)));
 }
 
-/// <summary>Runs a resumable experiment; copies its tables, the printed table and the exact command into the figures
-/// folder, then draws its runs' figures there. Ctrl+C stops it cleanly (run the same command to resume).</summary>
+// Runs a resumable experiment; copies its tables, the printed table and the exact command into the figures
+// folder, then draws its runs' figures there. Ctrl+C stops it cleanly (run the same command to resume).
 static int Experiment(string name, string outDir, string? figures, string[] commandLine, string[] tables, Func<CancellationToken, string> run)
 {
     TorchRuntime.Ensure();
@@ -239,7 +239,7 @@ static int Experiment(string name, string outDir, string? figures, string[] comm
     finally { Console.CancelKeyPress -= stop; }
 }
 
-/// <summary>A name used inside a file name: letters, digits, '-', '_' and '.', not "." or "..", so it cannot leave its folder.</summary>
+// A name used inside a file name: letters, digits, "-", "_" and ".", not "." or "..", so it cannot leave its folder.
 static string SafeName(string name, string option)
 {
     if (name.Length == 0 || name is "." or ".." || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))

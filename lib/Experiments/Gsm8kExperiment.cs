@@ -88,7 +88,7 @@ public sealed record Gsm8kRun(string Method, int Rank, int Seed, long TrainableP
 /// </summary>
 public static class Gsm8kExperiment
 {
-    public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", SpecFile = "spec.json";
+    public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", SpecFile = ExperimentFolder.SpecFile;
 
     public static IReadOnlyList<Gsm8kRun> Run(Gsm8kSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
     {
@@ -96,11 +96,7 @@ public static class Gsm8kExperiment
         output ??= TextWriter.Null;
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
-        string specPath = Path.Combine(outDir, SpecFile);
-        string specJson = JsonSerializer.Serialize(spec with { Device = "" }, new JsonSerializerOptions { WriteIndented = true });
-        if (File.Exists(specPath) && File.ReadAllText(specPath) != specJson)
-            throw new ArgumentException($"{outDir} holds a GSM8K job with other settings ({specPath}); choose another --out folder or delete it", "--out");
-        AtomicFile.WriteText(specPath, specJson);
+        ExperimentFolder.Claim(outDir, spec with { Device = "" }, "GSM8K");
 
         ITextTokenizer tokenizer = spec.BaseModel is not null && File.Exists(Path.Combine(spec.BaseModel, ModelIO.TokenizerFile))
             ? HfTokenizer.Load(spec.BaseModel) : new CharTokenizer();
@@ -163,13 +159,7 @@ public static class Gsm8kExperiment
     {
         string name = method.RunName(r, seed);
         string dir = Path.Combine(outDir, "runs", name);
-        string resultPath = Path.Combine(dir, MemorizationExperiment.ResultFile);
-        if (File.Exists(resultPath))
-        {
-            try { return JsonSerializer.Deserialize<Gsm8kRun>(File.ReadAllText(resultPath)) ?? throw new FormatException("empty"); }
-            catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
-            { throw new FormatException($"{resultPath}: unreadable run result ({e.Message}); delete it to run that method again", e); }
-        }
+        if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done) return done;
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
@@ -190,7 +180,7 @@ public static class Gsm8kExperiment
         var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("accuracy")).ToDictionary(x => (int)x.Step, x => x.Metrics["accuracy"]);
         var run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
             spec.EvalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN), result.Log.Rows[^1].Loss, result.WallSeconds);
-        AtomicFile.WriteText(resultPath, JsonSerializer.Serialize(run, new JsonSerializerOptions { WriteIndented = true }));
+        ExperimentFolder.WriteResult(dir, run);
         return run;
     }
 
@@ -208,7 +198,7 @@ public static class Gsm8kExperiment
         {
             var list = g.ToList();
             summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters}");
-            foreach (var s in steps) { var (m, sd) = MemorizationExperiment.MeanSd(list.Select(x => x.AccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
+            foreach (var s in steps) { var (m, sd) = ExperimentFolder.MeanSd(list.Select(x => x.AccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
             summary.Append('\n');
         }
         AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
@@ -227,11 +217,7 @@ public static class Gsm8kExperiment
         {
             var list = g.ToList();
             sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0}");
-            foreach (var s in steps)
-            {
-                var (m, sd) = MemorizationExperiment.MeanSd(list.Select(x => x.AccuracyAt[s]));
-                sb.Append($" {(list.Count > 1 ? $"{100 * m:0.0} ± {100 * sd:0.0}" : $"{100 * m:0.0}"),13}");
-            }
+            foreach (var s in steps) sb.Append($" {ExperimentFolder.Percent(list.Select(x => x.AccuracyAt[s]).ToList()),13}");
             sb.AppendLine();
         }
         return sb.ToString().TrimEnd();

@@ -85,7 +85,7 @@ public sealed record MemorizationRun(string Method, int Rank, int Seed, long Tra
 /// </summary>
 public static class MemorizationExperiment
 {
-    public const string TableFile = "memorization.csv", SummaryFile = "memorization-summary.csv", SpecFile = "spec.json", ResultFile = "result.json";
+    public const string TableFile = "memorization.csv", SummaryFile = "memorization-summary.csv", SpecFile = ExperimentFolder.SpecFile;
 
     public static IReadOnlyList<MemorizationRun> Run(MemorizationSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
     {
@@ -93,7 +93,7 @@ public static class MemorizationExperiment
         output ??= TextWriter.Null;
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
-        CheckSameSpec(spec, outDir);
+        ExperimentFolder.Claim(outDir, spec with { Device = "" }, "memorisation");
         var methods = spec.Methods.Select(m => MethodSpec.Parse(m)).ToList();
         var results = new List<MemorizationRun>();
         foreach (int seed in spec.Seeds)
@@ -109,15 +109,6 @@ public static class MemorizationExperiment
         output.WriteLine(FormatTable(spec, results));
         output.WriteLine($"table: {Path.Combine(outDir, TableFile)} (per run), {Path.Combine(outDir, SummaryFile)} (mean and spread over seeds)");
         return results;
-    }
-
-    static void CheckSameSpec(MemorizationSpec spec, string outDir)
-    {
-        string path = Path.Combine(outDir, SpecFile);
-        string json = JsonSerializer.Serialize(spec with { Device = "" }, new JsonSerializerOptions { WriteIndented = true });
-        if (File.Exists(path) && File.ReadAllText(path) != json)
-            throw new ArgumentException($"{outDir} holds a memorisation job with other settings ({path}); choose another --out folder or delete it", "--out");
-        AtomicFile.WriteText(path, json);
     }
 
     static string PretrainBase(MemorizationSpec spec, string outDir, int seed, TextWriter output, CancellationToken cancel)
@@ -146,8 +137,7 @@ public static class MemorizationExperiment
     {
         string name = method.RunName(r, seed);
         string dir = Path.Combine(outDir, "runs", name);
-        string resultPath = Path.Combine(dir, ResultFile);
-        if (File.Exists(resultPath)) return ReadResult(resultPath);
+        if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done) return done;
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
@@ -165,15 +155,8 @@ public static class MemorizationExperiment
         var run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
             evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN),
             result.FinalMetrics["exact_match"], result.Log.Rows[^1].Loss, result.WallSeconds);
-        AtomicFile.WriteText(resultPath, JsonSerializer.Serialize(run, new JsonSerializerOptions { WriteIndented = true }));
+        ExperimentFolder.WriteResult(dir, run);
         return run;
-    }
-
-    static MemorizationRun ReadResult(string path)
-    {
-        try { return JsonSerializer.Deserialize<MemorizationRun>(File.ReadAllText(path)) ?? throw new FormatException("empty"); }
-        catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
-        { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that method again", e); }
     }
 
     static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
@@ -191,8 +174,8 @@ public static class MemorizationExperiment
         {
             var list = g.ToList();
             summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters}");
-            foreach (var s in steps) { var (m, sd) = MeanSd(list.Select(x => x.CharAccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
-            var (em, esd) = MeanSd(list.Select(x => x.ExactMatch));
+            foreach (var s in steps) { var (m, sd) = ExperimentFolder.MeanSd(list.Select(x => x.CharAccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
+            var (em, esd) = ExperimentFolder.MeanSd(list.Select(x => x.ExactMatch));
             summary.Append($",{F(em)},{F(esd)}\n");
         }
         AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
@@ -200,15 +183,6 @@ public static class MemorizationExperiment
 
     static IEnumerable<IGrouping<(string Method, int Rank), MemorizationRun>> Groups(IEnumerable<MemorizationRun> runs) =>
         runs.GroupBy(r => (r.Method, r.Rank));
-
-    /// <summary>Mean and sample standard deviation (0 for one value).</summary>
-    public static (double Mean, double Sd) MeanSd(IEnumerable<double> values)
-    {
-        var v = values.ToList();
-        double mean = v.Average();
-        double sd = v.Count < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
-        return (mean, sd);
-    }
 
     /// <summary>The paper-style table: character-level accuracy (%) at fixed steps per method, mean ± sd over seeds.</summary>
     public static string FormatTable(MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs)
@@ -223,12 +197,10 @@ public static class MemorizationExperiment
         {
             var list = g.ToList();
             sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0}");
-            foreach (var s in steps) { var (m, sd) = MeanSd(list.Select(x => x.CharAccuracyAt[s])); sb.Append($" {Pct(m, sd, list.Count),13}"); }
-            var (em, esd) = MeanSd(list.Select(x => x.ExactMatch));
-            sb.AppendLine($" {Pct(em, esd, list.Count),13}");
+            foreach (var s in steps) sb.Append($" {ExperimentFolder.Percent(list.Select(x => x.CharAccuracyAt[s]).ToList()),13}");
+            sb.AppendLine($" {ExperimentFolder.Percent(list.Select(x => x.ExactMatch).ToList()),13}");
         }
         return sb.ToString().TrimEnd();
     }
 
-    static string Pct(double m, double sd, int n) => n > 1 ? $"{100 * m:0.0} ± {100 * sd:0.0}" : $"{100 * m:0.0}";
 }

@@ -1,0 +1,52 @@
+using System.Text.Json;
+using Mora.IO;
+
+namespace Mora.Experiments;
+
+/// <summary>What the resumable experiments share: one settings file per output folder (a folder holds one job), run
+/// results written atomically and read back on resume, and mean ± sd over seeds.</summary>
+public static class ExperimentFolder
+{
+    public const string SpecFile = "spec.json", ResultFile = "result.json";
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Records the job's settings in <paramref name="outDir"/>, or refuses (naming --out) when the folder holds a job
+    /// with other settings, so a resume never mixes two experiments. The device is not part of the settings.</summary>
+    public static void Claim<TSpec>(string outDir, TSpec spec, string kind)
+    {
+        string path = Path.Combine(outDir, SpecFile);
+        string json = JsonSerializer.Serialize(spec, Indented);
+        if (File.Exists(path) && File.ReadAllText(path) != json)
+            throw new ArgumentException($"{outDir} holds a {kind} job with other settings ({path}); choose another --out folder or delete it", "--out");
+        AtomicFile.WriteText(path, json);
+    }
+
+    /// <summary>A finished run's result, or null when the run has not finished.</summary>
+    public static T? ReadResult<T>(string runDir) where T : class
+    {
+        string path = Path.Combine(runDir, ResultFile);
+        if (!File.Exists(path)) return null;
+        try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path)) ?? throw new FormatException("empty"); }
+        catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
+        { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that method again", e); }
+    }
+
+    public static void WriteResult<T>(string runDir, T result) =>
+        AtomicFile.WriteText(Path.Combine(runDir, ResultFile), JsonSerializer.Serialize(result, Indented));
+
+    /// <summary>Mean and sample standard deviation (0 for one value).</summary>
+    public static (double Mean, double Sd) MeanSd(IEnumerable<double> values)
+    {
+        var v = values.ToList();
+        double mean = v.Average();
+        double sd = v.Count < 2 ? 0 : Math.Sqrt(v.Sum(x => (x - mean) * (x - mean)) / (v.Count - 1));
+        return (mean, sd);
+    }
+
+    /// <summary>"12.3 ± 4.5" (percent) over several seeds, "12.3" for one.</summary>
+    public static string Percent(IReadOnlyCollection<double> values)
+    {
+        var (m, sd) = MeanSd(values);
+        return values.Count > 1 ? $"{100 * m:0.0} ± {100 * sd:0.0}" : $"{100 * m:0.0}";
+    }
+}
