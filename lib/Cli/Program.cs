@@ -23,9 +23,24 @@ root.Subcommands.Add(info);
 // ---- rank
 var rankShapes = new Option<string[]>("--shape") { Description = "layer shapes d x k, e.g. 4096x4096 (default: the LLaMA-2 7B shapes)", AllowMultipleArgumentsPerToken = true };
 var rankRanks = new Option<int[]>("--ranks") { Description = "LoRA ranks (default 8 16 32 64 128 256)", AllowMultipleArgumentsPerToken = true };
-var rank = new Command("rank", "r̂ for LoRA ranks at equal parameters, and the largest rank of ΔW each method can reach.") { rankShapes, rankRanks };
+var rankRuns = new Option<string?>("--runs") { Description = "an experiment's --out folder: analyse the ΔW every finished run learned (rank, effective rank per layer)" };
+var rankTol = new Option<double>("--tolerance") { Description = "relative tolerance of the rank (σ ≥ tol · σ_max)", DefaultValueFactory = _ => 1e-3 };
+var rank = new Command("rank", "r̂ for LoRA ranks at equal parameters, the largest rank of ΔW each method can reach, and (--runs) the spectra of learned ΔW.") { rankShapes, rankRanks, rankRuns, rankTol };
 rank.SetAction(pr => Guard(() =>
 {
+    if (pr.GetValue(rankRuns) is { } runsDir)
+    {
+        double tol = pr.GetValue(rankTol);
+        if (!(tol > 0 && tol < 1)) throw new ArgumentException($"--tolerance must be in (0, 1), got {tol}");
+        TorchRuntime.Ensure();
+        var spectra = LearnedSpectra.Analyze(runsDir, tol);
+        Console.WriteLine($"Learned ΔW (rank at σ ≥ {tol:G3}·σ_max, effective rank = exp of the spectral entropy), last checkpoint of each run in {Path.GetFullPath(runsDir)}:");
+        Console.WriteLine(LearnedSpectra.Format(spectra));
+        string csv = Path.Combine(runsDir, "learned-spectra.csv");
+        LearnedSpectra.WriteCsv(csv, spectra);
+        Console.WriteLine($"per layer: {Path.GetFullPath(csv)}");
+        return 0;
+    }
     var shapes = (pr.GetValue(rankShapes) ?? []).Select(s => { var (d, k) = ParseShape(s, "--shape"); return ($"{d}x{k}", d, k); }).ToList();
     var ranks = pr.GetValue(rankRanks) ?? [];
     foreach (int r in ranks) if (r <= 0) throw new ArgumentException($"--ranks: every rank must be positive, got {r}");

@@ -39,6 +39,13 @@ public class ExperimentCliTests
             Assert.Contains("lora-r8-seed0", html);
         }
         Assert.Contains("memorization --preset smoke", File.ReadAllText(Path.Combine(dir, "fig", "COMMAND.txt")));
+        // The rank command analyses what each run learned: LoRA's ΔW has rank ≤ r = 8, MoRA rotation's more.
+        var (rc, spectra) = Cli($"rank --runs \"{dir}/out\"");
+        Assert.True(rc == 0, spectra);
+        double MeanRank(string run) => double.Parse(spectra.Split('\n').Single(l => l.StartsWith(run + " ")).Split(' ', StringSplitOptions.RemoveEmptyEntries)[3], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(MeanRank("lora-r8-seed0"), 1, 8);
+        Assert.True(MeanRank("mora-rotation-r8-seed0") > 8, spectra);
+        Assert.Equal(1 + 3 * 14, File.ReadAllLines(Path.Combine(dir, "out", "learned-spectra.csv")).Length);
         // Started again, it finds every run finished and prints the same table without training.
         var (again, output2) = Cli($"memorization --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
         Assert.True(again == 0, output2);
