@@ -11,6 +11,9 @@ public sealed record RHatRow(string Layer, int D, int K, int R, int RHatReferenc
 public sealed record DesignRow(MoraType Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs);
 
 /// <summary>The analyses behind the <c>rank</c> and <c>designs</c> commands (and notebooks 01 and 02).</summary>
+/// <summary>Rank, effective rank and normalised singular values σ_i/σ_1 of one ΔW.</summary>
+public sealed record SpectrumRow(string Method, long Parameters, long Rank, double EffectiveRank, IReadOnlyDictionary<int, double> Normalized);
+
 public static class DesignReport
 {
     /// <summary>The LLaMA-2 7B linear-layer shapes (d × k): attention projections, MLP up/gate, MLP down.</summary>
@@ -78,6 +81,40 @@ public static class DesignReport
             double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
             double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
             rows.Add(new DesignRow(type, d, k, op.RHat, RHat.MoraParameters(op.RHat), rank, eff, mergeErr, jacErr, fwd, dw));
+        }
+        return rows;
+    }
+
+    /// <summary>Rank and spectrum of ΔW at equal parameters with random weights (float64): LoRA with random A and B, then
+    /// every MoRA design with a random M. <see cref="SpectrumRow.Normalized"/> holds σ_i / σ_1 at the given positions
+    /// (1-based), so a table shows how fast each spectrum decays.</summary>
+    public static List<SpectrumRow> RandomSpectra(int d, int k, int r, long seed = 0, IReadOnlyList<int>? positions = null)
+    {
+        if (r <= 0 || r > Math.Min(d, k)) throw new ArgumentException($"rank r must be in 1 … min(d, k) = {Math.Min(d, k)}, got {r}", nameof(r));
+        positions ??= new[] { 1, r, 2 * r, 4 * r, 16 * r }.Where(p => p <= Math.Min(d, k)).Distinct().ToList();
+        var rows = new List<SpectrumRow>();
+        SpectrumRow Row(string method, long parameters, Tensor delta)
+        {
+            using var sv = linalg.svdvals(delta);
+            double max = sv.max().item<double>();
+            long rank = (sv > max * Math.Max(d, k) * 2.2e-16).sum().item<long>();
+            var values = sv.data<double>().ToArray();
+            return new SpectrumRow(method, parameters, rank, EffectiveRank(sv), positions.ToDictionary(p => p, p => values[p - 1] / max));
+        }
+        using (var scope = NewDisposeScope())
+        {
+            torch.manual_seed(seed);
+            var b = randn(d, r, dtype: ScalarType.Float64);
+            var a = randn(r, k, dtype: ScalarType.Float64);
+            rows.Add(Row($"LoRA r={r}", RHat.LoraParameters(d, k, r), b.matmul(a)));
+        }
+        foreach (var type in MoraTypes.All)
+        {
+            using var scope = NewDisposeScope();
+            torch.manual_seed(seed);
+            var op = CompressDecompress.ForLoraRank(d, k, r, type);
+            var m = randn(op.RHat, op.RHat, dtype: ScalarType.Float64);
+            rows.Add(Row($"MoRA {type} ({(int)type})", RHat.MoraParameters(op.RHat), op.DeltaWeight(m)));
         }
         return rows;
     }

@@ -24,6 +24,11 @@ public class CliTests
         Assert.Contains("q/k/v/o_proj     4096   4096    8    256", output);     // r̂ = √(8192·8) = 256
         Assert.Contains("8 / 256 / 4096", output);                           // LoRA / sharing / rotation max rank
         Assert.Equal(6, output.Split('\n').Count(l => l.Contains("_proj")));
+        // Random-weight spectra at 256x256, r = 8: LoRA rank 8, sharing r̂ = 64, rotation full rank 256.
+        string Rank(string method) => output.Split('\n').Single(l => l.StartsWith(method)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[^7];
+        Assert.Equal("8", Rank("LoRA r=8"));
+        Assert.Equal("64", Rank("MoRA Sharing (1)"));
+        Assert.Equal("256", Rank("MoRA Rotation (6)"));
     }
 
     [Fact]
@@ -43,6 +48,8 @@ public class CliTests
     [InlineData("designs --tokens -1", "--tokens")]
     [InlineData("designs --device tpu", "--device")]
     [InlineData("rank --ranks 0", "--ranks")]
+    [InlineData("rank --spectra-shape 8x", "--spectra-shape")]
+    [InlineData("rank --runs /nonexistent", "--runs")]
     public void BadArgumentsNameTheOption(string args, string option)
     {
         var (code, output) = Cli(args);
