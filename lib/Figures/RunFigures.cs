@@ -76,7 +76,7 @@ public static class RunFigures
         plot.Title(title);
         plot.XLabel(xLabel);
         plot.YLabel(logY ? $"log10 {yLabel}" : yLabel);
-        plot.ShowLegend(ScottPlot.Alignment.UpperRight);
+        plot.ShowLegend(ScottPlot.Edge.Right);   // beside the axes, so no curve is hidden
         string tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(png))!, $".{Path.GetFileNameWithoutExtension(png)}.{Guid.NewGuid():N}.png");
         try
         {
