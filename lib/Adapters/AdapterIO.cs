@@ -150,17 +150,8 @@ public static class AdapterIO
             var expected = Peft.Adapters(model)
                 .SelectMany(a => a.Layer.AdapterParameters().Select(p => (Key: Prefix + a.Name + "." + p.Name, p.Parameter)))
                 .ToList();
-            var problems = new List<string>();
-            foreach (var (key, p) in expected)
-            {
-                if (!tensors.TryGetValue(key, out var t)) problems.Add($"missing tensor {key} (shape [{string.Join(", ", p.shape)}])");
-                else if (!t.shape.SequenceEqual(p.shape))
-                    problems.Add($"{key}: file has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
-            }
-            var known = expected.Select(e => e.Key).ToHashSet();
-            problems.AddRange(tensors.Keys.Where(k => !known.Contains(k)).Order().Select(k => $"unexpected tensor {k} (no adapted module has it)"));
-            if (problems.Count > 0)
-                throw new AdapterMismatchException($"{path} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems), problems);
+            var problems = TensorMatch.Problems(expected.Select(e => (e.Key, (Tensor)e.Parameter)), tensors, "file", "no adapted module has it");
+            if (problems.Count > 0) throw new AdapterMismatchException(TensorMatch.Describe(path, problems), problems);
             using var _ = no_grad();
             foreach (var (key, p) in expected)
             {

@@ -211,6 +211,38 @@ public static class SafeTensors
     }
 }
 
+/// <summary>How a set of loaded tensors fits the tensors a model expects, as one list of readable problems.</summary>
+public static class TensorMatch
+{
+    /// <summary>Every expected tensor that is missing or has another shape, then every loaded tensor nothing expects
+    /// (sorted), except those <paramref name="tolerated"/> accepts.</summary>
+    /// <param name="expected">what the model needs, by name</param>
+    /// <param name="found">what the file holds, by name</param>
+    /// <param name="source">the word for where the tensors came from in a shape problem ("file", "checkpoint")</param>
+    /// <param name="unexpectedReason">why an extra tensor is unexpected, shown in brackets</param>
+    /// <param name="tolerated">extra tensors that are not a problem</param>
+    public static List<string> Problems(IEnumerable<(string Name, Tensor Tensor)> expected, IReadOnlyDictionary<string, Tensor> found,
+        string source, string unexpectedReason, Func<string, bool>? tolerated = null)
+    {
+        var problems = new List<string>();
+        var known = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (name, p) in expected)
+        {
+            known.Add(name);
+            if (!found.TryGetValue(name, out var t)) problems.Add($"missing tensor {name} (shape [{string.Join(", ", p.shape)}])");
+            else if (!t.shape.SequenceEqual(p.shape))
+                problems.Add($"{name}: {source} has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
+        }
+        problems.AddRange(found.Keys.Where(k => !known.Contains(k) && tolerated?.Invoke(k) != true).Order(StringComparer.Ordinal)
+            .Select(k => $"unexpected tensor {k} ({unexpectedReason})"));
+        return problems;
+    }
+
+    /// <summary>"&lt;where&gt; does not fit the model (N problems):" and one problem a line.</summary>
+    public static string Describe(string where, IReadOnlyList<string> problems) =>
+        $"{where} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems);
+}
+
 /// <summary>Writes files through a temporary name in the same folder and a rename, so a reader never sees half a file
 /// and an interrupted write leaves the old file intact.</summary>
 public static class AtomicFile

@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using Mora.Adapters;
 using Mora.IO;
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Mora.Model;
@@ -30,31 +31,35 @@ public static class ModelIO
     /// The caller disposes the tensors.</summary>
     public static List<(string Name, Tensor Tensor)> BaseStateDict(LlamaForCausalLM model, bool mergeAdapters = false)
     {
-        var adapters = Peft.Adapters(model).ToDictionary(a => a.Name, a => a.Layer);
         var result = new List<(string, Tensor)>();
         using var _ = no_grad();
+        foreach (var (hfName, p, layer) in BaseParameters(model))
+        {
+            bool isWeight = layer is not null and not FullLinear && hfName.EndsWith(".weight", StringComparison.Ordinal);
+            bool add = isWeight && mergeAdapters && !layer!.Merged && layer.Enabled;       // fold ΔW in
+            bool subtract = isWeight && !mergeAdapters && layer!.Merged;                   // already folded: take it out
+            if (add || subtract)
+            {
+                using var delta = layer!.DeltaWeight();
+                using var typed = delta.to(p.dtype);
+                result.Add((hfName, add ? p + typed : p - typed));
+            }
+            else result.Add((hfName, p.detach().clone()));
+        }
+        return result;
+    }
+
+    /// <summary>The model's base parameters under their Hugging Face names: a wrapped layer's <c>base_layer.weight</c>
+    /// under the plain name (with the adapter that wraps it), the adapters' own parameters left out.</summary>
+    static List<(string Name, Parameter Parameter, AdaptedLinear? Layer)> BaseParameters(LlamaForCausalLM model)
+    {
+        var adapters = Peft.Adapters(model).ToDictionary(a => a.Name, a => a.Layer);
+        var result = new List<(string, Parameter, AdaptedLinear?)>();
         foreach (var (name, p) in model.named_parameters())
         {
             int at = name.IndexOf(".base_layer.", StringComparison.Ordinal);
-            if (at >= 0)
-            {
-                string path = name[..at];
-                string hfName = path + name[(at + ".base_layer".Length)..];
-                var layer = adapters[path];
-                bool isWeight = hfName.EndsWith(".weight", StringComparison.Ordinal) && layer is not FullLinear;
-                bool add = isWeight && mergeAdapters && !layer.Merged && layer.Enabled;       // fold ΔW in
-                bool subtract = isWeight && !mergeAdapters && layer.Merged;                     // already folded: take it out
-                if (add || subtract)
-                {
-                    using var delta = layer.DeltaWeight();
-                    using var typed = delta.to(p.dtype);
-                    result.Add((hfName, add ? p + typed : p - typed));
-                }
-                else result.Add((hfName, p.detach().clone()));
-                continue;
-            }
-            if (adapters.Keys.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) continue;   // lora_A, lora_B, magnitude
-            result.Add((name, p.detach().clone()));
+            if (at >= 0) result.Add((name[..at] + name[(at + ".base_layer".Length)..], p, adapters[name[..at]]));
+            else if (!adapters.Keys.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) result.Add((name, p, null));   // not lora_A, lora_B, magnitude
         }
         return result;
     }
@@ -125,46 +130,18 @@ public static class ModelIO
                 foreach (var (k, v) in part)
                     if (!tensors.TryAdd(k, v)) { v.Dispose(); throw new FormatException($"{f}: tensor '{k}' also appears in another shard"); }
             }
-            var targets = TargetParameters(model);
-            var problems = new List<string>();
-            foreach (var (name, p) in targets)
-            {
-                if (!tensors.TryGetValue(name, out var t)) problems.Add($"missing tensor {name} (shape [{string.Join(", ", p.shape)}])");
-                else if (!t.shape.SequenceEqual(p.shape))
-                    problems.Add($"{name}: file has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
-            }
-            foreach (var k in tensors.Keys.Order(StringComparer.Ordinal))
-            {
-                if (targets.ContainsKey(k)) continue;
-                if (k.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)) continue;              // a buffer older checkpoints store
-                if (k == "lm_head.weight" && model.Config.TieWordEmbeddings) continue;                    // some tied checkpoints repeat it
-                problems.Add($"unexpected tensor {k} (the model has no such weight)");
-            }
-            if (problems.Count > 0)
-                throw new CheckpointMismatchException(
-                    $"{Path.GetFullPath(directory)} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems), problems);
+            var targets = BaseParameters(model);
+            var problems = TensorMatch.Problems(targets.Select(t => (t.Name, (Tensor)t.Parameter)), tensors, "file", "the model has no such weight",
+                k => k.EndsWith("rotary_emb.inv_freq", StringComparison.Ordinal)          // a buffer older checkpoints store
+                     || k == "lm_head.weight" && model.Config.TieWordEmbeddings);          // some tied checkpoints repeat it
+            if (problems.Count > 0) throw new CheckpointMismatchException(TensorMatch.Describe(Path.GetFullPath(directory), problems), problems);
             using var _ = no_grad();
-            foreach (var (name, p) in targets)
+            foreach (var (name, p, _) in targets)
             {
                 using var moved = tensors[name].to(p.dtype, p.device);
                 p.copy_(moved);
             }
         }
         finally { foreach (var t in tensors.Values) t.Dispose(); }
-    }
-
-    /// <summary>The model's base parameters by Hugging Face name (a wrapped layer's base weight under the plain name).</summary>
-    static Dictionary<string, Tensor> TargetParameters(LlamaForCausalLM model)
-    {
-        var adapters = Peft.Adapters(model).Select(a => a.Name).ToList();
-        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        foreach (var (name, p) in model.named_parameters())
-        {
-            int at = name.IndexOf(".base_layer.", StringComparison.Ordinal);
-            if (at >= 0) { result[name[..at] + name[(at + ".base_layer".Length)..]] = p; continue; }
-            if (adapters.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) continue;
-            result[name] = p;
-        }
-        return result;
     }
 }

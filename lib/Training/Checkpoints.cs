@@ -107,16 +107,8 @@ public static class Checkpoints
         var (moments, meta) = SafeTensors.Load(Path.Combine(dir, Optim));
         try
         {
-            var problems = new List<string>();
-            foreach (var (name, p) in trainable)
-            {
-                if (!tensors.TryGetValue(name, out var t)) problems.Add($"missing tensor {name} (shape [{string.Join(", ", p.shape)}])");
-                else if (!t.shape.SequenceEqual(p.shape)) problems.Add($"{name}: checkpoint has shape [{string.Join(", ", t.shape)}], model expects [{string.Join(", ", p.shape)}]");
-            }
-            var known = trainable.Select(t => t.Name).ToHashSet();
-            problems.AddRange(tensors.Keys.Where(k => !known.Contains(k)).Order().Select(k => $"unexpected tensor {k} (not a trainable parameter of the model)"));
-            if (problems.Count > 0)
-                throw new CheckpointMismatchException($"{Path.Combine(dir, Params)} does not fit the model ({problems.Count} problems):\n  " + string.Join("\n  ", problems), problems);
+            var problems = TensorMatch.Problems(trainable.Select(t => (t.Name, (Tensor)t.Parameter)), tensors, "checkpoint", "not a trainable parameter of the model");
+            if (problems.Count > 0) throw new CheckpointMismatchException(TensorMatch.Describe(Path.Combine(dir, Params), problems), problems);
 
             var states = optimizer.state_dict().State.Cast<AdamW.State>().ToList();
             if (states.Count != trainable.Count)

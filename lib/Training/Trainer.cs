@@ -179,7 +179,7 @@ public sealed class Trainer
                 if (outDir is not null)
                 {
                     bool checkpoint = last || (_config.CheckpointEvery > 0 && step % _config.CheckpointEvery == 0);
-                    if (checkpoint || step - lastLogWrite >= _config.LogEvery || lastMetrics.Count > 0 && log.Rows[^1].Metrics.Count > 0)
+                    if (checkpoint || step - lastLogWrite >= _config.LogEvery || log.Rows[^1].Metrics.Count > 0)   // this step evaluated
                     {
                         log.WriteCsv(Path.Combine(outDir, LogFile));
                         lastLogWrite = step;
