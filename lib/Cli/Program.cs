@@ -1,3 +1,4 @@
+using Mora.IO;
 using System.CommandLine;
 using System.Globalization;
 using Mora;
@@ -145,7 +146,7 @@ gsm8k.SetAction(pr => Guard(() =>
         Device = pr.GetValue(gDevice)!,
     };
     spec.Validate();
-    string outDir = pr.GetValue(gOut) ?? Path.Combine("runs", $"gsm8k-{SafeName(spec.Preset, "--preset")}");
+    string outDir = pr.GetValue(gOut) ?? Path.Combine("runs", $"gsm8k-{SafePath.Name(spec.Preset, "--preset")}");
     return Experiment("gsm8k", outDir, pr.GetValue(gFigures), args, [Gsm8kExperiment.TableFile, Gsm8kExperiment.SummaryFile],
         cancel => Gsm8kExperiment.FormatTable(spec, Gsm8kExperiment.Run(spec, outDir, Console.Out, cancel)));
 }));
@@ -160,7 +161,7 @@ var plot = new Command("plot", "Turn run logs into figures: interactive offline 
     { pRuns, pOut, pName, pSmooth };
 plot.SetAction(pr => Guard(() =>
 {
-    foreach (var f in RunFigures.PlotRuns(pr.GetValue(pRuns)!, pr.GetValue(pOut)!, SafeName(pr.GetValue(pName)!, "--name"), pr.GetValue(pSmooth)))
+    foreach (var f in RunFigures.PlotRuns(pr.GetValue(pRuns)!, pr.GetValue(pOut)!, SafePath.Name(pr.GetValue(pName)!, "--name"), pr.GetValue(pSmooth)))
         Console.WriteLine(f);
     return 0;
 }));
@@ -230,7 +231,7 @@ static Device ParseDevice(string name)
 static int Memorization(MemorizationSpec spec, string? outDir, string? figures, string[] commandLine)
 {
     spec.Validate();
-    outDir ??= Path.Combine("runs", $"memorization-{SafeName(spec.Preset, "--preset")}");
+    outDir ??= Path.Combine("runs", $"memorization-{SafePath.Name(spec.Preset, "--preset")}");
     return Experiment("memorization", outDir, figures, commandLine, [MemorizationExperiment.TableFile, MemorizationExperiment.SummaryFile],
         cancel => MemorizationExperiment.FormatTable(spec, MemorizationExperiment.Run(spec, outDir, Console.Out, cancel)));
 }
@@ -266,12 +267,6 @@ static int Experiment(string name, string outDir, string? figures, string[] comm
 }
 
 // A name used inside a file name: letters, digits, "-", "_" and ".", not "." or "..", so it cannot leave its folder.
-static string SafeName(string name, string option)
-{
-    if (name.Length == 0 || name is "." or ".." || name.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
-        throw new ArgumentException($"{option}: '{name}' must be a plain name (letters, digits, '-', '_', '.')");
-    return name;
-}
 
 static int Guard(Func<int> body)
 {
@@ -281,7 +276,8 @@ static int Guard(Func<int> body)
         Console.Error.WriteLine($"error: {e.Message}");
         return 2;
     }
-    catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException)
+    catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException
+                               or Mora.Training.TrainingOutOfMemoryException or System.Text.Json.JsonException)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 1;

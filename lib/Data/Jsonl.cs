@@ -31,6 +31,8 @@ public static class Jsonl
             try { node = JsonNode.Parse(line); }
             catch (JsonException e) { throw new DatasetFormatException(path, n, $"not valid JSON ({e.Message})", e); }
             if (node is not JsonObject o) throw new DatasetFormatException(path, n, "expected a JSON object");
+            try { _ = o.Count; }         // JsonObject reads its properties lazily; a repeated name shows up here
+            catch (ArgumentException e) { throw new DatasetFormatException(path, n, $"a property name appears twice ({e.Message})", e); }
             yield return (n, o);
         }
     }

@@ -158,7 +158,7 @@ public static class Gsm8kExperiment
         string baseDir, MethodSpec method, int r, int seed, TextWriter output, CancellationToken cancel)
     {
         string name = method.RunName(r, seed);
-        string dir = Path.Combine(outDir, "runs", name);
+        string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
         if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done) return done;
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);

@@ -136,7 +136,7 @@ public static class MemorizationExperiment
         TextWriter output, CancellationToken cancel)
     {
         string name = method.RunName(r, seed);
-        string dir = Path.Combine(outDir, "runs", name);
+        string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
         if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done) return done;
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);

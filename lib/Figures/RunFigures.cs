@@ -105,11 +105,11 @@ public static class RunFigures
         var runs = FindRuns(runsRoot);
         if (runs.Count == 0) throw new ArgumentException($"--runs: no {Trainer.LogFile} under {Path.GetFullPath(runsRoot)}", "--runs");
         var written = new List<string>();
-        var (h, p) = Write(Curves(runs, "loss", smoothing), $"{prefix}: training loss (EMA {smoothing})", "step", "loss", Path.Combine(outDir, $"{prefix}-loss"), logY: true);
+        var (h, p) = Write(Curves(runs, "loss", smoothing), $"{prefix}: training loss (EMA {smoothing})", "step", "loss", SafePath.Under(outDir, $"{SafePath.Name(prefix, "--name")}-loss", "--name"), logY: true);
         written.Add(h); written.Add(p);
         foreach (var metric in runs.SelectMany(r => r.Log.MetricNames).Distinct().Order(StringComparer.Ordinal))
         {
-            (h, p) = Write(Curves(runs, metric), $"{prefix}: {metric} by step", "step", metric, Path.Combine(outDir, $"{prefix}-{metric}"));
+            (h, p) = Write(Curves(runs, metric), $"{prefix}: {metric} by step", "step", metric, SafePath.Under(outDir, $"{prefix}-{metric}", $"metric name '{metric}' (a column of a log.csv)"));
             written.Add(h); written.Add(p);
         }
         return written;

@@ -106,6 +106,8 @@ public static class SafeTensors
             throw new SafeTensorsFormatException($"{path}: header length {n} is absurd (file has {fileLength - 8} bytes after the length field, limit {MaxHeaderBytes})");
         var headerBytes = new byte[(int)n];
         stream.ReadExactly(headerBytes);
+        if (!System.Text.Unicode.Utf8.IsValid(headerBytes))
+            throw new SafeTensorsFormatException($"{path}: header is not valid UTF-8");
         long dataStart = 8 + (long)n, dataLength = fileLength - dataStart;
 
         JsonElement root;
@@ -130,6 +132,7 @@ public static class SafeTensors
                         : throw new SafeTensorsFormatException($"{path}: __metadata__ value '{m.Name}' is not a string");
                 continue;
             }
+            if (entries.Any(e => e.Name == prop.Name)) throw new SafeTensorsFormatException($"{path}: tensor '{prop.Name}' appears twice in the header");
             entries.Add(ParseEntry(prop, path, dataLength));
         }
         var sorted = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();

@@ -111,7 +111,17 @@ public static class ModelIO
             return shards.Select(s => Path.Combine(directory, s)).ToList();
         }
         string single = Path.Combine(directory, WeightsFile);
-        if (!File.Exists(single)) throw new FileNotFoundException($"no {WeightsFile} or {IndexFile} in {Path.GetFullPath(directory)}", single);
+        if (!File.Exists(single))
+        {
+            // Pickled PyTorch weights can run code when read; the kit reads safetensors only and says so.
+            var pickles = Directory.Exists(directory)
+                ? Directory.GetFiles(directory).Select(Path.GetFileName).Where(f => f!.EndsWith(".bin") || f.EndsWith(".pt") || f.EndsWith(".pth") || f.EndsWith(".ckpt")).ToList()
+                : [];
+            string hint = pickles.Count == 0 ? ""
+                : $" It holds {string.Join(", ", pickles)}: pickled PyTorch weights, which can execute code when loaded, so the kit never reads them;" +
+                  " convert them once with Python's safetensors (safetensors.torch.save_file) or re-save the model with save_pretrained(safe_serialization=True).";
+            throw new FileNotFoundException($"no {WeightsFile} or {IndexFile} in {Path.GetFullPath(directory)}.{hint}", single);
+        }
         return [single];
     }
 

@@ -18,6 +18,30 @@ public sealed class TrainingDivergedException(string message, long step, long? l
     public long? LastCheckpointStep { get; } = lastCheckpointStep;
 }
 
+/// <summary>The device ran out of memory during a training step (libtorch's "CUDA out of memory" or the CPU allocator's
+/// "can't allocate memory", or .NET's own <see cref="OutOfMemoryException"/>). The message names the step, the batch size
+/// and what to try; the last checkpoint and the log up to the previous step are intact. The native error is
+/// <see cref="Exception.InnerException"/>.</summary>
+public sealed class TrainingOutOfMemoryException(string message, long step, int batchSize, Exception inner) : Exception(message, inner)
+{
+    public long Step { get; } = step;
+    public int BatchSize { get; } = batchSize;
+
+    /// <summary>Whether <paramref name="e"/> (or an exception inside it) is an allocation failure of libtorch or .NET.</summary>
+    public static bool IsOutOfMemory(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is OutOfMemoryException) return true;
+            string m = e.Message;
+            if (m.Contains("out of memory", StringComparison.OrdinalIgnoreCase) || m.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+                || m.Contains("CUBLAS_STATUS_ALLOC_FAILED", StringComparison.Ordinal) || m.Contains("Cannot allocate memory", StringComparison.Ordinal))
+                return true;
+        }
+        return false;
+    }
+}
+
 /// <summary>What a finished run reports.</summary>
 public sealed record TrainResult(RunLog Log, IReadOnlyDictionary<string, double> FinalMetrics, long Steps, long Tokens, double WallSeconds,
     long TrainableParameters, long TotalParameters, long? ResumedFromStep, string? OutputDir);
@@ -141,7 +165,7 @@ public sealed class Trainer
                 manual_seed(StableSeed(_config.Seed, step, 0xd20));           // dropout masks depend on (seed, step) only
                 double lr = _config.LearningRateAt(step);
                 foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
-                optimizer.zero_grad();
+                using (NewDisposeScope()) optimizer.zero_grad();     // TorchSharp's zero_grad leaves one tensor handle per parameter undisposed
                 double lossSum = 0; long stepTokens = 0;
                 var stepClock = Stopwatch.StartNew();
                 for (int micro = 0; micro < _config.GradAccumulation; micro++)
@@ -196,6 +220,10 @@ public sealed class Trainer
         {
             if (outDir is not null) log.WriteCsv(Path.Combine(outDir, LogFile));
             throw;
+        }
+        catch (Exception e) when (e is not TrainingDivergedException && TrainingOutOfMemoryException.IsOutOfMemory(e))
+        {
+            throw OutOfMemory(step, e, lastCheckpoint, outDir, log);
         }
         finally { _model.eval(); }
 
@@ -264,6 +292,29 @@ public sealed class Trainer
             WriteManifest(outDir, "diverged", t, n, _model.Device, _model.DType, null, null, null, message);
         }
         return new TrainingDivergedException(message, step, lastCheckpoint);
+    }
+
+    TrainingOutOfMemoryException OutOfMemory(long step, Exception e, long? lastCheckpoint, string? outDir, RunLog log)
+    {
+        GC.Collect();          // release the step's tensors the exception left for the finalizer
+        string native = e.Message.Split('\n', 2)[0].Trim();
+        string where = lastCheckpoint is { } c
+            ? $"The last good checkpoint (step {c}) is kept in {Path.Combine(outDir!, CheckpointDir)}; rerunning resumes from it."
+            : outDir is null ? "No checkpoint was written (no output folder)." : "No checkpoint had been written yet.";
+        int half = Math.Max(1, _config.BatchSize / 2);
+        var message = $"training ran out of {_config.Device} memory at step {step} with batch size {_config.BatchSize} " +
+                      $"(gradient accumulation {_config.GradAccumulation}, dtype {_config.DType}): {native}. {where} " +
+                      (_config.BatchSize > 1
+                          ? $"Try batch size {half} with gradient accumulation {_config.GradAccumulation * _config.BatchSize / half} (the same effective batch), "
+                          : "Try ") +
+                      "shorter sequences, a smaller model, or bfloat16 on a GPU.";
+        if (outDir is not null)
+        {
+            log.WriteCsv(Path.Combine(outDir, LogFile));
+            var (t, n) = Peft.CountParameters(_model);
+            WriteManifest(outDir, "out-of-memory", t, n, _model.Device, _model.DType, null, null, null, message);
+        }
+        return new TrainingOutOfMemoryException(message, step, _config.BatchSize, e);
     }
 
     void WriteManifest(string outDir, string status, long trainable, long total, Device device, ScalarType dtype, long? resumedFrom,
