@@ -152,6 +152,43 @@ gsm8k.SetAction(pr => Guard(() =>
 }));
 root.Subcommands.Add(gsm8k);
 
+// ---- bench
+var bPreset = new Option<string>("--preset") { Description = "tiny (seconds, what the tests run), quick (1024×1024), full (1024², 4096², 4096×11008: the issue's sizes)", DefaultValueFactory = _ => "quick" };
+var bShapes = new Option<string[]>("--shapes") { Description = "layer shapes d x k (override the preset)", AllowMultipleArgumentsPerToken = true };
+var bTokens = new Option<int[]>("--tokens") { Description = "tokens per forward (override the preset)", AllowMultipleArgumentsPerToken = true };
+var bRanks = new Option<int[]>("--ranks") { Description = "LoRA ranks; MoRA at the same parameter budget (override the preset)", AllowMultipleArgumentsPerToken = true };
+var bMergeShapes = new Option<string[]>("--merge-shapes") { Description = "shapes of the ΔW/merge benchmark (override the preset)", AllowMultipleArgumentsPerToken = true };
+var bRepeats = new Option<int?>("--repeats") { Description = "interleaved timed repetitions (median reported)" };
+var bTrainSteps = new Option<int?>("--train-steps") { Description = "steps of the training-step benchmark per method (0 skips it)" };
+var bNoLoop = new Option<bool>("--no-column-loop") { Description = "skip timing the reference's loop over columns" };
+var bDevice = new Option<string>("--device") { Description = "cpu or cuda[:i]", DefaultValueFactory = _ => "cpu" };
+var bDType = new Option<string>("--dtype") { Description = "float32, bfloat16 or float16 (the last two on a GPU)", DefaultValueFactory = _ => "float32" };
+var bOut = new Option<string?>("--out") { Description = "folder for layer.csv, merge.csv, train.csv, bench.md, COMMAND.txt (default figures/bench/<preset>)" };
+var bench = new Command("bench", "Benchmark MoRA's cost against LoRA and the hardware: one layer forward + backward (ratios to the base and to LoRA, FLOP floors, peak memory), ΔW materialisation against the reference's column loop, a whole training step per method.")
+    { bPreset, bShapes, bTokens, bRanks, bMergeShapes, bRepeats, bTrainSteps, bNoLoop, bDevice, bDType, bOut };
+bench.SetAction(pr => Guard(() =>
+{
+    var spec = Mora.Bench.BenchSpec.FromPreset(pr.GetValue(bPreset)!);
+    if (pr.GetValue(bShapes) is { Length: > 0 } sh) spec = spec with { Shapes = sh.Select(x => ParseShape(x, "--shapes")).ToArray() };
+    if (pr.GetValue(bMergeShapes) is { Length: > 0 } ms) spec = spec with { MergeShapes = ms.Select(x => ParseShape(x, "--merge-shapes")).ToArray() };
+    if (pr.GetValue(bTokens) is { Length: > 0 } tk) spec = spec with { Tokens = tk };
+    if (pr.GetValue(bRanks) is { Length: > 0 } rk) spec = spec with { Ranks = rk };
+    if (pr.GetValue(bRepeats) is { } rp) spec = spec with { Repeats = rp };
+    if (pr.GetValue(bTrainSteps) is { } ts) spec = spec with { TrainSteps = ts };
+    spec = spec with { ColumnLoop = !pr.GetValue(bNoLoop), Device = pr.GetValue(bDevice)!, DType = pr.GetValue(bDType)! };
+    spec.Validate();
+    TorchRuntime.Ensure();
+    string outDir = pr.GetValue(bOut) ?? Path.Combine("figures", "bench", SafePath.Name(spec.Preset, "--preset"));
+    Directory.CreateDirectory(outDir);
+    var result = Mora.Bench.Benchmarks.Run(spec, outDir, Console.Out);
+    AtomicFile.WriteText(Path.Combine(outDir, Mora.Bench.Benchmarks.CommandFile), "dotnet run -c Release -- " + string.Join(" ", args) + "\n");
+    Console.WriteLine();
+    Console.WriteLine(File.ReadAllText(Path.Combine(outDir, Mora.Bench.Benchmarks.ReportFile)));
+    Console.WriteLine($"written: {Path.GetFullPath(outDir)}");
+    return 0;
+}));
+root.Subcommands.Add(bench);
+
 // ---- plot
 var pRuns = new Option<string>("--runs") { Description = "folder searched for run logs (log.csv)", Required = true };
 var pOut = new Option<string>("--out") { Description = "folder for the figures", DefaultValueFactory = _ => "figures" };
@@ -266,7 +303,6 @@ static int Experiment(string name, string outDir, string? figures, string[] comm
     finally { Console.CancelKeyPress -= stop; }
 }
 
-// A name used inside a file name: letters, digits, "-", "_" and ".", not "." or "..", so it cannot leave its folder.
 
 static int Guard(Func<int> body)
 {

@@ -18,7 +18,7 @@ public sealed record MethodSpec(string Name, AdapterMethod Method, MoraType Mora
             MoraType type;
             try { type = MoraTypes.Parse(t[5..], option); }
             catch (ArgumentException e) { throw new ArgumentException($"{option}: '{text}': {e.Message}", option, e); }
-            return new($"mora-{type.ToString().ToLowerInvariant()}", AdapterMethod.Mora, type);
+            return new($"mora-{MoraTypes.Name(type)}", AdapterMethod.Mora, type);
         }
         throw new ArgumentException($"{option}: unknown method '{text}'; use lora, dora, full, mora or mora-<design> (mora-rotation, mora-sharing, mora-1 … mora-6)", option);
     }

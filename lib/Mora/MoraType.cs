@@ -57,6 +57,9 @@ public static class MoraTypes
     public static readonly IReadOnlyList<MoraType> Reference =
         [MoraType.Sharing, MoraType.SharingAdjacent, MoraType.SharingAdjacentTiled, MoraType.SharingStrideRepeated, MoraType.Rotation];
 
+    /// <summary>The design's name as the command line writes it (lower case: "rotation", "sharingadjacent").</summary>
+    public static string Name(MoraType type) => type.ToString().ToLowerInvariant();
+
     /// <summary>Parses a design from its number ("6") or name ("rotation", case-insensitive).</summary>
     /// <exception cref="ArgumentException">unknown design, naming <paramref name="paramName"/></exception>
     public static MoraType Parse(string text, string paramName = "type")
