@@ -69,6 +69,23 @@ public sealed class MoraLinear : AdaptedLinear
 
     public override Tensor DeltaWeight() => _op.DeltaWeight(M);
 
+    /// <summary>W₀ ← W₀ + ΔW, in place and, for the regular shapes, without writing ΔW out (<see cref="CompressDecompress.AddDeltaWeightTo"/>).</summary>
+    public override void Merge()
+    {
+        if (Merged) return;
+        using var m = M.detach();
+        _op.AddDeltaWeightTo(BaseWeight, m);
+        Merged = true;
+    }
+
+    public override void Unmerge()
+    {
+        if (!Merged) return;
+        using var m = M.detach();
+        _op.AddDeltaWeightTo(BaseWeight, m, -1.0);
+        Merged = false;
+    }
+
     public override IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
     {
         yield return ("lora_A.weight", M);

@@ -12,7 +12,11 @@ public sealed record DesignRow(MoraType Type, int D, int K, int RHat, long Param
 
 /// <summary>The analyses behind the <c>rank</c> and <c>designs</c> commands (and notebooks 01 and 02).</summary>
 /// <summary>Rank, effective rank and normalised singular values σ_i/σ_1 of one ΔW.</summary>
-public sealed record SpectrumRow(string Method, long Parameters, long Rank, double EffectiveRank, IReadOnlyDictionary<int, double> Normalized);
+public sealed record SpectrumRow(string Method, long Parameters, long Rank, double EffectiveRank, IReadOnlyDictionary<int, double> Normalized)
+{
+    /// <summary>Every σ_i / σ_1, largest first (for plotting the whole spectrum).</summary>
+    public double[] Spectrum { get; init; } = [];
+}
 
 public static class DesignReport
 {
@@ -99,7 +103,8 @@ public static class DesignReport
             double max = sv.max().item<double>();
             long rank = (sv > max * Math.Max(d, k) * 2.2e-16).sum().item<long>();
             var values = sv.data<double>().ToArray();
-            return new SpectrumRow(method, parameters, rank, EffectiveRank(sv), positions.ToDictionary(p => p, p => values[p - 1] / max));
+            return new SpectrumRow(method, parameters, rank, EffectiveRank(sv), positions.ToDictionary(p => p, p => values[p - 1] / max))
+                { Spectrum = values.Select(v => v / max).ToArray() };
         }
         using (var scope = NewDisposeScope())
         {

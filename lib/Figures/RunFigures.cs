@@ -1,4 +1,3 @@
-using Microsoft.FSharp.Core;
 using Mora.IO;
 using Mora.Training;
 using Plotly.NET;
@@ -50,6 +49,15 @@ public static class RunFigures
         return curves;
     }
 
+    /// <summary>The interactive chart of <paramref name="curves"/> (a notebook displays it; <see cref="Write"/> saves it).</summary>
+    public static GenericChart LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false)
+    {
+        var combined = Chart.Combine(curves.Select(c => Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
+        return PlotlyInterop.WithTitle(combined, title)
+            .WithXAxisStyle<double, double, string>(TitleText: xLabel)
+            .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
+    }
+
     /// <summary>Writes <c>{basePath}.html</c> and <c>{basePath}.png</c>; returns both paths.</summary>
     public static (string Html, string Png) Write(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, string basePath, bool logY = false)
     {
@@ -57,12 +65,8 @@ public static class RunFigures
         string html = basePath + ".html", png = basePath + ".png";
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(basePath))!);
 
-        var combined = Chart.Combine(curves.Select(c => Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
-        var chart = Plotly.NET.Chart.withTitle(title, null).Invoke(combined)
-            .WithXAxisStyle<double, double, string>(TitleText: xLabel)
-            .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
-        var options = DisplayOptions.init(FSharpOption<string>.Some(title), null, null, null, null, null, FSharpOption<PlotlyJSReference>.Some(PlotlyJSReference.Full));
-        string page = GenericChart.toEmbeddedHTML(Plotly.NET.Chart.withDisplayOptions(options).Invoke(chart));
+        var chart = LineChart(curves, title, xLabel, yLabel, logY);
+        string page = PlotlyInterop.OfflineHtml(chart, title);
         AtomicFile.WriteText(html, page);
 
         var plot = new ScottPlot.Plot();

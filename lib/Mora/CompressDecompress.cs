@@ -133,6 +133,14 @@ public sealed class CompressDecompress
     {
         long[] shape = [.. x.shape[..^1], Blocks, RHat];
         if (ix[0] is null) return x.reshape(shape);
+        long wrap = (long)Blocks * RHat - K;                     // p ↦ p mod k for p < n·r̂: x, then x's first `wrap` entries
+        if (wrap <= K)
+        {
+            // A concatenation, not a gather: its backward is two slices added, where index_select's is a scatter-add.
+            using var head = x.narrow(-1, 0, wrap);
+            using var joined = cat([x, head], -1);
+            return joined.reshape(shape);
+        }
         using var filled = x.index_select(-1, ix[0]!);
         return filled.reshape(shape);
     }
@@ -209,6 +217,17 @@ public sealed class CompressDecompress
     public Tensor Forward(Tensor x, Tensor m)
     {
         CheckM(m);
+        if (Type == MoraType.Rotation)
+        {
+            // M (R_t x_t) = (M R_t) x_t: rotate M's n copies (n·r̂² values) instead of the input (tokens·n·r̂ values), then
+            // one batched product over the blocks. Same FLOPs for M, no rotated copy of the input kept for the backward.
+            CheckInput(x);
+            var ix = Indices(x.device);
+            using var blocks = FillBlocks(x, ix);                              // (…, n, r̂)
+            using var rotated = RotatedBlocks(m);                              // (n, r̂, r̂)
+            using var y = einsum("...nr,nsr->...ns", blocks, rotated);
+            return Decompress(y);
+        }
         using var c = Compress(x);
         using var mc = c.matmul(m.t());
         return Decompress(mc);
@@ -238,16 +257,7 @@ public sealed class CompressDecompress
         }
         else if (Type.IsBlockwise())
         {
-            Tensor blocks;                                                    // (n, r̂, r̂): M R_t
-            if (Type == MoraType.Decouple) blocks = m.unsqueeze(0).expand(Blocks, RHat, RHat);
-            else
-            {
-                var (cos, sin) = Rope(m.device, m.dtype);                     // (n, r̂)
-                var ms = m.unsqueeze(0) * sin.unsqueeze(1);                   // M diag(sin_t)
-                long h = RHat / 2;
-                var rotated = cat([ms.narrow(2, h, h), ms.narrow(2, 0, h).neg()], 2);   // (M diag(sin_t)) P
-                blocks = m.unsqueeze(0) * cos.unsqueeze(1) + rotated;
-            }
+            Tensor blocks = Type == MoraType.Decouple ? m.unsqueeze(0).expand(Blocks, RHat, RHat) : RotatedBlocks(m);   // (n, r̂, r̂): M R_t
             // Only the row blocks that reach the output are built: ⌈d/r̂⌉ of them when d < n·r̂ (wide layers).
             int rowBlocks = ix[1] is null ? (D + RHat - 1) / RHat : Blocks;
             using var eye = torch.eye(Blocks, dtype: m.dtype, device: m.device);
@@ -264,6 +274,58 @@ public sealed class CompressDecompress
             result = ix[1] is null ? ms.narrow(0, 0, D) : ms.index_select(0, ix[1]!);
         }
         return result.contiguous().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>M R_t for every block t, (n, r̂, r̂): R_t x = x ∘ cos_t + rotate_half(x) ∘ sin_t = (diag(cos_t) + diag(sin_t) P) x,
+    /// so M R_t = M diag(cos_t) + (M diag(sin_t)) P, and right-multiplying by P maps columns [A₁, A₂] to [A₂, −A₁].</summary>
+    Tensor RotatedBlocks(Tensor m)
+    {
+        using var scope = NewDisposeScope();
+        var (cos, sin) = Rope(m.device, m.dtype);                             // (n, r̂)
+        var ms = m.unsqueeze(0) * sin.unsqueeze(1);                           // M diag(sin_t)
+        long h = RHat / 2;
+        var rotated = cat([ms.narrow(2, h, h), ms.narrow(2, 0, h).neg()], 2);  // (M diag(sin_t)) P
+        return (m.unsqueeze(0) * cos.unsqueeze(1) + rotated).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>W ← W + <paramref name="scale"/>·ΔW in place (a merge), without writing ΔW out where its structure allows:
+    /// for decoupling and rotation with d = k = n·r̂, ΔW is block-diagonal and only the n diagonal r̂×r̂ blocks of W change;
+    /// truncation adds M to W's top-left corner; for the sharing designs (1–4) with r̂ dividing d and k, ΔW[i, j] =
+    /// M[slot(i), slot(j)] is added by broadcasting M over a 4-d view of W. Other shapes add <see cref="DeltaWeight"/>.</summary>
+    public void AddDeltaWeightTo(Tensor w, Tensor m, double scale = 1.0)
+    {
+        CheckM(m);
+        if (w.dim() != 2 || w.shape[0] != D || w.shape[1] != K)
+            throw new ArgumentException($"W must be {D}×{K}, got shape [{string.Join(", ", w.shape)}]", nameof(w));
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        if (Type.IsBlockwise() && K == Blocks * RHat && D == K && w.is_contiguous())
+        {
+            var blocks = Type == MoraType.Decouple ? m.unsqueeze(0).expand(Blocks, RHat, RHat) : RotatedBlocks(m);
+            var diagonal = w.view(Blocks, RHat, Blocks, RHat).diagonal(0, 0, 2);     // (r̂, r̂, n), a view of W's diagonal blocks
+            diagonal.add_(blocks.permute(1, 2, 0), alpha: scale);
+            return;
+        }
+        if (Type == MoraType.Truncation)
+        {
+            using var corner = m.narrow(0, 0, Math.Min(D, RHat)).narrow(1, 0, Math.Min(K, RHat));
+            using var target = w.narrow(0, 0, Math.Min(D, RHat)).narrow(1, 0, Math.Min(K, RHat));
+            target.add_(corner, alpha: scale);
+            return;
+        }
+        if (K % RHat == 0 && D % RHat == 0 && w.is_contiguous() && !Type.IsBlockwise())
+        {
+            int q = D / RHat, p = K / RHat;
+            // Output i reads slot i mod r̂ (tiled: types 1, 3) or run i div q (types 2, 4); input j feeds slot j mod r̂
+            // (strided: types 1, 4) or group j div p (adjacent: types 2, 3). W viewed with the matching axes gets M broadcast.
+            bool tiledOut = Type is MoraType.Sharing or MoraType.SharingAdjacentTiled;
+            bool stridedIn = Type is MoraType.Sharing or MoraType.SharingStrideRepeated;
+            long[] wShape = [.. tiledOut ? new long[] { q, RHat } : [RHat, q], .. stridedIn ? new long[] { p, RHat } : [RHat, p]];
+            long[] mShape = [.. tiledOut ? new long[] { 1, RHat } : [RHat, 1], .. stridedIn ? new long[] { 1, RHat } : [RHat, 1]];
+            w.view(wShape).add_(m.view(mShape), alpha: scale);
+            return;
+        }
+        w.add_(DeltaWeight(m), alpha: scale);
     }
 
     /// <summary>Columns p of a (rows × n·r̂) matrix added into column p mod k (the transpose of the cyclic fill).</summary>

@@ -175,6 +175,7 @@ public class TrainingFaultTests(Xunit.Abstractions.ITestOutputHelper output)
         {
             if (s % 250 != 0) return;
             GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+            Mora.Native.NativeHeap.Trim();                 // free pages back to the system: what remains is in use
             using var p = Process.GetCurrentProcess();
             samples[s] = (p.WorkingSet64, GC.GetTotalMemory(true), DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         };

@@ -1,0 +1,134 @@
+using System.Text.Json.Nodes;
+using Mora.Notebooks;
+
+namespace Mora.Tests;
+
+/// <summary>The runs and figures of the notebooks under test go to one temporary folder (so 05 finds 03's and 04's runs,
+/// and the committed figures are never touched).</summary>
+public sealed class NotebookOutput
+{
+    public string Dir { get; } = TestSupport.TempDir();
+}
+
+/// <summary>
+/// Every notebook in notebooks/ executed top to bottom with the fast preset, cell by cell, in the real .NET Interactive
+/// kernel (the local tool VS Code and Jupyter launch). A failing cell fails the test; so does a notebook missing from
+/// this list, a code cell that was not run, a notebook without a Plotly chart or a table among its outputs, or one that
+/// wrote no figure.
+/// </summary>
+[Collection(ExternalProcesses.Name)]
+public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput>
+{
+    public static readonly string[] Notebooks =
+        ["00-quickstart", "01-rank-analysis", "02-compress-decompress-designs", "03-memorization-uuid", "04-gsm8k-style-math", "05-loss-curves"];
+
+    static string NotebookDir => Path.Combine(TestSupport.RepoRoot, "notebooks");
+
+    public static TheoryData<string> All => new(Notebooks);
+
+    [Fact]
+    public void EveryNotebookIsInTheSuiteAndStartsWithTheSharedSetup()
+    {
+        var present = Directory.GetFiles(NotebookDir, "*.ipynb").Select(Path.GetFileNameWithoutExtension).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(Notebooks, present);
+        foreach (var nb in Notebooks)
+        {
+            var cells = NotebookRunner.CodeCells(Path.Combine(NotebookDir, nb + ".ipynb"));
+            Assert.Equal("#!import setup.dib", cells[0].Trim());
+            Assert.Contains("Notebook.Preset(", cells[1]);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(All))]
+    public void RunsTopToBottomWithTheFastPreset(string name)
+    {
+        string path = Path.Combine(NotebookDir, name + ".ipynb");
+        string executed = Path.Combine(output.Dir, name + ".executed.ipynb");
+        var env = new Dictionary<string, string> { [Notebook.PresetVariable] = "fast", [Notebook.OutVariable] = output.Dir };
+        var results = NotebookRunner.Run(path, env, executed, TimeSpan.FromMinutes(8));
+        var failed = results.FirstOrDefault(r => !r.Ok);
+        Assert.True(failed is null, $"{name} cell {failed?.Index}: {failed?.Error}");
+        Assert.Equal(NotebookRunner.CodeCells(path).Count, results.Count);          // no cell skipped
+
+        var outputs = results.SelectMany(r => r.Outputs).ToList();
+        Assert.Contains(outputs, o => o.IsHtmlContaining("Plotly.newPlot") || o.IsHtmlContaining("plotly"));
+        Assert.Contains(outputs, o => o.IsHtmlContaining("<table"));
+        Assert.Contains(outputs, o => o.Kind == "stdout" && (o.Text ?? "").Contains("preset: fast"));
+
+        // The executed copy carries every cell's outputs, as the committed notebooks do.
+        var doc = JsonNode.Parse(File.ReadAllText(executed))!;
+        var codeCells = doc["cells"]!.AsArray().Where(c => c!["cell_type"]!.GetValue<string>() == "code").ToList();
+        Assert.All(codeCells, c => Assert.NotNull(c!["execution_count"]));
+        Assert.DoesNotContain(codeCells.SelectMany(c => c!["outputs"]!.AsArray()), o => o!["output_type"]!.GetValue<string>() == "error");
+
+        // Its key figures, as offline HTML and PNG.
+        string figures = Path.Combine(output.Dir, "figures", "notebooks", name);
+        Assert.True(Directory.Exists(figures), $"{name} wrote no figures to {figures}");
+        Assert.NotEmpty(Directory.GetFiles(figures, "*.png"));
+        Assert.NotEmpty(Directory.GetFiles(figures, "*.html"));
+    }
+
+    [Fact]
+    public void TheCommittedNotebooksCarryFullPresetOutputs()
+    {
+        foreach (var nb in Notebooks)
+        {
+            var doc = JsonNode.Parse(File.ReadAllText(Path.Combine(NotebookDir, nb + ".ipynb")))!;
+            var code = doc["cells"]!.AsArray().Where(c => c!["cell_type"]!.GetValue<string>() == "code").ToList();
+            Assert.All(code, c => Assert.NotNull(c!["execution_count"]));
+            string text = doc.ToJsonString();
+            Assert.Contains("preset: full", text);
+            Assert.DoesNotContain("\"output_type\":\"error\"", text.Replace(" ", ""));
+        }
+    }
+
+    [Fact]
+    public void ReExecutingATrainingCell100TimesKeepsTheKernelsMemoryFlat()
+    {
+        // Every execution of a cell also compiles and JIT-compiles a new C# submission, which the kernel keeps for the
+        // session (measured here: 0.3–0.9 MiB an execution, growing with the cell's size). So the test runs the same code
+        // twice, 100 executions each, in one kernel: as a control that compiles the training code but never runs it,
+        // and as the cell that runs it (the small model, MoRA rotation, 3 training steps). Stated tolerance: over
+        // executions 11–100 the running cell's resident-memory growth may exceed the control's by at most 48 MiB; a
+        // model and optimizer kept alive per execution would add ~900 MiB. Every model must also be collectable.
+        using var kernel = new KernelSession(NotebookDir, new Dictionary<string, string> { [Notebook.OutVariable] = output.Dir });
+        var setup = kernel.Submit("#!import setup.dib", TimeSpan.FromMinutes(5));
+        Assert.True(setup.Ok, setup.Error);
+        Assert.True(kernel.Submit("var models = new List<WeakReference>();", TimeSpan.FromMinutes(1)).Ok);
+        const string measure = """
+            GC.Collect(); GC.WaitForPendingFinalizers(); GC.Collect();
+            Mora.Native.NativeHeap.Trim();
+            Console.WriteLine($"RSS {Environment.WorkingSet}");
+            """;
+        const string train = """
+            {
+                var task = new Mora.Experiments.MemorizationTask(Mora.Data.UuidPairs.Generate(8, seed: 1));
+                using var model = task.NewModel(Mora.Model.LlamaConfig.Small(), seed: 0);
+                models.Add(new WeakReference(model));
+                Peft.Inject(model, AdapterConfig.Mora(8, MoraType.Rotation));
+                new Trainer(model, new TrainConfig { Steps = 3, BatchSize = 8, ShowProgress = false }, task.Train).Run();
+            }
+            """;
+        long Growth(string cell)
+        {
+            var rss = new List<long>();
+            for (int i = 0; i < 100; i++)
+            {
+                var r = kernel.Submit(cell, TimeSpan.FromMinutes(2));
+                Assert.True(r.Ok, $"execution {i + 1}: {r.Error}");
+                string line = string.Concat(r.Outputs.Where(o => o.Kind == "stdout").Select(o => o.Text)).Trim();
+                rss.Add(long.Parse(line.Split(' ')[^1]));
+            }
+            return rss[^1] - rss[9];
+        }
+        long control = Growth("if (Environment.ProcessorCount < 0)\n" + train + measure);     // compiled, never run
+        long training = Growth(train + measure);
+        var alive = kernel.Submit(measure + "Console.WriteLine($\"ALIVE {models.Count(w => w.IsAlive)} of {models.Count}\");", TimeSpan.FromMinutes(1));
+        string report = $"growth over executions 11–100: control {control >> 20} MiB, training {training >> 20} MiB; " +
+                        string.Concat(alive.Outputs.Where(o => o.Kind == "stdout").Select(o => o.Text)).Trim().Replace('\n', ' ');
+        Console.WriteLine(report);
+        Assert.True(training - control <= 48L << 20, report);
+        Assert.Contains("ALIVE 0 of 100", report);
+    }
+}
