@@ -93,8 +93,8 @@ public static class Benchmarks
 {
     public const string LayerFile = "layer.csv", MergeFile = "merge.csv", TrainFile = "train.csv", ReportFile = "bench.md", CommandFile = "COMMAND.txt";
 
-    /// <summary>The methods of the layer benchmark at rank budget r: LoRA, every MoRA design, and DoRA at the smallest rank.</summary>
-    static IEnumerable<(string Method, MoraType? Type, bool Dora)> Methods(int r, bool withDora)
+    /// <summary>The methods of the layer benchmark at one rank budget: LoRA, DoRA (at the smallest rank only), every MoRA design.</summary>
+    static IEnumerable<(string Method, MoraType? Type, bool Dora)> Methods(bool withDora)
     {
         yield return ("lora", null, false);
         if (withDora) yield return ("dora", null, true);
@@ -152,7 +152,7 @@ public static class Benchmarks
         foreach (int r in spec.Ranks.Distinct())
         {
             if (r > Math.Min(d, k)) continue;
-            foreach (var (method, type, dora) in Methods(r, r == smallest))
+            foreach (var (method, type, dora) in Methods(r == smallest))
             {
                 AdaptedLinear layer;
                 double flops;
