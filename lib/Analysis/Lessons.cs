@@ -113,10 +113,10 @@ public static class Lessons
                 points.Add(new RankPoint(spec.Name, s, last.Average(x => x.EffectiveRank), last.Average(x => (double)x.Rank), double.NaN));
             };
             var result = trainer.Run();
-            // the loss of a point is the loss logged at that step
+            // the loss of a point is the loss logged at that step (row s − 1 of this run's log)
             for (int i = 0; i < points.Count; i++)
                 if (points[i].Method == spec.Name)
-                    points[i] = points[i] with { Loss = result.Log.Rows.First(row => row.Step == points[i].Step).Loss };
+                    points[i] = points[i] with { Loss = result.Log.Rows[(int)points[i].Step - 1].Loss };
             int width = last!.Min(x => x.SingularValues.Length);
             spectra[spec.Name] = Enumerable.Range(0, width).Select(i => last!.Average(x => x.SingularValues[i] / Math.Max(x.SingularValues[0], 1e-30))).ToArray();
             progress?.Invoke($"{spec.Name}: final loss {result.Log.Rows[^1].Loss:F3}, mean effective rank of ΔW {points[^1].MeanEffectiveRank:F1}");

@@ -1,8 +1,8 @@
-using Mora.IO;
 using System.CommandLine;
 using System.Globalization;
 using Mora;
 using Mora.Analysis;
+using Mora.IO;
 using Mora.Experiments;
 using Mora.Figures;
 using Mora.Native;
@@ -333,7 +333,6 @@ static int Experiment(string name, string outDir, string? figures, string[] comm
     }
     finally { Console.CancelKeyPress -= stop; }
 }
-
 
 static int Guard(Func<int> body)
 {

@@ -121,6 +121,7 @@ public static class SafeTensors
         if (root.ValueKind != JsonValueKind.Object) throw new SafeTensorsFormatException($"{path}: header must be a JSON object, got {root.ValueKind}");
 
         var entries = new List<Entry>();
+        var names = new HashSet<string>(StringComparer.Ordinal);
         var metadata = new Dictionary<string, string>();
         foreach (var prop in root.EnumerateObject())
         {
@@ -132,7 +133,7 @@ public static class SafeTensors
                         : throw new SafeTensorsFormatException($"{path}: __metadata__ value '{m.Name}' is not a string");
                 continue;
             }
-            if (entries.Any(e => e.Name == prop.Name)) throw new SafeTensorsFormatException($"{path}: tensor '{prop.Name}' appears twice in the header");
+            if (!names.Add(prop.Name)) throw new SafeTensorsFormatException($"{path}: tensor '{prop.Name}' appears twice in the header");
             entries.Add(ParseEntry(prop, path, dataLength));
         }
         var sorted = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
