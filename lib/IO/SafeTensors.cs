@@ -156,16 +156,19 @@ public static class SafeTensors
         if (!v.TryGetProperty("shape", out var sh) || sh.ValueKind != JsonValueKind.Array)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no shape array");
         var shape = new List<long>();
-        long count = 1;
+        long count = 1, span = 1;
         foreach (var d in sh.EnumerateArray())
         {
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0)
                 throw new SafeTensorsFormatException($"{path}: tensor '{name}' has a bad dimension {d.GetRawText()}");
             shape.Add(dim);
-            try { count = checked(count * dim); }
-            catch (OverflowException) { throw new SafeTensorsFormatException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}] overflows"); }
+            if (shape.Count > 16) throw new SafeTensorsFormatException($"{path}: tensor '{name}' has more than 16 dimensions");
+            // The element count, and the strides libtorch derives from the shape: a contiguous tensor's strides are products
+            // of max(size, 1), so a zero-sized dimension does not stop the others from overflowing them ("Stride calculation
+            // overflowed" from inside libtorch otherwise). Both must fit, in bytes, in a signed 64-bit integer.
+            try { count = checked(count * dim); span = checked(span * Math.Max(dim, 1) * info.Size); }
+            catch (OverflowException) { throw new SafeTensorsFormatException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}...] overflows a 64-bit size or stride"); }
         }
-        if (shape.Count > 16) throw new SafeTensorsFormatException($"{path}: tensor '{name}' has {shape.Count} dimensions");
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no [begin, end] data_offsets");
         var bounds = off.EnumerateArray().ToArray();

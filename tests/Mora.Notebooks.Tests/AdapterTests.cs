@@ -68,7 +68,7 @@ public class AdapterTests
     ];
     public static IEnumerable<object[]> AllMethods() => Enumerable.Range(0, Methods.Length).Select(i => new object[] { i, Methods[i].Method + (Methods[i].UseRsLora ? "+rs" : "") + " " + Methods[i].MoraType });
 
-    static Tensor Tokens(int seed) { torch.manual_seed(seed); return randint(0, 11, [3, 7], dtype: ScalarType.Int64); }
+    static Tensor Tokens(int seed) { using var g = new torch.Generator((ulong)seed); return randint(0, 11, [3, 7], dtype: ScalarType.Int64, generator: g); }
 
     /// <summary>Perturbs every trainable adapter parameter (B and M start at zero, which would hide errors).</summary>
     static void Perturb(nn.Module model)
@@ -81,9 +81,9 @@ public class AdapterTests
     [Theory, MemberData(nameof(AllMethods))]
     public void InjectsAllLinearExceptTheHeadAndStartsAsTheBaseModel(int index, string name)
     {
-        torch.manual_seed(TestSupport.RunSeed + index);
+        using var rng = TestSupport.TorchSeed(index);
         var model = new ToyModel();
-        using var tokens = Tokens((int)TestSupport.RunSeed);
+        using var tokens = Tokens(TestSupport.Seed());
         using var before = model.forward(tokens);
         var injected = Peft.Inject(model, Methods[index]);
         Assert.Equal(new[] { "layers.0.q_proj", "layers.0.k_proj", "layers.0.v_proj", "layers.0.o_proj",
@@ -100,14 +100,14 @@ public class AdapterTests
     [Theory, MemberData(nameof(AllMethods))]
     public void ForwardEqualsMergedWeightsAndMergeUnmergeRestores(int index, string name)
     {
-        torch.manual_seed(TestSupport.RunSeed + 100 + index);
+        using var rng = TestSupport.TorchSeed(100 + index);
         var model = new ToyModel();
         var config = Methods[index];
         Peft.Inject(model, config);
         Perturb(model);
         if (config.Method == AdapterMethod.Full)
             using (no_grad()) foreach (var (_, a) in Peft.Adapters(model)) { using var n = randn_like(a.BaseWeight) * 0.1; a.BaseWeight.add_(n); }
-        using var tokens = Tokens((int)TestSupport.RunSeed + 1);
+        using var tokens = Tokens(TestSupport.Seed(1));
         using var y = model.forward(tokens);
         // x (W₀ + ΔW)ᵀ for each adapted layer
         foreach (var (path, a) in Peft.Adapters(model))
@@ -136,7 +136,7 @@ public class AdapterTests
     [Theory, MemberData(nameof(AllMethods))]
     public void EnableDisableAndTrainableCounts(int index, string name)
     {
-        torch.manual_seed(TestSupport.RunSeed + 200 + index);
+        using var rng = TestSupport.TorchSeed(200 + index);
         var model = new ToyModel();
         var (_, totalBefore) = Peft.CountParameters(model);
         Assert.Equal(11 * 24 + 2 * 4 * 24 * 24 + (24 * 48 + 48) + (48 * 24 + 24), totalBefore);   // tied head counted once
@@ -171,7 +171,7 @@ public class AdapterTests
     [Fact]
     public void DisabledAdapterEqualsTheBaseModel()
     {
-        torch.manual_seed(TestSupport.RunSeed + 300);
+        using var rng = TestSupport.TorchSeed(300);
         var model = new ToyModel();
         using var tokens = Tokens(6);
         using var baseOut = model.forward(tokens);
@@ -185,7 +185,7 @@ public class AdapterTests
     [Fact]
     public void ReMoRAMergesReinitialisesAndSwitchesDesignWithoutChangingTheFunction()
     {
-        torch.manual_seed(TestSupport.RunSeed + 400);
+        using var rng = TestSupport.TorchSeed(400);
         var model = new ToyModel();
         Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Sharing, "q_proj", "v_proj"));
         var layers = Peft.Adapters(model).Select(a => (MoraLinear)a.Layer).ToList();
@@ -226,7 +226,7 @@ public class AdapterTests
     [InlineData(0)] [InlineData(2)] [InlineData(3)]
     public void AdapterSaveLoadRoundTripsWithPeftNames(int index)
     {
-        torch.manual_seed(TestSupport.RunSeed + 500 + index);
+        using var rng = TestSupport.TorchSeed(500 + index);
         var config = Methods[index];
         var model = new ToyModel();
         Peft.Inject(model, config);
@@ -259,6 +259,7 @@ public class AdapterTests
     [Fact]
     public void LoadingIntoAMismatchedModelListsEveryProblem()
     {
+        using var rng = TestSupport.TorchSeed();
         var model = new ToyModel();
         var config = AdapterConfig.Mora(4, MoraType.Rotation, "q_proj", "v_proj");
         Peft.Inject(model, config);
@@ -277,6 +278,7 @@ public class AdapterTests
     [Fact]
     public void InjectionErrorsNameTheProblem()
     {
+        using var rng = TestSupport.TorchSeed();
         var e1 = Assert.Throws<ArgumentException>(() => Peft.Inject(new ToyModel(), AdapterConfig.Lora(4, 8, "nothing_like_this")));
         Assert.Equal("TargetModules", e1.ParamName);
         Assert.Contains("layers.0.q_proj", e1.Message);      // lists what exists
@@ -290,6 +292,7 @@ public class AdapterTests
     [Fact]
     public void CachedOperatorTablesSurviveTheCallersDisposeScope()
     {
+        using var rng = TestSupport.TorchSeed();
         var op = new CompressDecompress(40, 90, 20, MoraType.Rotation);
         using var m = randn(20, 20, dtype: ScalarType.Float64);
         using var x = randn(2, 90, dtype: ScalarType.Float64);
@@ -309,7 +312,7 @@ public class HalfPrecisionTests
     [InlineData(ScalarType.BFloat16)] [InlineData(ScalarType.Float16)]
     public void CountsAndForwardInHalfPrecision(ScalarType dt)
     {
-        torch.manual_seed(TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
         var model = new ToyModel(dtype: dt);
         var (_, total) = Peft.CountParameters(model);
         Assert.Equal(11 * 24 + 2 * 4 * 24 * 24 + (24 * 48 + 48) + (48 * 24 + 24), total);   // tied head once

@@ -14,7 +14,7 @@ public partial class DataTests
     [Fact]
     public void UuidPairsAreDeterministicDistinctAndWellFormed()
     {
-        int seed = (int)TestSupport.RunSeed;
+        int seed = TestSupport.Seed();
         var a = UuidPairs.Generate(500, seed);
         var b = UuidPairs.Generate(500, seed);
         var c = UuidPairs.Generate(500, seed + 1);
@@ -46,7 +46,7 @@ public partial class DataTests
     [Fact]
     public void Gsm8kStyleProblemsHaveGsm8kFormatAndCorrectArithmetic()
     {
-        int seed = (int)TestSupport.RunSeed;
+        int seed = TestSupport.Seed();
         var style = new MathStyle { MinSteps = 2, MaxSteps = 5, MaxStart = 80, MaxOperand = 40, MaxFactor = 5 };
         var problems = Gsm8kStyle.Generate(400, seed, style);
         Assert.Equal(problems, Gsm8kStyle.Generate(400, seed, style));
@@ -77,7 +77,7 @@ public partial class DataTests
     [Fact]
     public void SplitsAreDisjointAndTheCorpusExcludesTestQuestions()
     {
-        var (train, test) = Gsm8kStyle.Splits(300, 100, (int)TestSupport.RunSeed);
+        var (train, test) = Gsm8kStyle.Splits(300, 100, TestSupport.Seed());
         Assert.Equal(300, train.Count);
         Assert.Equal(100, test.Count);
         Assert.Empty(train.Select(p => p.Question).Intersect(test.Select(p => p.Question)));
@@ -93,7 +93,7 @@ public partial class DataTests
     [Fact]
     public void LoaderReadsAllOfTheRealGsm8kAndExtractsEveryAnswer()
     {
-        string dir = Path.Combine(TestSupport.SharedDir, "datasets", "gsm8k");
+        string dir = TestSupport.Gsm8kDir;
         var train = Gsm8kData.Load(Path.Combine(dir, "train.jsonl"));
         var test = Gsm8kData.Load(Path.Combine(dir, "test.jsonl"));
         Assert.Equal(7473, train.Count);
@@ -152,7 +152,7 @@ public partial class DataTests
     public void CharTokenizerRoundTrips()
     {
         var tok = new CharTokenizer();
-        var pair = UuidPairs.Generate(1, (int)TestSupport.RunSeed)[0];
+        var pair = UuidPairs.Generate(1, TestSupport.Seed())[0];
         string text = UuidPairs.Prompt(pair.Key) + pair.Value + "\nQ: 12*3 = <<12*3=36>>36\t#### 36";
         var ids = tok.Encode(text);
         Assert.Equal(text.Length, ids.Length);

@@ -25,15 +25,20 @@ public class DesignMatrixTests
         public void Dispose() { Layer.Dispose(); W0.Dispose(); X.Dispose(); }
     }
 
-    static Setup Make(MoraType type, int d, int k, int r, ScalarType dt, bool randomM = true)
+    static Setup Make(MoraType type, int d, int k, int r, ScalarType dt, bool randomM = true, [System.Runtime.CompilerServices.CallerMemberName] string test = "")
     {
-        long seed = TestSupport.RunSeed + d * 7919 + k * 104729 + (int)type * 31 + (int)dt;
-        torch.manual_seed(seed);
+        int seed = TestSupport.Seed(d * 7919 + k * 104729 + (int)type * 31 + (int)dt, test);
+        using var g = new torch.Generator((ulong)seed);
         var lin = nn.Linear(k, d, hasBias: true, dtype: dt);
+        using (no_grad())
+        {
+            using var w = randn(d, k, dtype: dt, generator: g) / Math.Sqrt(k); lin.weight!.copy_(w);
+            using var b = randn(d, dtype: dt, generator: g) * 0.1; lin.bias!.copy_(b);
+        }
         var w0 = lin.weight!.detach().clone();
         var layer = new MoraLinear(lin, r, type);
-        if (randomM) using (no_grad()) { using var m = randn(layer.RHat, layer.RHat, dtype: dt); layer.M.copy_(m); }
-        var x = randn(5, 3, k, dtype: dt);
+        if (randomM) using (no_grad()) { using var m = randn(layer.RHat, layer.RHat, dtype: dt, generator: g); layer.M.copy_(m); }
+        var x = randn(5, 3, k, dtype: dt, generator: g);
         return new Setup(layer, lin, w0, x, $"{type} {d}x{k} r={r} r̂={layer.RHat} {dt} seed={seed}");
     }
 
@@ -131,7 +136,8 @@ public class DesignMatrixTests
         var config = AdapterConfig.Mora(r, type, "proj");
         Peft.Inject(holder, config);
         var layer = (MoraLinear)holder.proj;
-        using (no_grad()) { using var m = randn(layer.RHat, layer.RHat, dtype: dt); layer.M.copy_(m); }
+        using var g = TestSupport.Generator(d * 7919 + k * 104729 + (int)type * 31 + (int)dt);
+        using (no_grad()) { using var m = randn(layer.RHat, layer.RHat, dtype: dt, generator: g); layer.M.copy_(m); }
         string dir = TestSupport.TempDir();
         AdapterIO.Save(holder, config, dir);
 

@@ -18,6 +18,7 @@ public sealed class PretrainedTinyBase
 
     public PretrainedTinyBase()
     {
+        using var rng = TestSupport.TorchSeed();
         var pre = new MemorizationTask(UuidPairs.Generate(512, seed: 99));
         using var model = pre.NewModel(LlamaConfig.Tiny(), seed: 0);
         var result = new Trainer(model, new TrainConfig { Steps = 150, BatchSize = 32, LearningRate = 3e-3, WarmupSteps = 10, ShowProgress = false }, pre.Train).Run();
@@ -67,6 +68,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [MemberData(nameof(Methods))]
     public void EveryMethodDrivesTheLossDown(string method, double factor)
     {
+        using var rng = TestSupport.TorchSeed();
         using var model = fixture.Load();
         var adapter = Recipe(method);
         Peft.Inject(model, adapter);
@@ -84,8 +86,9 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [Fact]
     public void ResumingGivesTheSameContinuationAsNotStopping()
     {
+        using var rng = TestSupport.TorchSeed();
         string straight = TestSupport.TempDir(), interrupted = TestSupport.TempDir();
-        TrainConfig Config(string dir) => Quick(30, dir) with { CheckpointEvery = 10, KeepCheckpoints = 2, Seed = (int)TestSupport.RunSeed, GradAccumulation = 2, BatchSize = 4 };
+        TrainConfig Config(string dir) => Quick(30, dir) with { CheckpointEvery = 10, KeepCheckpoints = 2, Seed = TestSupport.Seed(), GradAccumulation = 2, BatchSize = 4 };
 
         using var a = fixture.Load();
         Peft.Inject(a, AdapterConfig.Mora(8, MoraType.Rotation));
@@ -116,6 +119,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [Fact]
     public void ResumeRefusesChangedSettings()
     {
+        using var rng = TestSupport.TorchSeed();
         string dir = TestSupport.TempDir();
         using var a = fixture.Load();
         Peft.Inject(a, AdapterConfig.Lora(4));
@@ -133,6 +137,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [Fact]
     public void NanLossStopsWithAClearMessageAndKeepsTheLastGoodCheckpoint()
     {
+        using var rng = TestSupport.TorchSeed();
         string dir = TestSupport.TempDir();
         using var model = fixture.Load();
         Peft.Inject(model, AdapterConfig.Mora(8, MoraType.Sharing));
@@ -164,11 +169,12 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [Fact]
     public void SameSeedGivesABitIdenticalLogAndFilesAreComplete()
     {
+        using var rng = TestSupport.TorchSeed();
         string d1 = TestSupport.TempDir(), d2 = TestSupport.TempDir();
         RunLog Run(string dir)
         {
+            using var again = TestSupport.TorchSeed();    // re-seeded: the same draws for both runs
             using var m = fixture.Load();
-            manual_seed(7);
             Peft.Inject(m, AdapterConfig.Lora(8, 16, "q_proj", "v_proj") with { Dropout = 0.1 });
             return new Trainer(m, Quick(12, dir) with { Seed = 7, EvalEvery = 6 }, fixture.Task.Train, fixture.Task.Evaluate, AdapterConfig.Lora(8)).Run().Log;
         }
@@ -201,6 +207,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
     [Fact]
     public void LearningRateScheduleAndValidation()
     {
+        using var rng = TestSupport.TorchSeed();
         var c = new TrainConfig { Steps = 110, WarmupSteps = 10, LearningRate = 1.0, MinLrRatio = 0.1 };
         Assert.Equal(0.1, c.LearningRateAt(1), 12);
         Assert.Equal(1.0, c.LearningRateAt(10), 12);
@@ -227,6 +234,7 @@ public class MetricTests
     [Fact]
     public void CharacterAccuracyAndExactMatch()
     {
+        using var rng = TestSupport.TorchSeed();
         Assert.Equal(1.0, Metrics.CharAccuracy("abcd", "abcd"));
         Assert.Equal(0.75, Metrics.CharAccuracy("abxd", "abcd"));
         Assert.Equal(0.5, Metrics.CharAccuracy("ab", "abcd"));            // missing characters count wrong
@@ -242,6 +250,7 @@ public class MetricTests
     [Fact]
     public void MathExactMatch()
     {
+        using var rng = TestSupport.TorchSeed();
         var s = Metrics.Math(["so #### 12", "#### 1,000", "I think 7", "no idea", "#### 5"], [12m, 1000m, 7m, 3m, 6m]);
         Assert.Equal(3, s.Correct);
         Assert.Equal(1, s.NoAnswer);
@@ -251,7 +260,7 @@ public class MetricTests
     [Fact]
     public void DeltaWeightSpectraOfLoraMoraAndFullFineTuning()
     {
-        manual_seed(TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
         using var model = new LlamaForCausalLM(LlamaConfig.Tiny(50));
         Peft.Inject(model, AdapterConfig.Lora(4, 8, "q_proj"));
         using (no_grad()) foreach (var (_, a) in Peft.Adapters(model)) ((LoraLinear)a).B.normal_();
@@ -280,6 +289,7 @@ public class ProgressTests
     [Fact]
     public void LineProgressThrottlesButAlwaysShowsTheEnd()
     {
+        using var rng = TestSupport.TorchSeed();
         var lines = new List<string>();
         var progress = new LineProgress(lines.Add, TimeSpan.FromHours(1));
         var empty = new Dictionary<string, double>();

@@ -134,7 +134,7 @@ public class ExperimentCliTests
     [Fact]
     public void Gsm8kRunsOnTheRealGsm8kFiles()
     {
-        string gsm = Path.Combine(TestSupport.SharedDir, "datasets", "gsm8k");
+        string gsm = TestSupport.Gsm8kDir;
         string dir = TestSupport.TempDir();
         var (code, output) = Cli($"gsm8k --preset smoke --train-file \"{gsm}/train.jsonl\" --test-file \"{gsm}/test.jsonl\" --train-problems 12 --test-problems 3 " +
                                  $"--context 2048 --pretrain-steps 0 --steps 2 --methods lora --out \"{dir}\"");

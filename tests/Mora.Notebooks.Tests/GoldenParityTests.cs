@@ -2,7 +2,7 @@ using System.Text.Json;
 
 namespace Mora.Tests;
 
-/// <summary>Parity with the reference code's behaviour: ../shared/golden/mora_golden.json (types 1, 2, 3, 4, 6 on eight
+/// <summary>Parity with the reference code's behaviour: tests/data/golden/mora_golden.json (types 1, 2, 3, 4, 6 on eight
 /// layer shapes, float64). Tolerances: float64 1e-10 absolute; float32 1e-5 relative to the largest |value|.</summary>
 public class GoldenParityTests
 {
@@ -13,7 +13,7 @@ public class GoldenParityTests
 
     static readonly Lazy<List<GoldenCase>> Cases = new(() =>
     {
-        string path = Path.Combine(TestSupport.SharedDir, "golden", "mora_golden.json");
+        string path = Path.Combine(TestSupport.TestData, "golden", "mora_golden.json");
         using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
         static double[][] Mat(JsonElement e) => e.EnumerateArray().Select(r => r.EnumerateArray().Select(v => v.GetDouble()).ToArray()).ToArray();
         return doc.RootElement.GetProperty("cases").EnumerateArray().Select(c => new GoldenCase(

@@ -17,7 +17,7 @@ public class InPlaceMergeTests
     [MemberData(nameof(Cases))]
     public void EqualsAddingTheWrittenOutDeltaWeight(MoraType type, int d, int k, int rHat)
     {
-        torch.manual_seed(TestSupport.RunSeed + d * 7 + k + rHat);
+        using var rng = TestSupport.TorchSeed(d * 7 + k + rHat);
         var op = new CompressDecompress(d, k, rHat, type);
         using var m = randn(rHat, rHat, dtype: ScalarType.Float64);
         using var w = randn(d, k, dtype: ScalarType.Float64);
@@ -25,7 +25,7 @@ public class InPlaceMergeTests
         using var expected = w - 0.5 * dw;
         using var merged = w.clone();
         op.AddDeltaWeightTo(merged, m, -0.5);
-        Assert.True(TestSupport.MaxAbs(merged, expected) <= 1e-12, $"{type} {d}×{k} r̂={rHat} (seed {TestSupport.RunSeed})");
+        Assert.True(TestSupport.MaxAbs(merged, expected) <= 1e-12, $"{type} {d}×{k} r̂={rHat} (seed {TestSupport.Seed(d * 7 + k + rHat)})");
         op.AddDeltaWeightTo(merged, m, 0.5);
         Assert.True(TestSupport.MaxAbs(merged, w) <= 1e-12);
         using var wrong = randn(d + 1, k, dtype: ScalarType.Float64);

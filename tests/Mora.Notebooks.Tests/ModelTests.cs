@@ -8,16 +8,14 @@ namespace Mora.Tests;
 /// <summary>The LLaMA-style model: shapes, names, the causal mask, the KV cache, safetensors round trips.</summary>
 public class ModelTests
 {
-    static LlamaForCausalLM NewModel(int seed, LlamaConfig? config = null)
-    {
-        manual_seed(seed);
-        return new LlamaForCausalLM(config ?? LlamaConfig.Tiny(100));
-    }
+    /// <summary>A tiny model initialised from torch's generator: call inside <see cref="TestSupport.TorchSeed"/>.</summary>
+    static LlamaForCausalLM NewModel(LlamaConfig? config = null) => new(config ?? LlamaConfig.Tiny(100));
 
     [Fact]
     public void ShapesAndHuggingFaceNames()
     {
-        using var model = NewModel((int)TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
         using var ids = randint(0, 100, [3, 17]);
         using var logits = model.forward(ids);
         Assert.Equal(new long[] { 3, 17, 100 }, logits.shape);
@@ -35,7 +33,8 @@ public class ModelTests
     public void GroupedQueryAttentionAndTiedHead()
     {
         var config = LlamaConfig.Tiny(50) with { NumAttentionHeads = 4, NumKeyValueHeads = 2, TieWordEmbeddings = true };
-        using var model = NewModel(1, config);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel(config);
         Assert.DoesNotContain(model.named_parameters(), p => p.name == "lm_head.weight");
         Assert.Equal(new long[] { 32, 64 }, model.named_parameters().First(p => p.name == "model.layers.0.self_attn.k_proj.weight").parameter.shape);
         using var ids = randint(0, 50, [2, 9]);
@@ -48,7 +47,8 @@ public class ModelTests
     [InlineData(true)]
     public void ChangingAFutureTokenDoesNotChangePastLogits(bool withMora)
     {
-        using var model = NewModel((int)TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
         if (withMora)
         {
             Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Rotation));
@@ -69,7 +69,8 @@ public class ModelTests
     [Fact]
     public void KvCacheGivesTheSameLogitsAsTheFullForward()
     {
-        using var model = NewModel((int)TestSupport.RunSeed, LlamaConfig.Tiny(100) with { NumKeyValueHeads = 2 });
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel(LlamaConfig.Tiny(100) with { NumKeyValueHeads = 2 });
         model.eval();
         using var ids = randint(0, 100, [3, 15]);
         using var full = model.forward(ids);
@@ -88,7 +89,8 @@ public class ModelTests
     public void SafetensorsRoundTripInHuggingFaceLayout()
     {
         string dir = TestSupport.TempDir();
-        using var model = NewModel((int)TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
         ModelIO.Save(model, dir);
         var (entries, metadata, _) = SafeTensors.ReadHeader(Path.Combine(dir, ModelIO.WeightsFile));
         Assert.Contains(entries, e => e.Name == "model.layers.0.self_attn.q_proj.weight" && e.DType == "F32");
@@ -110,7 +112,8 @@ public class ModelTests
     public void SavingWithAdaptersWritesTheBaseOrTheMergedModel()
     {
         string plain = TestSupport.TempDir(), merged = TestSupport.TempDir();
-        using var model = NewModel((int)TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
         Peft.Inject(model, AdapterConfig.Mora(4, MoraType.Sharing, "q_proj", "down_proj"));
         using (no_grad()) foreach (var (_, a) in Peft.Adapters(model)) ((MoraLinear)a).M.normal_(0, 0.1);
         model.eval();
@@ -135,7 +138,8 @@ public class ModelTests
     public void MismatchedCheckpointListsEveryProblem()
     {
         string dir = TestSupport.TempDir();
-        using var small = NewModel(1);
+        using var rng = TestSupport.TorchSeed();
+        using var small = NewModel();
         ModelIO.Save(small, dir);
         var tensors = SafeTensors.Load(Path.Combine(dir, ModelIO.WeightsFile)).Tensors;
         tensors.Remove("model.norm.weight", out var removed); removed!.Dispose();
@@ -175,7 +179,8 @@ public class ModelTests
     [Fact]
     public void GreedyAndSampledGeneration()
     {
-        using var model = NewModel((int)TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
         var prompts = new List<int[]> { new[] { 1, 5, 6 }, new[] { 1, 7 }, new[] { 1, 8, 9 } };
         var greedy = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = 6, EosId = -1 });
         Assert.All(greedy, g => Assert.Equal(6, g.Length));

@@ -12,7 +12,7 @@ public class NativeAndBuildTests
     {
         var report = TorchRuntime.Ensure();
         Assert.Contains(report.Action, new[] { "none needed", "patched", "already patched" });
-        torch.manual_seed(TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
         using var a = randn(64, 32, dtype: ScalarType.Float64);
         using var q = linalg.qr(a).Q;
         using var qtq = q.t().matmul(q);

@@ -33,7 +33,8 @@ public class PropertyTests
     /// <summary>Valid files of random dtypes and shapes, the seeds of the mutations.</summary>
     static readonly Lazy<byte[][]> SafeTensorsSeeds = new(() =>
     {
-        var rng = new Random((int)TestSupport.RunSeed);
+        var rng = new Random(TestSupport.Seed(0, "SafeTensorsSeeds"));
+        using var g = TestSupport.Generator(0, "SafeTensorsSeeds");
         var dtypes = new[] { ScalarType.Float32, ScalarType.Float64, ScalarType.BFloat16, ScalarType.Float16, ScalarType.Int64, ScalarType.Int32, ScalarType.Bool, ScalarType.Byte };
         var seeds = new List<byte[]>();
         for (int f = 0; f < 12; f++)
@@ -43,7 +44,7 @@ public class PropertyTests
             for (int i = 0; i < n; i++)
             {
                 var shape = Enumerable.Range(0, rng.Next(0, 4)).Select(_ => (long)rng.Next(0, 6)).ToArray();
-                tensors.Add(($"layer.{i}.weight", (randn(shape) * 5).to(dtypes[rng.Next(dtypes.Length)])));
+                tensors.Add(($"layer.{i}.weight", (randn(shape, generator: g) * 5).to(dtypes[rng.Next(dtypes.Length)])));
             }
             string path = Path.Combine(TestSupport.TempDir(), "seed.safetensors");
             SafeTensors.Save(path, tensors, f % 2 == 0 ? new Dictionary<string, string> { ["format"] = "pt" } : null);
@@ -144,7 +145,7 @@ public class PropertyTests
                 return allocated > 32L * bytes.Length + AllocationSlack ? $"allocated {allocated} bytes for a {bytes.Length}-byte file" : null;
             }, "SafeTensors.Load");
             return outcome is null ? true : throw new Xunit.Sdk.XunitException($"mutation {t}: {outcome}");
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(3000).WithQuietOnSuccess(true));
+        }).Check(TestSupport.Property(3000));
         // The generator must exercise both outcomes, or the property says little.
         Assert.True(loaded > 50 && refused > 1000, $"loaded {loaded}, refused {refused}");
     }
@@ -159,7 +160,7 @@ public class PropertyTests
             File.WriteAllBytes(path, bytes);
             var e = Record.Exception(() => Bounded(() => SafeTensors.Load(path), "SafeTensors.Load"));
             return e is SafeTensorsFormatException;     // random bytes are never a valid file with a tensor
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(1000).WithQuietOnSuccess(true));
+        }).Check(TestSupport.Property(1000));
     }
 
     // ---- JSONL
@@ -230,7 +231,7 @@ public class PropertyTests
             if (problem is not null) throw new Xunit.Sdk.XunitException($"{problem}\nlines:\n{string.Join("\n", lines)}");
             try { Gsm8kData.Load(path); ok++; } catch (DatasetFormatException) { bad++; }
             return true;
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(1500).WithQuietOnSuccess(true));
+        }).Check(TestSupport.Property(1500));
         Assert.True(ok > 20 && bad > 500, $"files loaded {ok}, refused {bad}");
     }
 
@@ -274,7 +275,7 @@ public class PropertyTests
             return reference == t.n && generated == t.n && lastNumber == t.n
                 ? true
                 : throw new Xunit.Sdk.XunitException($"{t}: reference {reference}, generated {generated}, last number {lastNumber}");
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(3000).WithQuietOnSuccess(true));
+        }).Check(TestSupport.Property(3000));
     }
 
     [Fact]
@@ -290,6 +291,6 @@ public class PropertyTests
         {
             Bounded(() => (AnswerExtraction.FromReference(s), AnswerExtraction.FromGeneration(s)), "answer extraction");
             return true;
-        }).Check(Config.QuickThrowOnFailure.WithMaxTest(2000).WithQuietOnSuccess(true));
+        }).Check(TestSupport.Property(2000));
     }
 }

@@ -12,6 +12,7 @@ public class ReadmeExampleTests
     [Fact]
     public void OperatorExample()
     {
+        using var rng = TestSupport.TorchSeed();
         // README: "The operators"
         var op = CompressDecompress.ForLoraRank(d: 4096, k: 4096, r: 8, MoraType.Rotation);   // r̂ = 256
         using var M = randn(op.RHat, op.RHat);
@@ -28,6 +29,7 @@ public class ReadmeExampleTests
     [Fact]
     public void AdapterExample()
     {
+        using var rng = TestSupport.TorchSeed();
         var model = new ToyModel(dtype: ScalarType.Float32);
         string dir = TestSupport.TempDir();
         // README: "Adapters on a model"
@@ -49,6 +51,7 @@ public class ReadmeExampleTests
     [Fact]
     public void MemorizationExample()
     {
+        using var rng = TestSupport.TorchSeed();
         string runs = TestSupport.TempDir();
         var printed = new List<string>();
         // README: "Train LoRA, MoRA and full fine-tuning on UUID pairs" (paths under a temporary folder here)

@@ -43,6 +43,7 @@ public class ReliabilityTests
     [Fact]
     public void PickledWeightsAreNeverReadAndTheLibraryHasNoCodeThatCould()
     {
+        using var rng = TestSupport.TorchSeed();
         string dir = TestSupport.TempDir();
         using (var model = new LlamaForCausalLM(LlamaConfig.Tiny())) ModelIO.Save(model, dir);
         File.Delete(Path.Combine(dir, ModelIO.WeightsFile));
@@ -62,6 +63,7 @@ public class ReliabilityTests
     [Fact]
     public void MissingFilesAreNamed()
     {
+        using var rng = TestSupport.TorchSeed();
         string dir = TestSupport.TempDir();
         string missing = Path.Combine(dir, "nope");
         Assert.Contains("tokenizer.json", Assert.Throws<FileNotFoundException>(() => HfTokenizer.Load(Path.Combine(missing, "tokenizer.json"))).Message);
@@ -129,6 +131,7 @@ public class TrainingFaultTests(Xunit.Abstractions.ITestOutputHelper output)
     [Fact]
     public void OutOfMemoryNamesTheBatchSizeSuggestsAFixAndKeepsTheCheckpoint()
     {
+        using var rng = TestSupport.TorchSeed();
         string dir = TestSupport.TempDir();
         var task = Task8;
         var config = new TrainConfig { Steps = 20, BatchSize = 16, GradAccumulation = 2, LearningRate = 1e-2, CheckpointEvery = 5, LogEvery = 1, ShowProgress = false, OutputDir = dir };
@@ -161,6 +164,7 @@ public class TrainingFaultTests(Xunit.Abstractions.ITestOutputHelper output)
     [Fact]
     public void MemoryStaysFlatOver1000TrainingSteps()
     {
+        using var rng = TestSupport.TorchSeed();
         // Stated tolerance, after 250 warm-up steps (libtorch's thread pools and caches): libtorch's count of live tensors
         // made on this thread must not grow at all; the managed heap may grow by 4 MiB (the log's rows take ~0.2 MiB);
         // resident memory may differ by 64 MiB between the first two samples (250, 500) and the last two (750, 1000),

@@ -12,6 +12,7 @@ public class ValidationAndIOTests
     [Fact]
     public void InvalidOperatorArgumentsNameTheArgument()
     {
+        using var rng = TestSupport.TorchSeed();
         Assert.Equal("r", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(64, 64, 0, MoraType.Sharing)).ParamName);
         Assert.Equal("r", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(64, 64, -3, MoraType.Sharing)).ParamName);
         Assert.Equal("d", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(0, 64, 8, MoraType.Sharing)).ParamName);
@@ -36,6 +37,7 @@ public class ValidationAndIOTests
     [Fact]
     public void InvalidAdapterArgumentsNameTheArgument()
     {
+        using var rng = TestSupport.TorchSeed();
         using var lin = nn.Linear(16, 16);
         Assert.Equal("r", Assert.Throws<ArgumentException>(() => new MoraLinear(lin, 0)).ParamName);
         Assert.Equal("r", Assert.Throws<ArgumentException>(() => new LoraLinear(lin, -1, 8)).ParamName);
@@ -58,7 +60,7 @@ public class ValidationAndIOTests
     [InlineData(ScalarType.Float16)] [InlineData(ScalarType.Int64)] [InlineData(ScalarType.Bool)]
     public void SafeTensorsRoundTripsEveryDType(ScalarType dt)
     {
-        torch.manual_seed(TestSupport.RunSeed);
+        using var rng = TestSupport.TorchSeed();
         using var a = (randn(3, 5) * 10).to(dt);
         using var b = (randn(7) * 10).to(dt);
         using var empty = zeros(new long[] { 0, 4 }, dt);
@@ -103,7 +105,25 @@ public class ValidationAndIOTests
         new object[] { "bad dimension", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [-4], \"data_offsets\": [0, 16]}}", 16) },
         new object[] { "overflows", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4294967296, 4294967296], \"data_offsets\": [0, 16]}}", 16) },
         new object[] { "must be a JSON object", Build("[1, 2]", 0) },
+        // Regressions: a zero-sized tensor (0 bytes of data, so the byte count checks pass) whose other dimensions overflow
+        // libtorch's strides. Found by the property test (mutation (3, 3, 388473708, 557537871, 2048182058)); it reached
+        // libtorch and threw "Stride calculation overflowed" from empty_tensor_restride.
+        new object[] { "overflows a 64-bit size or stride", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [0, 4294967296, 4294967296], \"data_offsets\": [0, 0]}}", 0) },
+        new object[] { "overflows a 64-bit size or stride", Build("{\"a\": {\"dtype\": \"F64\", \"shape\": [3037000500, 3037000500, 0], \"data_offsets\": [0, 0]}}", 0) },
+        new object[] { "overflows a 64-bit size or stride", Build("{\"a\": {\"dtype\": \"BF16\", \"shape\": [0, 4611686018427387904], \"data_offsets\": [0, 0]}}", 0) },
+        new object[] { "more than 16 dimensions", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], \"data_offsets\": [0, 4]}}", 4) },
     };
+
+    /// <summary>A zero-sized tensor whose strides still fit loads as an empty tensor of its shape (the stride check must not
+    /// refuse legitimate empty tensors).</summary>
+    [Fact]
+    public void ZeroSizedTensorsWithSaneStridesLoad()
+    {
+        string path = Write(Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [0, 1000000, 7], \"data_offsets\": [0, 0]}}", 0));
+        var (tensors, _) = SafeTensors.Load(path);
+        Assert.Equal(new long[] { 0, 1000000, 7 }, tensors["a"].shape);
+        foreach (var t in tensors.Values) t.Dispose();
+    }
 
     [Theory, MemberData(nameof(BadFiles))]
     public void CorruptSafeTensorsGiveAClearError(string expected, byte[] bytes)
@@ -117,6 +137,7 @@ public class ValidationAndIOTests
     [Fact]
     public void ATruncatedAdapterFileGivesAClearErrorAndWritingIsAtomic()
     {
+        using var rng = TestSupport.TorchSeed();
         var model = new ToyModel();
         var config = AdapterConfig.Mora(4, MoraType.Sharing, "q_proj");
         Peft.Inject(model, config);
@@ -146,7 +167,7 @@ public class ValidationAndIOTests
     [InlineData(AdapterMethod.Lora)] [InlineData(AdapterMethod.Dora)] [InlineData(AdapterMethod.Mora)] [InlineData(AdapterMethod.Full)]
     public void GradientsReachOnlyTrainableParameters(AdapterMethod method)
     {
-        torch.manual_seed(TestSupport.RunSeed + (int)method);
+        using var rng = TestSupport.TorchSeed((int)method);
         var model = new ToyModel();
         Peft.Inject(model, new AdapterConfig { Method = method, R = 4, TargetModules = ["q_proj", "v_proj"] });
         foreach (var (_, a) in Peft.Adapters(model))
