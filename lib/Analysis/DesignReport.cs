@@ -42,18 +42,6 @@ public static class DesignReport
         return rows;
     }
 
-    /// <summary>Effective rank (Roy &amp; Vetterli 2007): exp of the entropy of the normalised singular values.</summary>
-    public static double EffectiveRank(Tensor singularValues)
-    {
-        using var scope = NewDisposeScope();
-        var s = singularValues.to(ScalarType.Float64);
-        var total = s.sum();
-        if (total.item<double>() <= 0) return 0;
-        var p = s / total;
-        var nz = p.masked_select(p > 0);
-        return Math.Exp(-(nz * nz.log()).sum().item<double>());
-    }
-
     /// <summary>For each design at one layer shape and LoRA rank: r̂, parameters, rank and effective rank of ΔW for a
     /// random M (float64), the merge error max|f_decomp(M f_comp(x)) − ΔW x| and |ΔW − Jacobian of the forward|, and
     /// median times (ms) of the forward on <paramref name="tokens"/> tokens and of writing ΔW out.</summary>
@@ -76,15 +64,12 @@ public static class DesignReport
             var y = op.Forward(x, m);
             double mergeErr = (y - x.matmul(delta.t())).abs().max().item<double>();
             double jacErr = k <= 4096 ? (delta - op.DeltaWeightFromForward(m)).abs().max().item<double>() : double.NaN;
-            var sv = linalg.svdvals(delta);
-            double tol = sv.max().item<double>() * Math.Max(d, k) * 2.2e-16;
-            long rank = (sv > tol).sum().item<long>();
-            double eff = EffectiveRank(sv);
+            var spectrum = Spectrum.Of(delta);
             var m32 = m.to(ScalarType.Float32);
             var x32 = x.to(ScalarType.Float32);
             double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
             double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
-            rows.Add(new DesignRow(type, d, k, op.RHat, RHat.MoraParameters(op.RHat), rank, eff, mergeErr, jacErr, fwd, dw));
+            rows.Add(new DesignRow(type, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw));
         }
         return rows;
     }
@@ -99,12 +84,10 @@ public static class DesignReport
         var rows = new List<SpectrumRow>();
         SpectrumRow Row(string method, long parameters, Tensor delta)
         {
-            using var sv = linalg.svdvals(delta);
-            double max = sv.max().item<double>();
-            long rank = (sv > max * Math.Max(d, k) * 2.2e-16).sum().item<long>();
-            var values = sv.data<double>().ToArray();
-            return new SpectrumRow(method, parameters, rank, EffectiveRank(sv), positions.ToDictionary(p => p, p => values[p - 1] / max))
-                { Spectrum = values.Select(v => v / max).ToArray() };
+            var spectrum = Spectrum.Of(delta);
+            var normalized = spectrum.Normalized();
+            return new SpectrumRow(method, parameters, spectrum.Rank, spectrum.EffectiveRank, positions.ToDictionary(p => p, p => normalized[p - 1]))
+                { Spectrum = normalized };
         }
         using (var scope = NewDisposeScope())
         {

@@ -1,5 +1,4 @@
 using Mora.Adapters;
-using Mora.Analysis;
 using Mora.Data;
 using Mora.Model;
 using Mora.Training;
@@ -74,44 +73,5 @@ public static class Metrics
         var prompts = problems.Select(p => LmData.PromptTokens(tokenizer, Gsm8kData.Prompt(p.Question))).ToList();
         var outputs = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = maxNewTokens, EosId = tokenizer.EosId, BatchSize = batchSize });
         return Math(outputs.Select(tokenizer.Decode).ToList(), problems.Select(p => p.FinalAnswer).ToList());
-    }
-}
-
-/// <summary>The spectrum of one learned update.</summary>
-/// <param name="Layer">module path</param>
-/// <param name="Method">the adapter's method</param>
-/// <param name="D">output features</param>
-/// <param name="K">input features</param>
-/// <param name="Rank">singular values above <c>tolerance × σ_max</c></param>
-/// <param name="EffectiveRank">exp of the entropy of σ / Σσ (Roy &amp; Vetterli 2007)</param>
-/// <param name="FrobeniusNorm">‖ΔW‖_F</param>
-/// <param name="RelativeTolerance">the tolerance of <paramref name="Rank"/></param>
-/// <param name="SingularValues">all singular values, largest first</param>
-public sealed record DeltaWeightStats(string Layer, AdapterMethod Method, int D, int K, long Rank, double EffectiveRank, double FrobeniusNorm,
-    double RelativeTolerance, double[] SingularValues);
-
-/// <summary>What each adapted layer actually learned: ΔW (merged-minus-base for full fine-tuning), its singular values,
-/// its rank at a tolerance and its effective rank.</summary>
-public static class DeltaWeightAnalysis
-{
-    /// <param name="model">a model with adapters (or FullLinear wrappers)</param>
-    /// <param name="relativeTolerance">a singular value counts toward the rank when ≥ this × the largest</param>
-    public static List<DeltaWeightStats> Analyze(nn.Module model, double relativeTolerance = 1e-3)
-    {
-        if (!(relativeTolerance > 0 && relativeTolerance < 1)) throw new ArgumentException($"relative tolerance must be in (0, 1), got {relativeTolerance}", nameof(relativeTolerance));
-        var result = new List<DeltaWeightStats>();
-        using var _ = no_grad();
-        foreach (var (name, layer) in Peft.Adapters(model))
-        {
-            using var scope = NewDisposeScope();
-            var delta = layer.DeltaWeight().to(ScalarType.Float64).cpu();
-            var s = linalg.svdvals(delta);
-            double max = s.max().item<double>();
-            long rank = max == 0 ? 0 : (s >= relativeTolerance * max).sum().item<long>();
-            double eff = max == 0 ? 0 : DesignReport.EffectiveRank(s);
-            double fro = delta.norm().item<double>();
-            result.Add(new DeltaWeightStats(name, layer.Method, layer.OutFeatures, layer.InFeatures, rank, eff, fro, relativeTolerance, s.data<double>().ToArray()));
-        }
-        return result;
     }
 }

@@ -3,6 +3,7 @@ using Mora.Adapters;
 using Mora.Data;
 using Mora.Evaluation;
 using Mora.Experiments;
+using Mora.Analysis;
 using Mora.Model;
 using Mora.Training;
 
