@@ -54,14 +54,13 @@ public sealed class CompressDecompress
         if (rHat <= 0) throw new ArgumentException($"r̂ must be positive, got {rHat}", nameof(rHat));
         if (rHat > Math.Max(d, k))
             throw new ArgumentException($"r̂ = {rHat} is larger than the {d}×{k} layer allows (at most max(d, k) = {Math.Max(d, k)}); lower the rank", nameof(rHat));
-        if (type == MoraType.Rotation && rHat % 2 != 0)
-            throw new ArgumentException($"the rotation design (type 6) needs an even r̂, got {rHat}", nameof(rHat));
         (D, K, RHat, Type) = (d, k, rHat, type);
         Blocks = CyclicFill.BlockCount(k, rHat);
         (Compression, Decompression) = Maps(d, k, rHat, type);
     }
 
     /// <summary>The design as a pair of maps: the one place a <see cref="MoraType"/> is looked at.</summary>
+    /// <exception cref="ArgumentException">r̂ odd for the rotation design (from <see cref="RotatedBlocks"/>)</exception>
     public static (CompressionMap Compression, DecompressionMap Decompression) Maps(int d, int k, int rHat, MoraType type)
     {
         return type switch
@@ -142,7 +141,7 @@ public sealed class CompressDecompress
     /// min(r̂, d, k); truncation keeps a min(d, r̂) × min(k, r̂) corner of M. The blockwise designs are
     /// diag(M R_t) (invertible for a generic M: rank n·r̂) followed by the cyclic fold (rank k) and row tiling (rank
     /// min(d, n·r̂)), so rank ΔW = min(d, k): the high rank MoRA is after.</summary>
-    public int ExpectedRank() => Type.IsBlockwise() ? Math.Min(D, K) : Math.Min(RHat, Math.Min(D, K));
+    public int ExpectedRank() => Compression is BlockCompression ? Math.Min(D, K) : Math.Min(RHat, Math.Min(D, K));
 
     void CheckInput(Tensor x)
     {

@@ -239,9 +239,14 @@ public sealed class RotatedBlocks : BlockCompression
 
     readonly PerDevice<(Tensor Cos, Tensor Sin)> _tables;
 
-    public RotatedBlocks(int k, int rHat) : base(k, rHat) =>
+    /// <exception cref="ArgumentException">odd <paramref name="rHat"/></exception>
+    public RotatedBlocks(int k, int rHat) : base(k, rHat)
+    {
+        if (rHat % 2 != 0)
+            throw new ArgumentException($"the rotation design (type 6) needs an even r̂, got {rHat}", nameof(rHat));
         _tables = new((device, dtype) => Rotary.Tables(RHat, 0, Fill.Blocks, RopeBase, dtype, device),
                       t => (t.Cos.DetachFromDisposeScope(), t.Sin.DetachFromDisposeScope()));
+    }
 
     /// <summary>cos and sin of block t's angles, (n, r̂) each.</summary>
     public (Tensor Cos, Tensor Sin) Tables(Device device, ScalarType dtype) => _tables.Get(device, dtype);
