@@ -28,36 +28,6 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     }
 }
 
-/// <summary>
-/// Rotary position embedding as in Hugging Face's LLaMA (the "rotate half" layout, so real checkpoints load):
-/// q' = q·cos + rotate_half(q)·sin with angle θ_i·pos, θ_i = base^(−2i/d).
-/// </summary>
-public static class Rotary
-{
-    /// <summary>cos and sin for positions [offset, offset + length), each [length, headDim], in float32.</summary>
-    public static (Tensor Cos, Tensor Sin) Angles(int headDim, long offset, long length, double theta, Device device)
-    {
-        using var scope = NewDisposeScope();
-        var invFreq = pow(theta, arange(0, headDim, 2, ScalarType.Float64, device) / headDim).reciprocal();
-        var pos = arange(offset, offset + length, 1, ScalarType.Float64, device);
-        var freqs = outer(pos, invFreq);
-        var emb = cat([freqs, freqs], -1);
-        return (emb.cos().to(ScalarType.Float32).MoveToOuterDisposeScope(), emb.sin().to(ScalarType.Float32).MoveToOuterDisposeScope());
-    }
-
-    /// <summary>Applies the rotation to x [batch, heads, length, headDim].</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin)
-    {
-        using var scope = NewDisposeScope();
-        long half = x.shape[^1] / 2;
-        var x1 = x.narrow(-1, 0, half);
-        var x2 = x.narrow(-1, half, half);
-        var rotated = cat([-x2, x1], -1);
-        var c = cos.to(x.dtype); var s = sin.to(x.dtype);
-        return (x * c + rotated * s).MoveToOuterDisposeScope();
-    }
-}
-
 /// <summary>Keys and values of past positions, per layer, for generation (filled in place, no re-allocation per token).</summary>
 public sealed class KvCache : IDisposable
 {
