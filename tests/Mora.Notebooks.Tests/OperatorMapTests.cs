@@ -4,14 +4,14 @@ namespace Mora.Tests;
 
 /// <summary>
 /// The compression and decompression maps one at a time and composed: for every design and seeded random shapes
-/// (<see cref="Seed"/>, <c>new Random(Seed)</c> for shapes and <c>torch.manual_seed</c> for M), float64, tolerance 1e-10:
+/// (<c>new Random(TestSupport.Seed())</c> for shapes, each test's <see cref="TestSupport.TorchSeed"/> for M and inputs),
+/// float64, tolerance 1e-10:
 /// T·(M S) from the maps equals the Jacobian of the forward; each map's share of ΔW equals the Jacobian of its own forward;
 /// the merge takes its in-place path exactly where the structure allows, and equals W + s·ΔW. And the rotary tables and
 /// R_t that MoRA's rotation uses are the model's RoPE (checked against R_t written out by hand).
 /// </summary>
 public class OperatorMapTests
 {
-    const int Seed = 20240517;
     const double Tol = 1e-10;
 
     /// <summary>Per design: four random shapes (d, k ≤ 40, r̂ ≤ max(d, k), even for rotation) and three fixed ones where
@@ -19,7 +19,7 @@ public class OperatorMapTests
     public static TheoryData<MoraType, int, int, int> Cases()
     {
         var data = new TheoryData<MoraType, int, int, int>();
-        var random = new Random(Seed);
+        var random = new Random(TestSupport.Seed(0, nameof(Cases)));
         foreach (var type in MoraTypes.All)
         {
             for (int i = 0; i < 4; i++)
@@ -36,9 +36,11 @@ public class OperatorMapTests
         return data;
     }
 
+    static long Salt(MoraType type, int d, int k, int rHat) => d * 7919 + k * 104729 + rHat * 31 + (int)type;
+
+    /// <summary>The operator and a random M (drawn from torch's generator: call inside the test's TorchSeed).</summary>
     static CompressDecompress Make(MoraType type, int d, int k, int rHat, out Tensor m)
     {
-        torch.manual_seed(Seed + d * 7919 + k * 104729 + rHat * 31 + (int)type);
         m = randn(rHat, rHat, dtype: ScalarType.Float64);
         return new CompressDecompress(d, k, rHat, type);
     }
@@ -46,6 +48,7 @@ public class OperatorMapTests
     [Theory, MemberData(nameof(Cases))]
     public void MapsComposeToTheForwardsJacobian(MoraType type, int d, int k, int rHat)
     {
+        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
         var op = Make(type, d, k, rHat, out var m);
         using var _m = m;
         using var ms = op.Compression.MS(m, op.Decompression.RowsRead);
@@ -54,7 +57,7 @@ public class OperatorMapTests
         Assert.Equal(new long[] { d, k }, composed.shape);
         Assert.True(TestSupport.MaxAbs(jacobian) > 1e-3, $"{op}: the Jacobian is (near) zero");
         double err = TestSupport.MaxAbs(composed, jacobian);
-        Assert.True(err <= Tol, $"{op}: |T·(M S) − J| = {err:g3} > {Tol} (seed {Seed})");
+        Assert.True(err <= Tol, $"{op}: |T·(M S) − J| = {err:g3} > {Tol}");
         using var written = op.DeltaWeight(m);
         Assert.True(TestSupport.MaxAbs(written, jacobian) <= Tol, $"{op}: DeltaWeight differs from J");
     }
@@ -62,6 +65,7 @@ public class OperatorMapTests
     [Theory, MemberData(nameof(Cases))]
     public void EachMapsShareIsTheJacobianOfItsForward(MoraType type, int d, int k, int rHat)
     {
+        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
         var op = Make(type, d, k, rHat, out var m);
         using var _m = m;
         var (comp, decomp) = (op.Compression, op.Decompression);
@@ -98,6 +102,7 @@ public class OperatorMapTests
     [Theory, MemberData(nameof(Cases))]
     public void MergeTakesItsInPlacePathWhereTheStructureAllows(MoraType type, int d, int k, int rHat)
     {
+        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
         var op = Make(type, d, k, rHat, out var m);
         using var _m = m;
         bool expected = type == MoraType.Truncation
@@ -131,7 +136,7 @@ public class OperatorMapTests
     [InlineData(8, 5), InlineData(16, 3), InlineData(64, 4)]
     public void TheRotationMapUsesTheModelsRotary(int rHat, int blocks)
     {
-        torch.manual_seed(Seed + rHat);
+        using var rng = TestSupport.TorchSeed(rHat);
         var rotation = new RotatedBlocks(blocks * rHat, rHat);
         Assert.Equal(blocks, rotation.Blocks);
 
