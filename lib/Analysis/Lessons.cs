@@ -11,6 +11,11 @@ using static TorchSharp.torch;
 namespace Mora.Analysis;
 
 /// <summary>One fit of the expressiveness experiment: how close a method's ΔW gets to a fixed full-rank target.</summary>
+/// <param name="Method">the method's name (lora, mora-&lt;design&gt;)</param>
+/// <param name="R">the LoRA rank whose parameter budget the fit has</param>
+/// <param name="RHat">MoRA's r̂ at that budget (0 for LoRA)</param>
+/// <param name="Parameters">trainable parameters</param>
+/// <param name="Seconds">wall time of the fit</param>
 /// <param name="RelativeError">‖ΔW − T‖_F / ‖T‖_F after the fit</param>
 /// <param name="SvdOptimum">for LoRA, the best any rank-r matrix can do (Eckart–Young: √(Σ_{i&gt;r} σ_i²) / ‖T‖_F); NaN otherwise</param>
 public sealed record FitRow(string Method, int R, int RHat, long Parameters, double RelativeError, double SvdOptimum, double Seconds);
@@ -28,6 +33,15 @@ public sealed record RankPoint(string Method, long Step, double MeanEffectiveRan
 /// </summary>
 public static class Lessons
 {
+    /// <summary>Fits the target with each method at each rank budget (see the class remarks).</summary>
+    /// <param name="d">rows of the target (out_features)</param>
+    /// <param name="k">columns of the target (in_features)</param>
+    /// <param name="ranks">LoRA rank budgets, each in 1 … min(d, k)</param>
+    /// <param name="methods">lora and/or mora-&lt;design&gt;</param>
+    /// <param name="steps">Adam steps per fit</param>
+    /// <param name="lr">Adam's learning rate</param>
+    /// <param name="seed">seeds the target and each fit's initialisation</param>
+    /// <param name="progress">called with a line per finished fit</param>
     /// <param name="target">"gaussian": a random d×k matrix (full rank, flat spectrum, no structure); "identity": the
     /// d×k identity (full rank, and the structure of a lookup that maps each input to itself)</param>
     public static List<FitRow> Expressiveness(int d, int k, IReadOnlyList<int> ranks, IReadOnlyList<string> methods, int steps = 400, double lr = 2e-2,

@@ -92,7 +92,7 @@ public static class Notebook
             null => "",
             double d => d.ToString("G6", System.Globalization.CultureInfo.InvariantCulture),
             var o => o.ToString(),
-        });
+        }) ?? "";
         var sb = new System.Text.StringBuilder("<table><thead><tr>");
         foreach (var c in df.Columns) sb.Append("<th>").Append(E(c.Name)).Append("</th>");
         sb.Append("</tr></thead><tbody>");

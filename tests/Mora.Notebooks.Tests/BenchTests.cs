@@ -6,6 +6,7 @@ namespace Mora.Tests;
 /// <summary>The benchmark at its tiny preset, in a real process: every table has every row and every number is a number.
 /// No timing is asserted (the machines are shared); the column-loop ΔW must equal the vectorised one.</summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class BenchTests
 {
     static string Dll => Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll");

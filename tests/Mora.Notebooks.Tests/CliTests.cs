@@ -3,6 +3,7 @@ namespace Mora.Tests;
 /// <summary>The command line: help lists the commands, the analyses print their tables, bad arguments exit 2 with a
 /// message naming the option.</summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class CliTests
 {
     static (int Code, string Output) Cli(string args) =>

@@ -37,6 +37,7 @@ public sealed class EngineCollection;
 
 /// <summary>The trainer: every method learns, resume is exact, NaN stops cleanly, logs and manifests are complete.</summary>
 [Collection("Engine")]
+[Trait("Speed", "Slow")]
 public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedTinyBase>
 {
     static TrainConfig Quick(int steps, string? dir = null) => new()

@@ -6,6 +6,7 @@ namespace Mora.Tests;
 /// <summary>The experiment commands end to end, in a real process: the main job at its smallest preset writes a table with
 /// every method and figures; bad arguments are named; a run killed midway resumes to the same table.</summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class ExperimentCliTests
 {
     static string Dll => Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll");

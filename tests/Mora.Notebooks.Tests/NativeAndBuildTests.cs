@@ -5,6 +5,7 @@ namespace Mora.Tests;
 
 /// <summary>The TorchSharp native fix, tensors working from a clean clone, and the CPU/CUDA package switch.</summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class NativeAndBuildTests
 {
     [Fact]
@@ -108,6 +109,7 @@ public class NativeAndBuildTests
 /// <summary>The native fix inside the real notebook kernel, where TorchSharp arrives through <c>#r "nuget: ..."</c>
 /// and its native library is loaded from the NuGet cache.</summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class NotebookKernelNativeFixTests
 {
     [Fact]

@@ -17,6 +17,7 @@ public sealed class NotebookOutput
 /// wrote no figure.
 /// </summary>
 [Collection(ExternalProcesses.Name)]
+[Trait("Speed", "Slow")]
 public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput>
 {
     public static readonly string[] Notebooks =
