@@ -1,4 +1,7 @@
 using System.Reflection;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.RegularExpressions;
 using Plotly.NET;
 
 namespace Mora.Figures;
@@ -43,6 +46,21 @@ public static class PlotlyInterop
         args[^1] = Some(ps[^1].ParameterType, PlotlyJSReference.Full);
         var options = (DisplayOptions)init.Invoke(null, args)!;
         var withOptions = Method(ChartType, "withDisplayOptions", 1);
-        return GenericChart.toEmbeddedHTML(Apply(withOptions.Invoke(null, [options])!, chart));
+        return StableIds(GenericChart.toEmbeddedHTML(Apply(withOptions.Invoke(null, [options])!, chart)));
+    }
+
+    static readonly Regex Guid = new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|(?<=renderPlotly_)[0-9a-f]{32}", RegexOptions.Compiled);
+
+    /// <summary>Plotly.NET names each chart's div and render function with fresh GUIDs, so the same data gave a different
+    /// file every time. Each GUID becomes a name derived from the page with the GUIDs taken out (the same chart, the same
+    /// bytes; two different charts on one page still differ), valid as an HTML id and inside a JavaScript name.</summary>
+    public static string StableIds(string html)
+    {
+        var ids = Guid.Matches(html).Select(m => m.Value).Distinct().ToList();
+        if (ids.Count == 0) return html;
+        byte[] hash = SHA256.HashData(Encoding.UTF8.GetBytes(Guid.Replace(html, "")));
+        string stem = Convert.ToHexString(hash, 0, 6).ToLowerInvariant();
+        for (int i = 0; i < ids.Count; i++) html = html.Replace(ids[i], $"chart_{stem}_{i}");
+        return html;
     }
 }
