@@ -189,37 +189,6 @@ bench.SetAction(pr => Guard(() =>
 }));
 root.Subcommands.Add(bench);
 
-// ---- notebooks
-var nNames = new Option<string[]>("--names") { Description = "notebooks to run (prefixes such as 00 03; default: all in notebooks/)", AllowMultipleArgumentsPerToken = true };
-var nPreset = new Option<string>("--preset") { Description = "fast or full (sets MORA_NOTEBOOK_PRESET for the kernel)", DefaultValueFactory = _ => "fast" };
-var nWrite = new Option<bool>("--write") { Description = "write the outputs into the notebooks (what the committed notebooks carry)" };
-var nOut = new Option<string?>("--out") { Description = "folder for runs/ and figures/ (MORA_NOTEBOOK_OUT; default: the repository)" };
-var notebooks = new Command("notebooks", "Run the notebooks headless, cell by cell, in the real .NET Interactive kernel (the local tool); exit 1 if a cell fails.")
-    { nNames, nPreset, nWrite, nOut };
-notebooks.SetAction(pr => Guard(() =>
-{
-    string preset = pr.GetValue(nPreset)!;
-    if (!Mora.Notebooks.Notebook.Presets.Contains(preset)) throw new ArgumentException($"--preset: use fast or full, got '{preset}'", "--preset");
-    string folder = Path.Combine(Mora.Notebooks.Notebook.RepoRoot, "notebooks");
-    var all = Directory.GetFiles(folder, "*.ipynb").Order(StringComparer.Ordinal).ToList();
-    var names = pr.GetValue(nNames) is { Length: > 0 } n ? n : [];
-    var chosen = names.Length == 0 ? all : all.Where(f => names.Any(x => Path.GetFileName(f).StartsWith(x, StringComparison.Ordinal))).ToList();
-    if (chosen.Count == 0) throw new ArgumentException($"--names: no notebook in {folder} starts with {string.Join(" or ", names)}", "--names");
-    var env = new Dictionary<string, string> { [Mora.Notebooks.Notebook.PresetVariable] = preset };
-    if (pr.GetValue(nOut) is { } o) env[Mora.Notebooks.Notebook.OutVariable] = Path.GetFullPath(o);
-    int failed = 0;
-    foreach (var nb in chosen)
-    {
-        Console.WriteLine($"{Path.GetFileName(nb)} ({preset})");
-        var results = Mora.Notebooks.NotebookRunner.Run(nb, env, pr.GetValue(nWrite) ? nb : null, log: Console.Out);
-        var bad = results.FirstOrDefault(r => !r.Ok);
-        if (bad is not null) { failed++; Console.Error.WriteLine($"error: {Path.GetFileName(nb)} cell {bad.Index}: {bad.Error}"); }
-        else Console.WriteLine($"  {results.Count} cells ok in {results.Sum(r => r.Seconds):F0} s");
-    }
-    return failed == 0 ? 0 : 1;
-}));
-root.Subcommands.Add(notebooks);
-
 // ---- plot
 var pRuns = new Option<string>("--runs") { Description = "folder searched for run logs (log.csv)", Required = true };
 var pOut = new Option<string>("--out") { Description = "folder for the figures", DefaultValueFactory = _ => "figures" };

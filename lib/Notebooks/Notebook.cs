@@ -45,19 +45,25 @@ public static class Notebook
         }
     }
 
-    /// <summary>The root that runs/ and figures/ are written under: <c>MORA_NOTEBOOK_OUT</c>, else the repository.</summary>
-    public static string OutputRoot => Environment.GetEnvironmentVariable(OutVariable) is { Length: > 0 } o ? Path.GetFullPath(o) : RepoRoot;
+    /// <summary>The root that runs/ and figures/ are written under when <c>MORA_NOTEBOOK_OUT</c> is set (the runner's
+    /// <c>--write</c> sets it to the repository to publish; the tests to a temporary folder); null otherwise.</summary>
+    public static string? OutputRoot => Environment.GetEnvironmentVariable(OutVariable) is { Length: > 0 } o ? Path.GetFullPath(o) : null;
 
-    /// <summary>figures/notebooks/&lt;notebook&gt;/ (created).</summary>
+    /// <summary>A path as the notebooks print it: relative to the repository (no machine's folders in committed outputs).</summary>
+    public static string Show(string path) => Path.GetRelativePath(RepoRoot, Path.GetFullPath(path));
+
+    /// <summary>figures/notebooks/&lt;notebook&gt;/ under <see cref="OutputRoot"/>; without it runs/figures/notebooks/&lt;notebook&gt;/
+    /// in the repository (ignored by git), so running a notebook never rewrites the published figures (created).</summary>
     public static string FiguresDir(string notebook)
     {
-        string dir = IO.SafePath.Under(Path.Combine(OutputRoot, "figures", "notebooks"), notebook, nameof(notebook));
+        string root = OutputRoot is { } o ? Path.Combine(o, "figures") : Path.Combine(RepoRoot, "runs", "figures");
+        string dir = IO.SafePath.Under(Path.Combine(root, "notebooks"), notebook, nameof(notebook));
         Directory.CreateDirectory(dir);
         return dir;
     }
 
     /// <summary>runs/notebooks/&lt;name&gt;/ (a resumable experiment folder: rerunning a finished cell reads its results).</summary>
-    public static string RunsDir(string name) => IO.SafePath.Under(Path.Combine(OutputRoot, "runs", "notebooks"), name, nameof(name));
+    public static string RunsDir(string name) => IO.SafePath.Under(Path.Combine(OutputRoot ?? RepoRoot, "runs", "notebooks"), name, nameof(name));
 
     /// <summary>Records (or any objects) as a DataFrame, one column per public property: whole numbers as Int64, other
     /// numbers as Double, the rest as strings.</summary>

@@ -137,7 +137,7 @@ public static class NotebookRunner
             cell["outputs"] = Outputs(result, count);
             if (!result.Ok) break;
         }
-        if (writeTo is not null) IO.AtomicFile.WriteText(writeTo, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n");
+        if (writeTo is not null) Mora.IO.AtomicFile.WriteText(writeTo, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n");
         return results;
     }
 
