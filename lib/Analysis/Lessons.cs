@@ -10,9 +10,9 @@ using static TorchSharp.torch;
 
 namespace Mora.Analysis;
 
-/// <summary>One fit of the expressiveness experiment: how close a method's ΔW gets to a fixed full-rank target.</summary>
-/// <param name="RelativeError">‖ΔW − T‖_F / ‖T‖_F after the fit</param>
-/// <param name="SvdOptimum">for LoRA, the best any rank-r matrix can do (Eckart–Young: √(Σ_{i&gt;r} σ_i²) / ‖T‖_F); NaN otherwise</param>
+/// <summary>One fit of the expressiveness experiment: how close a method's ΔW gets to a fixed full-rank target.
+/// <c>RelativeError</c> is ‖ΔW − T‖_F / ‖T‖_F after the fit; <c>SvdOptimum</c>, for LoRA, the best any rank-r matrix can do
+/// (Eckart–Young: √(Σ_{i&gt;r} σ_i²) / ‖T‖_F), NaN otherwise.</summary>
 public sealed record FitRow(string Method, int R, int RHat, long Parameters, double RelativeError, double SvdOptimum, double Seconds);
 
 /// <summary>Effective rank of the ΔW a method has learned, averaged over its adapted layers, at one step of training.</summary>
@@ -28,8 +28,9 @@ public sealed record RankPoint(string Method, long Step, double MeanEffectiveRan
 /// </summary>
 public static class Lessons
 {
-    /// <param name="target">"gaussian": a random d×k matrix (full rank, flat spectrum, no structure); "identity": the
-    /// d×k identity (full rank, and the structure of a lookup that maps each input to itself)</param>
+    /// <summary>Fits a d×k <c>target</c> with each method (parsed by <see cref="MethodSpec.Parse"/>) at each rank budget.
+    /// <c>target</c> "gaussian": a random d×k matrix (full rank, flat spectrum, no structure); "identity": the d×k identity
+    /// (full rank, and the structure of a lookup that maps each input to itself).</summary>
     public static List<FitRow> Expressiveness(int d, int k, IReadOnlyList<int> ranks, IReadOnlyList<string> methods, int steps = 400, double lr = 2e-2,
         long seed = 0, Action<string>? progress = null, string target = "gaussian")
     {
@@ -62,7 +63,7 @@ public static class Lessons
                 }
                 else
                 {
-                    try { op = CompressDecompress.ForLoraRank(d, k, r, m.MoraType); }
+                    try { op = CompressDecompress.ForLoraRank(d, k, r, m.Design!.Value); }
                     catch (ArgumentException) { continue; }
                     var mm = new Parameter(zeros(op.RHat, op.RHat));
                     parameters.Add(mm);
