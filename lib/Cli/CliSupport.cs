@@ -60,7 +60,7 @@ static class CliSupport
     {
         Description = description,
         DefaultValueFactory = _ => defaultValue,
-        CustomParser = r => Parse(r, parse),
+        CustomParser = r => Parse(r, r.Tokens.Count > 0 ? r.Tokens[0].Value : "", parse),
     };
 
     /// <summary>A list option whose items are parsed once (empty when not given).</summary>
@@ -68,12 +68,11 @@ static class CliSupport
     {
         Description = description,
         AllowMultipleArgumentsPerToken = true,
-        CustomParser = r => r.Tokens.Select(t => Parse(r, _ => parse(t.Value))).ToArray(),
+        CustomParser = r => r.Tokens.Select(t => Parse(r, t.Value, parse)).ToArray(),
     };
 
-    static T Parse<T>(ArgumentResult r, Func<string, T> parse)
+    static T Parse<T>(ArgumentResult r, string text, Func<string, T> parse)
     {
-        string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
         try { return parse(text); }
         catch (ArgumentException e)
         {

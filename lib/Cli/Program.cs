@@ -19,5 +19,6 @@ var parsed = root.Parse(args);
 if (parsed.Errors.Count == 0) return parsed.Invoke();
 // A bad argument exits 2 like every other bad argument (System.CommandLine alone would exit 1).
 foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
-Console.Error.WriteLine($"(`{CliSupport.Invocation} {string.Join(" ", args.TakeWhile(a => !a.StartsWith('-')).Take(1))} --help` lists the options)".Replace("  ", " "));
+string command = args.FirstOrDefault(a => !a.StartsWith('-')) is { } c && root.Subcommands.Any(s => s.Name == c) ? $"{c} " : "";
+Console.Error.WriteLine($"(`{CliSupport.Invocation} {command}--help` lists the options)");
 return 2;
