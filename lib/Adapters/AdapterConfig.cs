@@ -59,9 +59,4 @@ public sealed record AdapterConfig
             throw new ArgumentException("target_modules must name at least one module (or 'all-linear')", nameof(TargetModules));
         return this;
     }
-
-    /// <summary>Parses a method name: lora, dora, mora, full (case-insensitive).</summary>
-    public static AdapterMethod ParseMethod(string text, string paramName = "method") =>
-        Enum.TryParse(text, ignoreCase: true, out AdapterMethod m) && Enum.IsDefined(m) && !int.TryParse(text, out _)
-            ? m : throw new ArgumentException($"unknown method '{text}'; use lora, dora, mora or full", paramName);
 }

@@ -109,7 +109,7 @@ public static class AdapterIO
             Alpha = Get("lora_alpha", 8.0),
             Dropout = Get("lora_dropout", 0.0),
             UseRsLora = Get("use_rslora", false),
-            MoraType = MoraTypes.FromNumber(Get("mora_type", 1), "mora_type"),
+            MoraType = MoraTypes.Parse(Get("mora_type", 1).ToString(System.Globalization.CultureInfo.InvariantCulture), "mora_type"),
             TargetModules = targets,
         };
         string kitPath = Path.Combine(directory, KitFile);

@@ -109,7 +109,7 @@ public static class LearnedSpectra
     public static List<RunSpectrum> Analyze(string experimentDir, double relativeTolerance = 1e-3)
     {
         string runs = Path.Combine(experimentDir, "runs");
-        if (!Directory.Exists(runs)) throw new ArgumentException($"--runs: {Path.GetFullPath(experimentDir)} has no runs/ folder (an experiment's --out folder is expected)", "--runs");
+        if (!Directory.Exists(runs)) throw new ArgumentException($"{Path.GetFullPath(experimentDir)} has no runs/ folder (an experiment's output folder is expected)", nameof(experimentDir));
         var result = new List<RunSpectrum>();
         foreach (var dir in Directory.GetDirectories(runs).Order(StringComparer.Ordinal))
         {
@@ -139,7 +139,7 @@ public static class LearnedSpectra
             result.Add(new RunSpectrum(Path.GetFileName(dir), adapter.Method == AdapterMethod.Mora ? $"mora-{adapter.MoraType.ToString().ToLowerInvariant()}" : adapter.Method.ToString().ToLowerInvariant(),
                 adapter.Method == AdapterMethod.Full ? 0 : adapter.R, step, DeltaWeightAnalysis.Analyze(model, relativeTolerance)));
         }
-        if (result.Count == 0) throw new ArgumentException($"--runs: no finished run with a checkpoint under {Path.GetFullPath(runs)}", "--runs");
+        if (result.Count == 0) throw new ArgumentException($"no finished run with a checkpoint under {Path.GetFullPath(runs)}", nameof(experimentDir));
         return result;
     }
 

@@ -31,7 +31,7 @@ public sealed record BenchSpec
     public string TrainModel { get; init; } = "small";
     public int TrainSteps { get; init; } = 20;
     public int TrainBatch { get; init; } = 32;
-    public string Device { get; init; } = "cpu";
+    public ComputeDevice Device { get; init; }
     public string DType { get; init; } = "float32";
     public int Seed { get; init; } = 0;
 
@@ -46,19 +46,19 @@ public sealed record BenchSpec
             Preset = "full", Shapes = [(1024, 1024), (4096, 4096), (4096, 11008)], Tokens = [512, 2048], Ranks = [8, 256], Repeats = 5,
             MergeShapes = [(4096, 4096), (4096, 11008)], TrainSteps = 30,
         },
-        _ => throw new ArgumentException($"unknown preset '{preset}' (known: {string.Join(", ", Presets)})", "--preset"),
+        _ => throw new ArgumentException($"unknown preset '{preset}' (known: {string.Join(", ", Presets)})", nameof(Preset)),
     };
 
     public BenchSpec Validate()
     {
-        if (Shapes.Length == 0 || Shapes.Any(s => s.D <= 0 || s.K <= 0)) throw new ArgumentException("every shape needs positive d and k", "--shapes");
-        if (MergeShapes.Any(s => s.D <= 0 || s.K <= 0)) throw new ArgumentException("every merge shape needs positive d and k", "--merge-shapes");
-        if (Tokens.Length == 0 || Tokens.Any(t => t <= 0)) throw new ArgumentException("token counts must be positive", "--tokens");
-        if (Ranks.Length == 0 || Ranks.Any(r => r <= 0)) throw new ArgumentException("ranks must be positive", "--ranks");
-        if (Repeats < 1) throw new ArgumentException($"repeats must be at least 1, got {Repeats}", "--repeats");
-        if (TrainSteps < 0) throw new ArgumentException($"train steps must be 0 (skip) or more, got {TrainSteps}", "--train-steps");
-        if (TrainSteps is > 0 and < 4) throw new ArgumentException($"train steps must be at least 4 (3 warm-up steps are not timed), got {TrainSteps}", "--train-steps");
-        TrainConfig.ParseDevice(Device);
+        if (Shapes.Length == 0 || Shapes.Any(s => s.D <= 0 || s.K <= 0)) throw new ArgumentException($"{nameof(Shapes)}: every shape needs positive d and k", nameof(Shapes));
+        if (MergeShapes.Any(s => s.D <= 0 || s.K <= 0)) throw new ArgumentException($"{nameof(MergeShapes)}: every shape needs positive d and k", nameof(MergeShapes));
+        if (Tokens.Length == 0 || Tokens.Any(t => t <= 0)) throw new ArgumentException($"{nameof(Tokens)}: token counts must be positive", nameof(Tokens));
+        if (Ranks.Length == 0 || Ranks.Any(r => r <= 0)) throw new ArgumentException($"{nameof(Ranks)}: ranks must be positive", nameof(Ranks));
+        if (Repeats < 1) throw new ArgumentException($"{nameof(Repeats)} must be at least 1, got {Repeats}", nameof(Repeats));
+        if (TrainSteps < 0) throw new ArgumentException($"{nameof(TrainSteps)} must be 0 (skip) or more, got {TrainSteps}", nameof(TrainSteps));
+        if (TrainSteps is > 0 and < 4) throw new ArgumentException($"{nameof(TrainSteps)} must be at least 4 (3 warm-up steps are not timed), got {TrainSteps}", nameof(TrainSteps));
+        Device.EnsureAvailable(nameof(Device));
         TrainConfig.ParseDType(DType);
         LlamaConfig.Preset(TrainModel, 128);
         return this;
@@ -104,7 +104,7 @@ public static class Benchmarks
     public static BenchResult Run(BenchSpec spec, string outDir, TextWriter log)
     {
         spec.Validate();
-        var device = TrainConfig.ParseDevice(spec.Device);
+        var device = spec.Device.ToTorch(nameof(spec.Device));
         var dtype = TrainConfig.ParseDType(spec.DType);
         log.WriteLine($"bench ({spec.Preset}): device {device}, dtype {dtype}, {torch.get_num_threads()} threads, {spec.Repeats} interleaved repeats");
         var layers = new List<LayerRow>();

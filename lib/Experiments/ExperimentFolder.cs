@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Mora.IO;
 
 namespace Mora.Experiments;
@@ -10,15 +11,40 @@ public static class ExperimentFolder
     public const string SpecFile = "spec.json", ResultFile = "result.json";
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
-    /// <summary>Records the job's settings in <paramref name="outDir"/>, or refuses (naming --out) when the folder holds a job
-    /// with other settings, so a resume never mixes two experiments. The device is not part of the settings.</summary>
+    /// <summary>Records the job's settings in <paramref name="outDir"/>, or refuses (naming <paramref name="outDir"/>) when the
+    /// folder holds a job with other settings, so a resume never mixes two experiments. The device is not part of the
+    /// settings: a <c>Device</c> property is written blank. A spec.json written by an earlier version (other spellings of
+    /// the same methods, another property order) is compared by what it means, and then rewritten in today's form.</summary>
     public static void Claim<TSpec>(string outDir, TSpec spec, string kind)
     {
         string path = Path.Combine(outDir, SpecFile);
-        string json = JsonSerializer.Serialize(spec, Indented);
-        if (File.Exists(path) && File.ReadAllText(path) != json)
-            throw new ArgumentException($"{outDir} holds a {kind} job with other settings ({path}); choose another --out folder or delete it", "--out");
+        string json = Identity(JsonSerializer.SerializeToNode(spec, Indented));
+        if (File.Exists(path))
+        {
+            string existing = File.ReadAllText(path);
+            if (existing != json && Canonical<TSpec>(existing) != json)
+                throw new ArgumentException($"{outDir} holds a {kind} job with other settings ({path}); choose another output folder or delete it", nameof(outDir));
+        }
         AtomicFile.WriteText(path, json);
+    }
+
+    /// <summary>The spec's JSON with the device blanked: what identifies an experiment.</summary>
+    static string Identity(JsonNode? node)
+    {
+        if (node is JsonObject o && o.ContainsKey("Device")) o["Device"] = "";
+        return node?.ToJsonString(Indented) ?? "null";
+    }
+
+    /// <summary>A stored spec read back and written in today's form, or null when it does not read as a <typeparamref name="TSpec"/>.</summary>
+    static string? Canonical<TSpec>(string text)
+    {
+        try
+        {
+            if (JsonNode.Parse(text) is not JsonObject node) return null;
+            node.Remove("Device");
+            return node.Deserialize<TSpec>(Indented) is { } spec ? Identity(JsonSerializer.SerializeToNode(spec, Indented)) : null;
+        }
+        catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException or NotSupportedException) { return null; }
     }
 
     /// <summary>A finished run's result, or null when the run has not finished.</summary>

@@ -14,69 +14,50 @@ namespace Mora.Experiments;
 /// <summary>Settings of the GSM8K-style reproduction (paper §4.3 math reasoning, at the kit's scale): pretrain a base on a
 /// generated corpus (or load a local checkpoint), fine-tune it with each method on word problems, score exact match of
 /// the final answer on a held-out split.</summary>
-public sealed record Gsm8kSpec
+public sealed record Gsm8kSpec : ExperimentSpec
 {
-    public string Preset { get; init; } = "default";
-    public string Model { get; init; } = "tiny";
+    public Gsm8kSpec()
+    {
+        PretrainSteps = 600; Steps = 300; AdapterLr = 5e-3; FullLr = 1e-3; PretrainLr = 2e-3; EvalPoints = 3;
+    }
+
     public int Context { get; init; } = 512;
     public int TrainProblems { get; init; } = 2000;
     public int TestProblems { get; init; } = 100;
     public MathStyle Style { get; init; } = new() { MinSteps = 1, MaxSteps = 2, MaxStart = 20, MaxOperand = 10, MaxFactor = 3 };
     public int PretrainDocuments { get; init; } = 4000;
-    public int PretrainSteps { get; init; } = 600;
-    public int Steps { get; init; } = 300;
-    public int BatchSize { get; init; } = 16;
-    public IReadOnlyList<string> Methods { get; init; } = ["lora", "mora-sharing", "mora-rotation", "full"];
-    public IReadOnlyList<int> Ranks { get; init; } = [8];
-    public IReadOnlyList<int> Seeds { get; init; } = [0];
-    public double AdapterLr { get; init; } = 5e-3;
-    public double FullLr { get; init; } = 1e-3;
-    public double PretrainLr { get; init; } = 2e-3;
-    public int EvalPoints { get; init; } = 3;
     public int MaxNewTokens { get; init; } = 160;
     /// <summary>GSM8K-format JSONL files used instead of generated problems (for example the real GSM8K).</summary>
     public string? TrainFile { get; init; }
     public string? TestFile { get; init; }
     /// <summary>A local model folder (config.json, model.safetensors, optional tokenizer.json) used as the base instead of pretraining.</summary>
     public string? BaseModel { get; init; }
-    public string Device { get; init; } = "cpu";
 
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu-hour"];
 
     public static Gsm8kSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
-        "smoke" => new() { Preset = "smoke", TrainProblems = 64, TestProblems = 8, PretrainDocuments = 200, PretrainSteps = 20, Steps = 20, EvalPoints = 1, Methods = ["lora", "mora-rotation", "full"], MaxNewTokens = 48 },
+        "smoke" => new() { Preset = "smoke", TrainProblems = 64, TestProblems = 8, PretrainDocuments = 200, PretrainSteps = 20, Steps = 20, EvalPoints = 1, Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], MaxNewTokens = 48 },
         "default" => new(),
         "cpu-hour" => new() { Preset = "cpu-hour", TrainProblems = 2000, TestProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 240, Seeds = [0, 1], EvalPoints = 3 },
-        _ => throw new ArgumentException($"--preset: unknown preset '{name}'; use {string.Join(", ", PresetNames)}", "--preset"),
+        _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
 
+    /// <summary>Checks every setting; throws <see cref="ArgumentException"/> naming the property.</summary>
     public Gsm8kSpec Validate()
     {
-        void Positive(int v, string option) { if (v <= 0) throw new ArgumentException($"{option} must be positive, got {v}", option); }
-        Positive(TrainProblems, "--train-problems"); Positive(TestProblems, "--test-problems"); Positive(Steps, "--steps"); Positive(BatchSize, "--batch-size");
-        Positive(EvalPoints, "--eval-points"); Positive(MaxNewTokens, "--max-new-tokens"); Positive(Context, "--context"); Positive(PretrainDocuments, "--pretrain-documents");
-        if (PretrainSteps < 0) throw new ArgumentException($"--pretrain-steps must be ≥ 0, got {PretrainSteps}", "--pretrain-steps");
-        if (Steps % EvalPoints != 0) throw new ArgumentException($"--steps {Steps} must be a multiple of --eval-points {EvalPoints}", "--steps");
-        if (Methods.Count == 0) throw new ArgumentException("--methods: name at least one method", "--methods");
-        foreach (var m in Methods) MethodSpec.Parse(m);
-        if (Ranks.Count == 0) throw new ArgumentException("--ranks: name at least one rank", "--ranks");
-        foreach (var r in Ranks) Positive(r, "--ranks");
-        if (Seeds.Count == 0) throw new ArgumentException("--seeds: name at least one seed", "--seeds");
-        foreach (var (v, o) in new[] { (AdapterLr, "--lr"), (FullLr, "--full-lr"), (PretrainLr, "--pretrain-lr") })
-            if (!(v > 0) || double.IsInfinity(v)) throw new ArgumentException($"{o} must be positive, got {v}", o);
-        if (TrainFile is not null && !File.Exists(TrainFile)) throw new ArgumentException($"--train-file: no file {Path.GetFullPath(TrainFile)}", "--train-file");
-        if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"--test-file: no file {Path.GetFullPath(TestFile)}", "--test-file");
-        if ((TrainFile is null) != (TestFile is null)) throw new ArgumentException("--train-file and --test-file go together", TrainFile is null ? "--train-file" : "--test-file");
+        Positive(TrainProblems, nameof(TrainProblems)); Positive(TestProblems, nameof(TestProblems)); Positive(MaxNewTokens, nameof(MaxNewTokens));
+        Positive(Context, nameof(Context)); Positive(PretrainDocuments, nameof(PretrainDocuments));
+        ValidateShared();
+        if (TrainFile is not null && !File.Exists(TrainFile)) throw new ArgumentException($"{nameof(TrainFile)}: no file {Path.GetFullPath(TrainFile)}", nameof(TrainFile));
+        if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"{nameof(TestFile)}: no file {Path.GetFullPath(TestFile)}", nameof(TestFile));
+        if ((TrainFile is null) != (TestFile is null))
+            throw new ArgumentException($"{nameof(TrainFile)} and {nameof(TestFile)} go together", TrainFile is null ? nameof(TrainFile) : nameof(TestFile));
         if (BaseModel is not null && !File.Exists(Path.Combine(BaseModel, ModelIO.ConfigFile)))
-            throw new ArgumentException($"--base: {Path.GetFullPath(BaseModel)} has no {ModelIO.ConfigFile}", "--base");
+            throw new ArgumentException($"{nameof(BaseModel)}: {Path.GetFullPath(BaseModel)} has no {ModelIO.ConfigFile}", nameof(BaseModel));
         Style.Validate();
-        LlamaConfig.Preset(Model, 128);
-        TrainConfig.ParseDevice(Device);
         return this;
     }
-
-    public IReadOnlyList<int> EvalSteps => Enumerable.Range(1, EvalPoints).Select(i => Steps / EvalPoints * i).ToList();
 }
 
 /// <summary>One fine-tuning run's result (a row of <c>gsm8k.csv</c>).</summary>
@@ -96,7 +77,7 @@ public static class Gsm8kExperiment
         output ??= TextWriter.Null;
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
-        ExperimentFolder.Claim(outDir, spec with { Device = "" }, "GSM8K");
+        ExperimentFolder.Claim(outDir, spec, "GSM8K");
 
         ITextTokenizer tokenizer = spec.BaseModel is not null && File.Exists(Path.Combine(spec.BaseModel, ModelIO.TokenizerFile))
             ? HfTokenizer.Load(spec.BaseModel) : new CharTokenizer();
@@ -110,15 +91,14 @@ public static class Gsm8kExperiment
         var examples = train.Select(p => LmData.FromPair(tokenizer, Gsm8kData.Prompt(p.Question), p.Answer)).ToList();
         int longest = examples.Max(e => e.Tokens.Length) + spec.MaxNewTokens;
         if (longest > spec.Context && spec.BaseModel is null)
-            throw new ArgumentException($"--context {spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", "--context");
+            throw new ArgumentException($"{nameof(spec.Context)} {spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", nameof(spec.Context));
         output.WriteLine($"{train.Count} training and {test.Count} test problems ({(spec.TrainFile is null ? "generated" : spec.TrainFile)}), tokenizer {tokenizer.GetType().Name}");
 
-        var methods = spec.Methods.Select(m => MethodSpec.Parse(m)).ToList();
         var results = new List<Gsm8kRun>();
         foreach (int seed in spec.Seeds)
         {
             string baseDir = spec.BaseModel ?? PretrainBase(spec, outDir, seed, tokenizer, test, output, cancel);
-            foreach (var method in methods)
+            foreach (var method in spec.Methods)
                 foreach (int r in method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks)
                     results.Add(FineTune(spec, outDir, tokenizer, examples, test, baseDir, method, r, seed, output, cancel));
         }

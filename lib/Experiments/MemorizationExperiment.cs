@@ -13,63 +13,39 @@ namespace Mora.Experiments;
 
 /// <summary>Settings of the memorisation reproduction (paper §4.1, Table 2 / Figure 4): pretrain a base on other UUID pairs so it
 /// knows the format, then fine-tune it with each method and rank budget on <see cref="Pairs"/> new pairs.</summary>
-public sealed record MemorizationSpec
+public sealed record MemorizationSpec : ExperimentSpec
 {
-    public string Preset { get; init; } = "default";
-    public string Model { get; init; } = "tiny";
+    public MemorizationSpec()
+    {
+        PretrainSteps = 150; Steps = 200; AdapterLr = 1e-2; FullLr = 3e-3; PretrainLr = 3e-3; EvalPoints = 4;
+    }
+
     public int Pairs { get; init; } = 32;
     public int PretrainPairs { get; init; } = 512;
-    public int PretrainSteps { get; init; } = 150;
-    public int Steps { get; init; } = 200;
-    public int BatchSize { get; init; } = 16;
-    public IReadOnlyList<string> Methods { get; init; } = ["lora", "mora-sharing", "mora-rotation", "full"];
-    public IReadOnlyList<int> Ranks { get; init; } = [8];
-    public IReadOnlyList<int> Seeds { get; init; } = [0];
-    /// <summary>Learning rate of LoRA, DoRA and MoRA (picked once for the kit's scale, not tuned per method).</summary>
-    public double AdapterLr { get; init; } = 1e-2;
-    public double FullLr { get; init; } = 3e-3;
-    public double PretrainLr { get; init; } = 3e-3;
-    /// <summary>Evaluations during fine-tuning (the table's columns), evenly spaced, the last at the final step.</summary>
-    public int EvalPoints { get; init; } = 4;
-    public string Device { get; init; } = "cpu";
 
     /// <summary>smoke (tests, ~15 s), default (the main job, ~1–2 min), cpu-hour (the committed results, under an hour a seed on 2 cores).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu-hour"];
 
     public static MemorizationSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
-        "smoke" => new() { Preset = "smoke", Pairs = 8, PretrainPairs = 256, PretrainSteps = 60, Steps = 40, Methods = ["lora", "mora-rotation", "full"], EvalPoints = 2 },
+        "smoke" => new() { Preset = "smoke", Pairs = 8, PretrainPairs = 256, PretrainSteps = 60, Steps = 40, Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], EvalPoints = 2 },
         "default" => new(),
         "cpu-hour" => new()
         {
             Preset = "cpu-hour", Model = "small", Pairs = 64, PretrainPairs = 2048, PretrainSteps = 400, Steps = 400, BatchSize = 16,
-            Methods = ["lora", "mora-sharing", "mora-rotation", "full"], Ranks = [8], Seeds = [0, 1], EvalPoints = 4,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [8], Seeds = [0, 1], EvalPoints = 4,
             AdapterLr = 5e-3, FullLr = 1e-3, PretrainLr = 2e-3,
         },
-        _ => throw new ArgumentException($"--preset: unknown preset '{name}'; use {string.Join(", ", PresetNames)}", "--preset"),
+        _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
 
+    /// <summary>Checks every setting; throws <see cref="ArgumentException"/> naming the property.</summary>
     public MemorizationSpec Validate()
     {
-        void Positive(int v, string option) { if (v <= 0) throw new ArgumentException($"{option} must be positive, got {v}", option); }
-        Positive(Pairs, "--pairs"); Positive(PretrainPairs, "--pretrain-pairs"); Positive(Steps, "--steps"); Positive(BatchSize, "--batch-size");
-        Positive(EvalPoints, "--eval-points");
-        if (PretrainSteps < 0) throw new ArgumentException($"--pretrain-steps must be ≥ 0, got {PretrainSteps}", "--pretrain-steps");
-        if (Steps % EvalPoints != 0) throw new ArgumentException($"--steps {Steps} must be a multiple of --eval-points {EvalPoints} (the table's evenly spaced columns)", "--steps");
-        if (Methods.Count == 0) throw new ArgumentException("--methods: name at least one method", "--methods");
-        foreach (var m in Methods) MethodSpec.Parse(m);
-        if (Ranks.Count == 0) throw new ArgumentException("--ranks: name at least one rank", "--ranks");
-        foreach (var r in Ranks) Positive(r, "--ranks");
-        if (Seeds.Count == 0) throw new ArgumentException("--seeds: name at least one seed", "--seeds");
-        foreach (var (v, o) in new[] { (AdapterLr, "--lr"), (FullLr, "--full-lr"), (PretrainLr, "--pretrain-lr") })
-            if (!(v > 0) || double.IsInfinity(v)) throw new ArgumentException($"{o} must be positive, got {v}", o);
-        LlamaConfig.Preset(Model, 128);
-        TrainConfig.ParseDevice(Device);
+        Positive(Pairs, nameof(Pairs)); Positive(PretrainPairs, nameof(PretrainPairs));
+        ValidateShared();
         return this;
     }
-
-    /// <summary>The steps at which the table reports accuracy.</summary>
-    public IReadOnlyList<int> EvalSteps => Enumerable.Range(1, EvalPoints).Select(i => Steps / EvalPoints * i).ToList();
 }
 
 /// <summary>One fine-tuning run's result (one row of <c>memorization.csv</c>).</summary>
@@ -93,14 +69,13 @@ public static class MemorizationExperiment
         output ??= TextWriter.Null;
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
-        ExperimentFolder.Claim(outDir, spec with { Device = "" }, "memorisation");
-        var methods = spec.Methods.Select(m => MethodSpec.Parse(m)).ToList();
+        ExperimentFolder.Claim(outDir, spec, "memorisation");
         var results = new List<MemorizationRun>();
         foreach (int seed in spec.Seeds)
         {
             var task = new MemorizationTask(UuidPairs.Generate(spec.Pairs, seed: 1000 + seed));
             string baseDir = PretrainBase(spec, outDir, seed, output, cancel);
-            foreach (var method in methods)
+            foreach (var method in spec.Methods)
                 foreach (int r in method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks)
                     results.Add(FineTune(spec, outDir, task, baseDir, method, r, seed, output, cancel));
         }

@@ -1,26 +1,55 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Mora.Adapters;
 
 namespace Mora.Experiments;
 
-/// <summary>A method as the command line names it: lora, dora, full, or mora-&lt;design&gt; (mora-rotation, mora-sharing,
-/// mora-2, …; plain "mora" is rotation, the paper's main design).</summary>
-public sealed record MethodSpec(string Name, AdapterMethod Method, MoraType MoraType)
+/// <summary>
+/// A fine-tuning method of the experiments: LoRA, DoRA, full fine-tuning, or MoRA with one compress/decompress
+/// <see cref="Design"/> (null for the others). Text ("lora", "mora-rotation", …) becomes a method in one place,
+/// <see cref="Parse"/>; JSON writes <see cref="Name"/> and reads it back with <see cref="Parse"/>.
+/// </summary>
+[JsonConverter(typeof(MethodSpecJsonConverter))]
+public sealed record MethodSpec
 {
-    public static MethodSpec Parse(string text, string option = "--methods")
+    MethodSpec(AdapterMethod method, MoraType? design) { Method = method; Design = design; }
+
+    public AdapterMethod Method { get; }
+    /// <summary>MoRA's compress/decompress design; null unless <see cref="Method"/> is MoRA.</summary>
+    public MoraType? Design { get; }
+
+    public static MethodSpec Lora { get; } = new(AdapterMethod.Lora, null);
+    public static MethodSpec Dora { get; } = new(AdapterMethod.Dora, null);
+    public static MethodSpec Full { get; } = new(AdapterMethod.Full, null);
+    /// <summary>MoRA with <paramref name="design"/> (rotation by default, the paper's main design).</summary>
+    public static MethodSpec Mora(MoraType design = MoraType.Rotation) =>
+        Enum.IsDefined(design) ? new(AdapterMethod.Mora, design) : throw new ArgumentException($"unknown MoRA design {(int)design}", nameof(design));
+
+    /// <summary>The name runs, tables and JSON use: lora, dora, full, mora-&lt;design&gt; (mora-rotation, mora-sharing, …).</summary>
+    public string Name => Design is { } d ? $"mora-{MoraTypes.Name(d)}" : Method.ToString().ToLowerInvariant();
+
+    public override string ToString() => Name;
+
+    /// <summary>Parses lora, dora, full (or fft), mora (rotation) or mora-&lt;design&gt; with the design's name or number
+    /// (mora-sharing, mora-6), case-insensitive.</summary>
+    /// <exception cref="ArgumentException">unknown method or design, naming <paramref name="paramName"/></exception>
+    public static MethodSpec Parse(string text, string paramName = "text")
     {
+        ArgumentNullException.ThrowIfNull(text);
         string t = text.Trim().ToLowerInvariant();
-        if (t == "lora") return new("lora", AdapterMethod.Lora, MoraType.Rotation);
-        if (t == "dora") return new("dora", AdapterMethod.Dora, MoraType.Rotation);
-        if (t is "full" or "fft") return new("full", AdapterMethod.Full, MoraType.Rotation);
-        if (t == "mora") return new("mora-rotation", AdapterMethod.Mora, MoraType.Rotation);
+        switch (t)
+        {
+            case "lora": return Lora;
+            case "dora": return Dora;
+            case "full" or "fft": return Full;
+            case "mora": return Mora();
+        }
         if (t.StartsWith("mora-", StringComparison.Ordinal))
         {
-            MoraType type;
-            try { type = MoraTypes.Parse(t[5..], option); }
-            catch (ArgumentException e) { throw new ArgumentException($"{option}: '{text}': {e.Message}", option, e); }
-            return new($"mora-{MoraTypes.Name(type)}", AdapterMethod.Mora, type);
+            try { return Mora(MoraTypes.Parse(t[5..], paramName)); }
+            catch (ArgumentException e) { throw new ArgumentException($"'{text}': {e.MessageOnly()}", paramName, e); }
         }
-        throw new ArgumentException($"{option}: unknown method '{text}'; use lora, dora, full, mora or mora-<design> (mora-rotation, mora-sharing, mora-1 … mora-6)", option);
+        throw new ArgumentException($"unknown method '{text}'; use lora, dora, full, mora or mora-<design> (mora-rotation, mora-sharing, mora-0 … mora-6)", paramName);
     }
 
     /// <summary>The adapter recipe at LoRA rank <paramref name="r"/> (ignored for full fine-tuning), every linear layer targeted.</summary>
@@ -28,10 +57,23 @@ public sealed record MethodSpec(string Name, AdapterMethod Method, MoraType Mora
     {
         AdapterMethod.Lora => AdapterConfig.Lora(r, alpha: 2 * r),
         AdapterMethod.Dora => AdapterConfig.Dora(r, alpha: 2 * r),
-        AdapterMethod.Mora => AdapterConfig.Mora(r, MoraType),
+        AdapterMethod.Mora => AdapterConfig.Mora(r, Design!.Value),
         _ => AdapterConfig.Full(),
     };
 
     /// <summary>Name of a run folder: method, rank (not for full), seed.</summary>
     public string RunName(int r, int seed) => Method == AdapterMethod.Full ? $"{Name}-seed{seed}" : $"{Name}-r{r}-seed{seed}";
+}
+
+/// <summary>Writes a <see cref="MethodSpec"/> as its <see cref="MethodSpec.Name"/> and reads it with <see cref="MethodSpec.Parse"/>.</summary>
+public sealed class MethodSpecJsonConverter : JsonConverter<MethodSpec>
+{
+    public override MethodSpec Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        if (reader.TokenType != JsonTokenType.String) throw new JsonException($"a method is a string (lora, mora-rotation, …), got {reader.TokenType}");
+        try { return MethodSpec.Parse(reader.GetString()!); }
+        catch (ArgumentException e) { throw new JsonException(e.Message, e); }
+    }
+
+    public override void Write(Utf8JsonWriter writer, MethodSpec value, JsonSerializerOptions options) => writer.WriteStringValue(value.Name);
 }

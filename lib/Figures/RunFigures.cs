@@ -94,7 +94,7 @@ public static class RunFigures
     /// <summary>Every run folder (one holding log.csv) under <paramref name="root"/>, by its path relative to the root.</summary>
     public static List<(string Name, RunLog Log)> FindRuns(string root)
     {
-        if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"--runs: no folder {Path.GetFullPath(root)}");
+        if (!Directory.Exists(root)) throw new ArgumentException($"no folder {Path.GetFullPath(root)}", nameof(root));
         return Directory.GetFiles(root, Trainer.LogFile, SearchOption.AllDirectories)
             .Where(f => !f.Contains(Path.DirectorySeparatorChar + Trainer.CheckpointDir + Path.DirectorySeparatorChar))
             .Order(StringComparer.Ordinal)
@@ -107,9 +107,9 @@ public static class RunFigures
     public static List<string> PlotRuns(string runsRoot, string outDir, string prefix, double smoothing = 0.6)
     {
         var runs = FindRuns(runsRoot);
-        if (runs.Count == 0) throw new ArgumentException($"--runs: no {Trainer.LogFile} under {Path.GetFullPath(runsRoot)}", "--runs");
+        if (runs.Count == 0) throw new ArgumentException($"no {Trainer.LogFile} under {Path.GetFullPath(runsRoot)}", nameof(runsRoot));
         var written = new List<string>();
-        var (h, p) = Write(Curves(runs, "loss", smoothing), $"{prefix}: training loss (EMA {smoothing})", "step", "loss", SafePath.Under(outDir, $"{SafePath.Name(prefix, "--name")}-loss", "--name"), logY: true);
+        var (h, p) = Write(Curves(runs, "loss", smoothing), $"{prefix}: training loss (EMA {smoothing})", "step", "loss", SafePath.Under(outDir, $"{SafePath.Name(prefix, nameof(prefix))}-loss", nameof(prefix)), logY: true);
         written.Add(h); written.Add(p);
         foreach (var metric in runs.SelectMany(r => r.Log.MetricNames).Distinct().Order(StringComparer.Ordinal))
         {

@@ -60,19 +60,16 @@ public static class MoraTypes
     /// <summary>The design's name as the command line writes it (lower case: "rotation", "sharingadjacent").</summary>
     public static string Name(MoraType type) => type.ToString().ToLowerInvariant();
 
-    /// <summary>Parses a design from its number ("6") or name ("rotation", case-insensitive).</summary>
+    /// <summary>The one design parser: a number ("6", as <c>mora_type</c> in an adapter_config.json) or a name ("rotation",
+    /// case-insensitive, '-' and '_' ignored).</summary>
     /// <exception cref="ArgumentException">unknown design, naming <paramref name="paramName"/></exception>
     public static MoraType Parse(string text, string paramName = "type")
     {
-        if (int.TryParse(text, out int n) && Enum.IsDefined(typeof(MoraType), n)) return (MoraType)n;
-        if (!int.TryParse(text, out _) && Enum.TryParse(text.Replace("-", "").Replace("_", ""), ignoreCase: true, out MoraType t) && Enum.IsDefined(t)) return t;
+        bool isNumber = int.TryParse(text, out int n);
+        if (isNumber && Enum.IsDefined(typeof(MoraType), n)) return (MoraType)n;
+        if (!isNumber && Enum.TryParse(text.Replace("-", "").Replace("_", ""), ignoreCase: true, out MoraType t) && Enum.IsDefined(t)) return t;
         throw new ArgumentException($"unknown MoRA design '{text}'; use one of {string.Join(", ", All.Select(a => $"{(int)a} ({a})"))}", paramName);
     }
-
-    /// <summary>Checks that a number is a known design.</summary>
-    public static MoraType FromNumber(int number, string paramName = "mora_type") =>
-        Enum.IsDefined(typeof(MoraType), number) ? (MoraType)number
-            : throw new ArgumentException($"unknown MoRA type {number}; known: {string.Join(", ", All.Select(a => (int)a))}", paramName);
 
     /// <summary>True for the designs that treat the input as independent blocks (decouple, rotation).</summary>
     public static bool IsBlockwise(this MoraType t) => t is MoraType.Decouple or MoraType.Rotation;

@@ -44,7 +44,7 @@ public static class TorchRuntime
     [ModuleInitializer]
     internal static void Initialize()
     {
-        try { Ensure(); } catch { /* kept in _error; rethrown with its message by Ensure() or Device() */ }
+        try { Ensure(); } catch { /* kept in _error; rethrown with its message by Ensure() */ }
     }
 
     /// <summary>Applies the fix once per process (later calls return the first report). Throws
@@ -166,12 +166,5 @@ public static class TorchRuntime
             File.Delete(tmp);
             throw new PlatformNotSupportedException($"{path} must be patched to load on this system but is not writable: {e.Message}", e);
         }
-    }
-
-    /// <summary>The device to use: CUDA when TorchSharp sees one and <paramref name="preferCuda"/>, else CPU.</summary>
-    public static torch.Device Device(bool preferCuda = true)
-    {
-        Ensure();
-        return preferCuda && torch.cuda.is_available() ? torch.CUDA : torch.CPU;
     }
 }

@@ -47,8 +47,8 @@ public sealed record TrainConfig
     public string? OutputDir { get; init; }
     /// <summary>Continue from the last checkpoint in <see cref="OutputDir"/> when there is one.</summary>
     public bool Resume { get; init; } = true;
-    /// <summary>"cpu", "cuda" or "cuda:N"; the model is moved there.</summary>
-    public string Device { get; init; } = "cpu";
+    /// <summary>Where the model is moved and trained (JSON: "cpu", "cuda" or "cuda:N").</summary>
+    public ComputeDevice Device { get; init; }
     /// <summary>"float32", or "bfloat16" (GPU) / "float64".</summary>
     public string DType { get; init; } = "float32";
     /// <summary>Progress display: a bar in a terminal, a line every 10 % when output is redirected.</summary>
@@ -68,7 +68,7 @@ public sealed record TrainConfig
         if (MinLrRatio is < 0 or > 1 || double.IsNaN(MinLrRatio)) throw new ArgumentException($"MinLrRatio must be in [0, 1], got {MinLrRatio}", nameof(MinLrRatio));
         if (!Enum.IsDefined(Schedule)) throw new ArgumentException($"unknown schedule {(int)Schedule}", nameof(Schedule));
         ParseDType(DType);
-        ParseDevice(Device);
+        Device.EnsureAvailable(nameof(Device));
         return this;
     }
 
@@ -95,20 +95,6 @@ public sealed record TrainConfig
         "float64" or "fp64" or "f64" => ScalarType.Float64,
         _ => throw new ArgumentException($"unknown dtype '{name}'; use float32, bfloat16, float16 or float64", nameof(DType)),
     };
-
-    public static torch.Device ParseDevice(string name)
-    {
-        string n = name.ToLowerInvariant();
-        if (n == "cpu") return CPU;
-        if (n == "cuda" || n.StartsWith("cuda:", StringComparison.Ordinal))
-        {
-            if (n.Length > 5 && !int.TryParse(n[5..], out _)) throw new ArgumentException($"device '{name}': the CUDA index must be a number", nameof(Device));
-            if (!cuda.is_available())
-                throw new ArgumentException($"device '{name}' asked for, but CUDA is not available (build with -p:TorchBackend=cuda-linux or cuda-windows on a machine with an NVIDIA GPU)", nameof(Device));
-            return new torch.Device(n);
-        }
-        throw new ArgumentException($"unknown device '{name}'; use cpu, cuda or cuda:N", nameof(Device));
-    }
 
     internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Converters = { new JsonStringEnumConverter() } };
 

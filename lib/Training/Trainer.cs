@@ -122,7 +122,7 @@ public sealed class Trainer
     /// <summary>Runs (or resumes) the training and returns the log and final metrics.</summary>
     public TrainResult Run(CancellationToken cancel = default)
     {
-        var device = TrainConfig.ParseDevice(_config.Device);
+        var device = _config.Device.ToTorch(nameof(TrainConfig.Device));
         var dtype = TrainConfig.ParseDType(_config.DType);
         if (dtype is ScalarType.BFloat16 or ScalarType.Float16 && device.type == DeviceType.CPU)
             throw new ArgumentException($"dtype {_config.DType} is meant for a GPU; use float32 on the CPU", nameof(TrainConfig.DType));

@@ -37,7 +37,10 @@ root.SetAction(pr =>
     }
     return failed == 0 ? 0 : 1;
 });
-return root.Parse(args).Invoke();
+var parsed = root.Parse(args);
+if (parsed.Errors.Count == 0) return parsed.Invoke();
+foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+return 2;
 
 static int Fail(string message)
 {

@@ -51,10 +51,40 @@ public class CliTests
     [InlineData("rank --ranks 0", "--ranks")]
     [InlineData("rank --spectra-shape 8x", "--spectra-shape")]
     [InlineData("rank --runs /nonexistent", "--runs")]
+    [InlineData("plot --runs /nonexistent/folder", "--runs")]
+    [InlineData("plot", "--runs")]
+    [InlineData("designs --device cuda:x", "--device: device 'cuda:x': the CUDA index must be a number")]
+    [InlineData("memorization --preset smoke --device cuda:x", "--device: device 'cuda:x': the CUDA index must be a number")]
+    [InlineData("memorization --preset smoke --methods lora mora-9", "--methods: 'mora-9': unknown MoRA design '9'")]
+    [InlineData("memorization --preset smoke --steps 0", "error: --steps must be positive, got 0")]
+    [InlineData("memorization --preset smoke --steps 41", "--steps 41 must be a multiple of --eval-points 2")]
+    [InlineData("bench --preset tiny --repeats 0", "--repeats must be at least 1, got 0")]
     public void BadArgumentsNameTheOption(string args, string option)
     {
         var (code, output) = Cli(args);
         Assert.Equal(2, code);
         Assert.Contains(option, output);
+    }
+
+    [Fact]
+    public void CudaNIsParsedAndRefusedClearlyWithoutCuda()
+    {
+        if (cuda.is_available()) return;     // with CUDA, cuda:1 may well exist
+        foreach (var args in new[] { "designs --device cuda:1", $"memorization --preset smoke --device cuda:1 --out \"{TestSupport.TempDir()}\"" })
+        {
+            var (code, output) = Cli(args);
+            Assert.Equal(2, code);
+            Assert.Contains("--device", output);
+            Assert.Contains("device cuda:1 asked for, but CUDA is not available", output);
+            Assert.DoesNotContain("(Parameter", output);
+        }
+    }
+
+    [Fact]
+    public void HelpShowsHowToCallIt()
+    {
+        var (code, output) = Cli("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("dotnet run -c Release --", output);
     }
 }

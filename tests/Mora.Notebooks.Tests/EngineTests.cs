@@ -221,7 +221,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
                  {
                      (new() { LearningRate = 0 }, "LearningRate"), (new() { LearningRate = -1 }, "LearningRate"), (new() { Steps = 0 }, "Steps"),
                      (new() { BatchSize = 0 }, "BatchSize"), (new() { GradAccumulation = 0 }, "GradAccumulation"), (new() { DType = "int8" }, "DType"),
-                     (new() { Device = "tpu" }, "Device"), (new() { Beta2 = 1 }, "Beta2"), (new() { MinLrRatio = 2 }, "MinLrRatio"),
+                     (new() { Device = ComputeDevice.Cuda(7) }, "Device"), (new() { Beta2 = 1 }, "Beta2"), (new() { MinLrRatio = 2 }, "MinLrRatio"),
                  })
             Assert.Equal(field, Assert.Throws<ArgumentException>(() => bad.Validate()).ParamName);
         using var model = fixture.Load();

@@ -21,7 +21,7 @@ public class ValidationAndIOTests
         Assert.Equal("rHat", Assert.Throws<ArgumentException>(() => new CompressDecompress(16, 16, 17, MoraType.Sharing)).ParamName);
         Assert.Equal("type", Assert.Throws<ArgumentException>(() => new CompressDecompress(64, 64, 32, (MoraType)9)).ParamName);
         Assert.Equal("type", Assert.Throws<ArgumentException>(() => MoraTypes.Parse("spiral")).ParamName);
-        Assert.Equal("mora_type", Assert.Throws<ArgumentException>(() => MoraTypes.FromNumber(7)).ParamName);
+        Assert.Equal("mora_type", Assert.Throws<ArgumentException>(() => MoraTypes.Parse("7", "mora_type")).ParamName);
         Assert.Equal(MoraType.Rotation, MoraTypes.Parse("6"));
         Assert.Equal(MoraType.Rotation, MoraTypes.Parse("rotation"));
         var op = new CompressDecompress(64, 48, 30, MoraType.Sharing);
@@ -49,7 +49,7 @@ public class ValidationAndIOTests
         Assert.Equal("Dropout", Assert.Throws<ArgumentException>(() => (AdapterConfig.Lora() with { Dropout = 1.5 }).Validate()).ParamName);
         Assert.Equal("MoraType", Assert.Throws<ArgumentException>(() => (AdapterConfig.Mora() with { MoraType = (MoraType)42 }).Validate()).ParamName);
         Assert.Equal("TargetModules", Assert.Throws<ArgumentException>(() => (AdapterConfig.Mora() with { TargetModules = [] }).Validate()).ParamName);
-        Assert.Equal("method", Assert.Throws<ArgumentException>(() => AdapterConfig.ParseMethod("qlora")).ParamName);
+        Assert.Equal("method", Assert.Throws<ArgumentException>(() => Mora.Experiments.MethodSpec.Parse("qlora", "method")).ParamName);
         var layer = new MoraLinear(nn.Linear(16, 24), 4, MoraType.Sharing);
         using var wrong = randn(3, 15);
         Assert.Equal("x", Assert.Throws<ArgumentException>(() => layer.forward(wrong)).ParamName);
