@@ -21,7 +21,7 @@ static class BenchCommand
         var noLoop = new Option<bool>("--no-column-loop") { Description = "skip timing the reference's loop over columns" };
         var device = names.Bind(CliSupport.DeviceOption(), nameof(BenchSpec.Device));
         var dtype = names.Bind(new Option<string>("--dtype") { Description = "float32, bfloat16 or float16 (the last two on a GPU)", DefaultValueFactory = _ => "float32" }, nameof(BenchSpec.DType));
-        var outDir = new Option<string?>("--out") { Description = "folder for layer.csv, merge.csv, train.csv, bench.md, COMMAND.txt (default figures/bench/<preset>)" };
+        var outDir = new Option<string?>("--out") { Description = "folder for layer.csv, merge.csv, train.csv, bench.md, COMMAND.txt (default runs/bench/<preset>, ignored by git; publish with --out figures/bench/<name>)" };
         var command = new Command("bench", "Benchmark MoRA's cost against LoRA and the hardware: one layer forward + backward (ratios to the base and to LoRA, FLOP floors, peak memory), ΔW materialisation against the reference's column loop, a whole training step per method.")
             { preset, shapes, tokens, ranks, mergeShapes, repeats, trainSteps, noLoop, device, dtype, outDir };
         command.SetAction(pr => CliSupport.Guard(names, () =>
@@ -36,7 +36,7 @@ static class BenchCommand
             spec = spec with { ColumnLoop = !pr.GetValue(noLoop), Device = pr.GetValue(device), DType = pr.GetValue(dtype)! };
             spec.Validate();
             TorchRuntime.Ensure();
-            string dir = pr.GetValue(outDir) ?? Path.Combine("figures", "bench", SafePath.Name(spec.Preset, "--preset"));
+            string dir = pr.GetValue(outDir) ?? Path.Combine("runs", "bench", SafePath.Name(spec.Preset, "--preset"));
             Directory.CreateDirectory(dir);
             Benchmarks.Run(spec, dir, Console.Out);
             CliSupport.WriteCommand(Path.Combine(dir, Benchmarks.CommandFile), args);
