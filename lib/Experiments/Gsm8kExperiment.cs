@@ -76,8 +76,6 @@ public static class Gsm8kExperiment
         spec.Validate();
         output ??= TextWriter.Null;
         outDir = Path.GetFullPath(outDir);
-        Directory.CreateDirectory(outDir);
-        ExperimentFolder.Claim(outDir, spec, "GSM8K");
 
         ITextTokenizer tokenizer = spec.BaseModel is not null && File.Exists(Path.Combine(spec.BaseModel, ModelIO.TokenizerFile))
             ? HfTokenizer.Load(spec.BaseModel) : new CharTokenizer();
@@ -92,6 +90,10 @@ public static class Gsm8kExperiment
         int longest = examples.Max(e => e.Tokens.Length) + spec.MaxNewTokens;
         if (longest > spec.Context && spec.BaseModel is null)
             throw new ArgumentException($"{nameof(spec.Context)} {spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", nameof(spec.Context));
+        // A local base is read once before anything is written: bad weights fail here, not after spec.json exists.
+        if (spec.BaseModel is not null) using (ModelIO.Load(spec.BaseModel)) { }
+        Directory.CreateDirectory(outDir);
+        ExperimentFolder.Claim(outDir, spec, "GSM8K");
         output.WriteLine($"{train.Count} training and {test.Count} test problems ({(spec.TrainFile is null ? "generated" : spec.TrainFile)}), tokenizer {tokenizer.GetType().Name}");
 
         var results = new List<Gsm8kRun>();
@@ -113,7 +115,11 @@ public static class Gsm8kExperiment
     {
         string dir = Path.Combine(outDir, $"base-seed{seed}");
         string modelDir = Path.Combine(dir, "model");
-        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile))) return modelDir;
+        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile)))
+        {
+            output.WriteLine($"base seed {seed}: reusing the pretrained base in {modelDir}");
+            return modelDir;
+        }
         torch.manual_seed(seed);
         var config = LlamaConfig.Preset(spec.Model, tokenizer.VocabSize) with
         { MaxPositionEmbeddings = spec.Context, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId };
@@ -139,7 +145,11 @@ public static class Gsm8kExperiment
     {
         string name = method.RunName(r, seed);
         string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
-        if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done) return done;
+        if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done)
+        {
+            output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {dir} to run it again)");
+            return done;
+        }
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
@@ -189,7 +199,7 @@ public static class Gsm8kExperiment
     {
         var steps = spec.EvalSteps;
         var sb = new StringBuilder();
-        sb.AppendLine($"Exact-match accuracy (%) on {spec.TestProblems} held-out GSM8K-style problems by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}; mean ± sd over seeds)");
+        sb.AppendLine($"Exact-match accuracy (%) on {spec.TestProblems} held-out GSM8K-style problems by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean ± sd over seeds" : "; one seed, so no spread")})");
         sb.Append($"{"method",-16} {"r",3} {"params",10}");
         foreach (var s in steps) sb.Append($" {"step " + s,13}");
         sb.AppendLine();

@@ -90,7 +90,11 @@ public static class MemorizationExperiment
     {
         string dir = Path.Combine(outDir, $"base-seed{seed}");
         string modelDir = Path.Combine(dir, "model");
-        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile))) return modelDir;
+        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile)))
+        {
+            output.WriteLine($"base seed {seed}: reusing the pretrained base in {modelDir}");
+            return modelDir;
+        }
         var pre = new MemorizationTask(UuidPairs.Generate(spec.PretrainPairs, seed: 2000 + seed));
         using var model = pre.NewModel(LlamaConfig.Preset(spec.Model, 128), seed);
         if (spec.PretrainSteps > 0)
@@ -112,7 +116,11 @@ public static class MemorizationExperiment
     {
         string name = method.RunName(r, seed);
         string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
-        if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done) return done;
+        if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done)
+        {
+            output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {dir} to run it again)");
+            return done;
+        }
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
@@ -164,7 +172,7 @@ public static class MemorizationExperiment
     {
         var steps = spec.EvalSteps;
         var sb = new StringBuilder();
-        sb.AppendLine($"Character-level accuracy (%) on {spec.Pairs} UUID pairs by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}; mean ± sd over seeds)");
+        sb.AppendLine($"Character-level accuracy (%) on {spec.Pairs} UUID pairs by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean ± sd over seeds" : "; one seed, so no spread")})");
         sb.Append($"{"method",-16} {"r",3} {"params",10}");
         foreach (var s in steps) sb.Append($" {"step " + s,13}");
         sb.AppendLine($" {"exact match",13}");

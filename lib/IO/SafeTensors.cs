@@ -103,7 +103,7 @@ public static class SafeTensors
         stream.ReadExactly(len);
         ulong n = BinaryPrimitives.ReadUInt64LittleEndian(len);
         if (n > (ulong)MaxHeaderBytes || n > (ulong)(fileLength - 8))
-            throw new SafeTensorsFormatException($"{path}: header length {n} is absurd (file has {fileLength - 8} bytes after the length field, limit {MaxHeaderBytes})");
+            throw new SafeTensorsFormatException($"{path}: truncated, or not a safetensors file: its header length field says {n} bytes, but {fileLength - 8} bytes follow it (headers are at most {MaxHeaderBytes:N0})");
         var headerBytes = new byte[(int)n];
         stream.ReadExactly(headerBytes);
         if (!System.Text.Unicode.Utf8.IsValid(headerBytes))

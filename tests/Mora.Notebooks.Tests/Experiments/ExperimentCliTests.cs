@@ -51,6 +51,8 @@ public class ExperimentCliTests
         var (again, output2) = Cli($"memorization --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
         Assert.True(again == 0, output2);
         Assert.DoesNotContain("train step", output2);
+        Assert.Contains("finished before, reusing its result.json", output2);
+        Assert.Contains("reusing the pretrained base", output2);
         Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
     }
 
@@ -156,6 +158,21 @@ public class ExperimentCliTests
         var (code, output) = Cli(args + $" --out \"{TestSupport.TempDir()}\"");
         Assert.Equal(2, code);
         Assert.Contains(expected, output);
+    }
+
+    [Fact]
+    public void ABaseWithBadWeightsFailsBeforeAnythingIsWritten()
+    {
+        string baseDir = TestSupport.TempDir(), outDir = Path.Combine(TestSupport.TempDir(), "out");
+        using (var rng = TestSupport.TorchSeed())
+        using (var model = new Mora.Model.LlamaForCausalLM(Mora.Model.LlamaConfig.Tiny()))
+            Mora.Model.ModelIO.Save(model, baseDir);
+        using (var wrong = randn(3, 4))
+            Mora.IO.SafeTensors.Save(Path.Combine(baseDir, Mora.Model.ModelIO.WeightsFile), [("model.embed_tokens.weight", wrong)]);
+        var (code, output) = Cli($"gsm8k --preset smoke --base \"{baseDir}\" --out \"{outDir}\"");
+        Assert.True(code is 1 or 2, $"exit {code}: {output}");
+        Assert.Contains("model.embed_tokens.weight", output);
+        Assert.False(File.Exists(Path.Combine(outDir, Gsm8kExperiment.SpecFile)), "spec.json was written before the base was checked");
     }
 
     [Fact]

@@ -95,8 +95,8 @@ public class ValidationAndIOTests
     public static IEnumerable<object[]> BadFiles() => new[]
     {
         new object[] { "shorter than the 8-byte", new byte[] { 1, 2, 3 } },
-        new object[] { "header length", BitConverter.GetBytes(ulong.MaxValue).Concat(new byte[16]).ToArray() },
-        new object[] { "header length", BitConverter.GetBytes(1_000_000UL).Concat(new byte[64]).ToArray() },
+        new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(ulong.MaxValue).Concat(new byte[16]).ToArray() },
+        new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(1_000_000UL).Concat(new byte[64]).ToArray() },
         new object[] { "not valid JSON", Build("{\"a\": {\"dtype\": \"F32\",", 16) },
         new object[] { "unknown dtype 'F8'", Build("{\"a\": {\"dtype\": \"F8\", \"shape\": [4], \"data_offsets\": [0, 4]}}", 4) },
         new object[] { "run past the end", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}", 8) },
