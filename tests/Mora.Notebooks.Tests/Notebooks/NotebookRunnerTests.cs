@@ -43,4 +43,24 @@ public class NotebookOutputTests
         Assert.Equal(Path.Combine("runs", "notebooks", "x"), Notebook.Show(Notebook.RunsDir("x")));
         Assert.Contains("/runs/", File.ReadAllText(Path.Combine(Notebook.RepoRoot, ".gitignore")));
     }
+
+    /// <summary>nbformat 4.5: every cell has a unique id; Jupyter sees C# (language_info), VS Code the Polyglot kernel
+    /// (kernelspec .net-csharp).</summary>
+    [Fact]
+    public void NotebookFilesAreNbformat45WithCellIdsAndCSharpLanguageInfo()
+    {
+        var files = Directory.GetFiles(Path.Combine(Notebook.RepoRoot, "notebooks"), "*.ipynb");
+        Assert.NotEmpty(files);
+        foreach (var f in files)
+        {
+            var doc = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(f))!;
+            string name = Path.GetFileName(f);
+            Assert.True(doc["nbformat"]!.GetValue<int>() == 4 && doc["nbformat_minor"]!.GetValue<int>() >= 5, $"{name}: not nbformat 4.5");
+            var ids = doc["cells"]!.AsArray().Select(c => c!["id"]?.GetValue<string>()).ToList();
+            Assert.All(ids, id => Assert.Matches("^[A-Za-z0-9_-]{1,64}$", id ?? ""));
+            Assert.Equal(ids.Count, ids.Distinct().Count());
+            Assert.Equal("C#", doc["metadata"]!["language_info"]!["name"]!.GetValue<string>());
+            Assert.Equal(".net-csharp", doc["metadata"]!["kernelspec"]!["name"]!.GetValue<string>());
+        }
+    }
 }
