@@ -18,7 +18,7 @@ var root = new RootCommand(
 
 // ---- info
 var info = new Command("info", "Show the TorchSharp runtime (native fix, device, threads) and run a tensor check.");
-info.SetAction(_ => Info());
+info.SetAction(_ => Guard(Info));
 root.Subcommands.Add(info);
 
 // ---- rank
@@ -235,6 +235,22 @@ plot.SetAction(pr => Guard(() =>
 }));
 root.Subcommands.Add(plot);
 
+// ---- bundle
+var packOut = new Option<string?>("--out") { Description = "output folder (default: .device/ in the repository)" };
+var bundle = new Command("bundle", "Pack the kit for a Linux GPU server with PyTorch and no .NET: the .NET runtime, the kit built with -p:TorchBackend=pytorch (no libtorch), and run.sh.") { packOut };
+bundle.SetAction(pr => Guard(() =>
+{
+    try
+    {
+        var files = Mora.Cli.KitBundle.Create(pr.GetValue(packOut), Console.Out);
+        foreach (var f in files) Console.WriteLine($"{new FileInfo(f).Length / 1048576.0,7:F1} MiB  {f}");
+        Console.WriteLine($"total {files.Sum(f => new FileInfo(f).Length) / 1048576.0:F1} MiB. Copy the folder to the server, then: bash <folder>/run.sh info");
+        return 0;
+    }
+    catch (InvalidOperationException e) { Console.Error.WriteLine($"error: {e.Message}"); return 1; }
+}));
+root.Subcommands.Add(bundle);
+
 root.SetAction(_ => Guard(() =>
 {
     Console.WriteLine("Default job: the memorisation reproduction at its default preset (see --help for every command; `memorization --help` for its settings).");
@@ -249,6 +265,14 @@ static int Info()
     Console.WriteLine($"TorchSharp native fix: {report.Action}");
     if (report.SystemLibStdCxx is not null) Console.WriteLine($"  system libstdc++: {report.SystemLibStdCxx}");
     foreach (var f in report.Patched) Console.WriteLine($"  patched: {f}");
+    var lt = report.LibTorch;
+    if (lt.Check is { } check)
+    {
+        Console.WriteLine($"libtorch: {check.Folder} (from {lt.Source}; build TorchBackend={lt.Backend}), torch {check.TorchVersion}");
+        Console.WriteLine($"  symbol check: {check.Summary}");
+        Console.WriteLine($"  preloaded: {string.Join(", ", lt.Preloaded.Select(Path.GetFileName))}");
+    }
+    else Console.WriteLine($"libtorch: the package natives (build TorchBackend={lt.Backend}; set {LibTorchBinding.EnvironmentVariable} to use an installed PyTorch's)");
     Console.WriteLine($"CUDA available: {cuda.is_available()}  threads: {get_num_threads()}");
     using var a = randn(128, 64, dtype: ScalarType.Float64);
     using var q = linalg.qr(a).Q;
@@ -291,7 +315,7 @@ static Device ParseDevice(string name)
     {
         "cpu" => CPU,
         "cuda" when cuda.is_available() => CUDA,
-        "cuda" => throw new ArgumentException("--device cuda: no CUDA device is visible (build with -p:TorchBackend=cuda-linux or cuda-windows)"),
+        "cuda" => throw new ArgumentException("--device cuda: no CUDA device is visible (build with -p:TorchBackend=cuda-linux or cuda-windows, or use a CUDA PyTorch: -p:TorchBackend=pytorch or MORA_LIBTORCH)"),
         _ => throw new ArgumentException($"--device: expected cpu or cuda, got '{name}'"),
     };
 }
@@ -341,6 +365,11 @@ static int Guard(Func<int> body)
     {
         Console.Error.WriteLine($"error: {e.Message}");
         return 2;
+    }
+    catch (PlatformNotSupportedException e)
+    {
+        Console.Error.WriteLine($"error: {e.Message}");
+        return 3;
     }
     catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException
                                or Mora.Training.TrainingOutOfMemoryException or System.Text.Json.JsonException)
