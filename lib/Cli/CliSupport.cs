@@ -47,6 +47,17 @@ static class CliSupport
             Console.Error.WriteLine($"error: {names.Describe(e)}");
             return 2;
         }
+        catch (NotSupportedException e)   // PlatformNotSupportedException / LibTorchException: libtorch unusable here
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 3;
+        }
+        catch (Exception e) when (e is TypeInitializationException or DllNotFoundException && e.ToString().Contains("TorchSharp", StringComparison.Ordinal))
+        {
+            Console.Error.WriteLine($"error: TorchSharp could not load libtorch: {(e.InnerException ?? e).Message.Split('\n')[0]} " +
+                $"(a -p:TorchBackend=cpu build needs its libtorch natives; elsewhere set {Mora.Native.LibTorchBinding.EnvironmentVariable} to a PyTorch install's torch/lib)");
+            return 3;
+        }
         catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException
                                    or Mora.Training.TrainingOutOfMemoryException or System.Text.Json.JsonException)
         {

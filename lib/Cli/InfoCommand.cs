@@ -10,8 +10,8 @@ static class InfoCommand
 {
     public static Command Create()
     {
-        var command = new Command("info", "Show the TorchSharp runtime (native fix, device, threads) and run a tensor check.");
-        command.SetAction(_ => Run());
+        var command = new Command("info", "Show the TorchSharp runtime (native fix, which libtorch and its symbol check, device, threads) and run a tensor check.");
+        command.SetAction(_ => CliSupport.Guard(new OptionNames(), Run));
         return command;
     }
 
@@ -21,6 +21,14 @@ static class InfoCommand
         Console.WriteLine($"TorchSharp native fix: {report.Action}");
         if (report.SystemLibStdCxx is not null) Console.WriteLine($"  system libstdc++: {report.SystemLibStdCxx}");
         foreach (var f in report.Patched) Console.WriteLine($"  patched: {f}");
+        var lt = report.LibTorch;
+        if (lt.Check is { } check)
+        {
+            Console.WriteLine($"libtorch: {check.Folder} (from {lt.Source}; build TorchBackend={lt.Backend}), torch {check.TorchVersion}");
+            Console.WriteLine($"  symbol check: {check.Summary}");
+            Console.WriteLine($"  preloaded: {string.Join(", ", lt.Preloaded.Select(Path.GetFileName))}");
+        }
+        else Console.WriteLine($"libtorch: the package natives (build TorchBackend={lt.Backend}; set {LibTorchBinding.EnvironmentVariable} to use an installed PyTorch's)");
         Console.WriteLine($"CUDA available: {cuda.is_available()}  default device: {ComputeDevice.Default()}  threads: {get_num_threads()}");
         using var a = randn(128, 64, dtype: ScalarType.Float64);
         using var q = linalg.qr(a).Q;

@@ -58,7 +58,7 @@ public readonly record struct ComputeDevice
         if (!IsCuda) return this;
         TorchRuntime.Ensure();
         if (!torch.cuda.is_available())
-            throw new ArgumentException($"device {this} asked for, but CUDA is not available (build with -p:TorchBackend=cuda-linux or cuda-windows on a machine with an NVIDIA GPU; `info` shows what TorchSharp sees)", paramName);
+            throw new ArgumentException($"device {this} asked for, but CUDA is not available (on a machine with an NVIDIA GPU: use a CUDA PyTorch's libtorch with -p:TorchBackend=pytorch or MORA_LIBTORCH, or build with -p:TorchBackend=cuda-linux or cuda-windows; `info` shows what TorchSharp sees)", paramName);
         int count = torch.cuda.device_count();
         if (CudaIndex >= count)
             throw new ArgumentException($"device {this} asked for, but only {count} CUDA device{(count == 1 ? "" : "s")} visible (cuda:0 … cuda:{count - 1})", paramName);

@@ -10,7 +10,12 @@ namespace Mora.Native;
 /// <param name="SystemLibStdCxx">the libstdc++ the check read (Linux only)</param>
 /// <param name="Patched">files rewritten in this call</param>
 /// <param name="Checked">every TorchSharp native library looked at</param>
-public sealed record TorchNativeReport(string Action, string? SystemLibStdCxx, IReadOnlyList<string> Patched, IReadOnlyList<string> Checked);
+public sealed record TorchNativeReport(string Action, string? SystemLibStdCxx, IReadOnlyList<string> Patched, IReadOnlyList<string> Checked)
+{
+    /// <summary>Which libtorch TorchSharp binds to: the package natives, or an installed PyTorch's
+    /// (<see cref="LibTorchBinding"/>), with its symbol check.</summary>
+    public LibTorchReport LibTorch { get; init; } = new("cpu", "package natives", null, []);
+}
 
 /// <summary>
 /// Makes TorchSharp 0.107's native library load on Debian 12 / Ubuntu 22.04.
@@ -29,6 +34,11 @@ public sealed record TorchNativeReport(string Action, string? SystemLibStdCxx, I
 /// notebook's <c>#r "nuget: ..."</c> loads), writes each through a temporary file and a rename, and does nothing on
 /// Windows, on macOS, or where the system libstdc++ already has the version. Any other missing version is reported as
 /// an error, not patched, because other symbols would then fail to bind.
+/// </para>
+/// <para>
+/// It then binds TorchSharp to an installed PyTorch's libtorch when <c>MORA_LIBTORCH</c> is set or the kit was built
+/// with <c>-p:TorchBackend=pytorch</c> (<see cref="LibTorchBinding"/>): the symbol check and the preload by full path
+/// happen here, before TorchSharp's own loader runs.
 /// </para>
 /// </summary>
 public static class TorchRuntime
@@ -53,10 +63,18 @@ public static class TorchRuntime
     {
         lock (Gate)
         {
+            if (_error is null && _report is null)
+            {
+                try
+                {
+                    var report = Apply();
+                    _report = report with { LibTorch = LibTorchBinding.Bind(report.Checked.FirstOrDefault()) };
+                }
+                catch (Exception e) { _error = e; }
+            }
+            if (_error is LibTorchException) throw new LibTorchException(_error.Message, _error);
             if (_error is not null) throw new PlatformNotSupportedException(_error.Message, _error);
-            if (_report is not null) return _report;
-            try { return _report = Apply(); }
-            catch (Exception e) { _error = e; throw new PlatformNotSupportedException(e.Message, e); }
+            return _report!;
         }
     }
 
@@ -64,6 +82,7 @@ public static class TorchRuntime
     {
         if (!OperatingSystem.IsLinux())
             return new TorchNativeReport("none needed", null, [], []);
+        var candidates = Candidates().ToList();   // the first is the copy TorchSharp's loader picks up first
         string? stdcxx = FindSystemLibStdCxx();
         byte[]? stdcxxBytes = stdcxx is null ? null : File.ReadAllBytes(stdcxx);
         bool Provides(string version) => stdcxxBytes is not null && Contains(stdcxxBytes, Encoding.ASCII.GetBytes(version + "\0"));
@@ -71,7 +90,7 @@ public static class TorchRuntime
         var patched = new List<string>();
         var checkedFiles = new List<string>();
         bool sawPatchedAlready = false;
-        foreach (string file in Candidates())
+        foreach (string file in candidates)
         {
             checkedFiles.Add(file);
             byte[] bytes = File.ReadAllBytes(file);

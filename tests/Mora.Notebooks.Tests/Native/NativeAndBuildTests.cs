@@ -75,11 +75,16 @@ public class NativeAndBuildTests
         Assert.Equal(!systemIsNew, ElfVersionNeeds.Read(File.ReadAllBytes(copy)).Single(n => n.Version == TorchRuntime.SafeToWeaken).Weak);
     }
 
-    public static (int Code, string Output) Run(string exe, string args, string? workingDir = null, int timeoutMs = 300_000)
+    /// <summary>Starts a process and returns its exit code and output. <paramref name="environment"/> sets (or, with a
+    /// null value, removes) variables of the child's environment.</summary>
+    public static (int Code, string Output) Run(string exe, string args, string? workingDir = null, int timeoutMs = 300_000,
+        IReadOnlyDictionary<string, string?>? environment = null)
     {
         var psi = new ProcessStartInfo(exe, args) { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDir ?? TestSupport.RepoRoot };
         psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         psi.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+            if (value is null) psi.Environment.Remove(name); else psi.Environment[name] = value;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -93,6 +98,7 @@ public class NativeAndBuildTests
     [InlineData("cpu", "TorchSharp", "TorchSharp-cuda-linux")]
     [InlineData("cuda-linux", "TorchSharp-cuda-linux", "libtorch-cpu-linux-x64")]
     [InlineData("cuda-windows", "TorchSharp-cuda-windows", "libtorch-cpu-linux-x64")]
+    [InlineData("pytorch", "TorchSharp", "libtorch-cpu-linux-x64")]
     public void TorchBackendPropertySelectsThePackage(string backend, string expected, string absent)
     {
         var (code, output) = Run("dotnet", $"msbuild Mora.Notebooks.csproj -nologo -getItem:PackageReference -p:TorchBackend={backend}");
