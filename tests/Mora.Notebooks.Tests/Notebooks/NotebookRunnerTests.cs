@@ -63,4 +63,24 @@ public class NotebookOutputTests
             Assert.Equal(".net-csharp", doc["metadata"]!["kernelspec"]!["name"]!.GetValue<string>());
         }
     }
+
+    /// <summary>The notebooks' package versions come from one place: the build writes notebooks/packages.dib from the
+    /// csproj's package references (for this OS and TorchBackend), setup.dib imports it and names no version itself.</summary>
+    [Fact]
+    public void NotebookPackagesAreWrittenByTheBuildFromTheCsproj()
+    {
+        string root = Notebook.RepoRoot;
+        string setup = File.ReadAllText(Path.Combine(root, "notebooks", "setup.dib"));
+        Assert.DoesNotContain("nuget:", setup);
+        Assert.Contains("#!import packages.dib", setup);
+        string packages = File.ReadAllText(Path.Combine(root, "notebooks", "packages.dib"));
+        var project = System.Xml.Linq.XDocument.Load(Path.Combine(root, "Mora.Notebooks.csproj"));
+        string Property(string name) => project.Descendants(name).Single().Value;
+        Assert.Contains($"#r \"nuget: TorchSharp, {Property("TorchSharpVersion")}\"", packages);
+        if (OperatingSystem.IsLinux()) Assert.Contains($"#r \"nuget: libtorch-cpu-linux-x64, {Property("LibTorchVersion")}\"", packages);
+        Assert.DoesNotContain("libtorch-cpu-win-x64", packages);
+        foreach (var reference in project.Descendants("PackageReference").Where(p => p.Parent!.Attribute("Condition") is null))
+            Assert.Contains($"#r \"nuget: {reference.Attribute("Include")!.Value}, {reference.Attribute("Version")!.Value}\"", packages);
+        Assert.Contains("/notebooks/packages.dib", File.ReadAllText(Path.Combine(root, ".gitignore")));
+    }
 }
