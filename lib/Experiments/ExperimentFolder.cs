@@ -69,6 +69,10 @@ public static class ExperimentFolder
         return (mean, sd);
     }
 
+    /// <summary>A path as the experiments print it: relative to the working directory (the repository from the command
+    /// line), so printed output holds no machine's folders.</summary>
+    public static string Show(string path) => Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(path));
+
     /// <summary>"12.3 ± 4.5" (percent) over several seeds, "12.3" for one.</summary>
     public static string Percent(IReadOnlyCollection<double> values)
     {

@@ -82,7 +82,7 @@ public static class MemorizationExperiment
         WriteTables(spec, outDir, results);
         output.WriteLine();
         output.WriteLine(FormatTable(spec, results));
-        output.WriteLine($"table: {Path.Combine(outDir, TableFile)} (per run), {Path.Combine(outDir, SummaryFile)} (mean and spread over seeds)");
+        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and spread over seeds)");
         return results;
     }
 
@@ -92,7 +92,7 @@ public static class MemorizationExperiment
         string modelDir = Path.Combine(dir, "model");
         if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile)))
         {
-            output.WriteLine($"base seed {seed}: reusing the pretrained base in {modelDir}");
+            output.WriteLine($"base seed {seed}: reusing the pretrained base in {ExperimentFolder.Show(modelDir)}");
             return modelDir;
         }
         var pre = new MemorizationTask(UuidPairs.Generate(spec.PretrainPairs, seed: 2000 + seed));
@@ -118,7 +118,7 @@ public static class MemorizationExperiment
         string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
         if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done)
         {
-            output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {dir} to run it again)");
+            output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
             return done;
         }
         using var model = ModelIO.Load(baseDir);

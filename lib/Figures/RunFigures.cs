@@ -49,25 +49,15 @@ public static class RunFigures
         return curves;
     }
 
-    /// <summary>The interactive chart of <paramref name="curves"/> (a notebook displays it; <see cref="Write"/> saves it).</summary>
-    public static GenericChart LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false)
-    {
-        var combined = Chart.Combine(curves.Select(c => Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
-        return PlotlyInterop.WithTitle(combined, title)
-            .WithXAxisStyle<double, double, string>(TitleText: xLabel)
-            .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
-    }
-
-    /// <summary>Writes <c>{basePath}.html</c> and <c>{basePath}.png</c>; returns both paths.</summary>
-    public static (string Html, string Png) Write(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, string basePath, bool logY = false)
+    /// <summary>The chart of <paramref name="curves"/> as a notebook shows it: interactive (Plotly) and static (PNG);
+    /// <see cref="Write"/> saves the same figure.</summary>
+    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false)
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
-        string html = basePath + ".html", png = basePath + ".png";
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(basePath))!);
-
-        var chart = LineChart(curves, title, xLabel, yLabel, logY);
-        string page = PlotlyInterop.OfflineHtml(chart, title);
-        AtomicFile.WriteText(html, page);
+        var combined = Chart.Combine(curves.Select(c => Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
+        var chart = PlotlyInterop.WithTitle(combined, title)
+            .WithXAxisStyle<double, double, string>(TitleText: xLabel)
+            .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
 
         var plot = new ScottPlot.Plot();
         foreach (var c in curves)
@@ -81,17 +71,23 @@ public static class RunFigures
         plot.XLabel(xLabel);
         plot.YLabel(logY ? $"log10 {yLabel}" : yLabel);
         plot.ShowLegend(ScottPlot.Edge.Right);   // beside the axes, so no curve is hidden
-        string tmp = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(png))!, $".{Path.GetFileNameWithoutExtension(png)}.{Guid.NewGuid():N}.png");
-        try
-        {
-            plot.SavePng(tmp, 900, 520);
-            File.Move(tmp, png, overwrite: true);
-        }
-        finally { if (File.Exists(tmp)) File.Delete(tmp); }
+        return new ChartFigure(chart, plot.GetImageBytes(900, 520, ScottPlot.ImageFormat.Png), title);
+    }
+
+    /// <summary>Writes <c>{basePath}.html</c> (interactive, plotly.js inlined) and <c>{basePath}.png</c>; returns both paths.</summary>
+    public static (string Html, string Png) Write(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, string basePath, bool logY = false) =>
+        Save(LineChart(curves, title, xLabel, yLabel, logY), basePath);
+
+    /// <summary>Writes a figure as <c>{basePath}.html</c> and <c>{basePath}.png</c>, each atomically; returns both paths.</summary>
+    public static (string Html, string Png) Save(ChartFigure figure, string basePath)
+    {
+        string html = basePath + ".html", png = basePath + ".png";
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(basePath))!);
+        AtomicFile.WriteText(html, PlotlyInterop.OfflineHtml(figure.Chart, figure.Title));
+        AtomicFile.Write(png, s => s.Write(figure.Png));
         return (html, png);
     }
 
-    /// <summary>Every run folder (one holding log.csv) under <paramref name="root"/>, by its path relative to the root.</summary>
     public static List<(string Name, RunLog Log)> FindRuns(string root)
     {
         if (!Directory.Exists(root)) throw new ArgumentException($"no folder {Path.GetFullPath(root)}", nameof(root));

@@ -176,7 +176,7 @@ public static class NotebookCharts
 
     /// <summary>Matrices side by side in one heatmap (a NaN gap between them), written as HTML + PNG under
     /// <paramref name="basePath"/>; returns the chart.</summary>
-    public static GenericChart Heatmaps(IReadOnlyList<(string Name, double[,] Z)> panels, string title, string basePath)
+    public static Figures.ChartFigure Heatmaps(IReadOnlyList<(string Name, double[,] Z)> panels, string title, string basePath)
     {
         int rows = panels.Max(p => p.Z.GetLength(0)), gap = 2;
         int cols = panels.Sum(p => p.Z.GetLength(1) + gap) - gap;
@@ -190,26 +190,24 @@ public static class NotebookCharts
         }
         string fullTitle = $"{title}: {string.Join(" | ", panels.Select(p => p.Name))}";
         var chart = Titled(Plotly.NET.CSharp.Chart.Heatmap<double, int, int, string>(z.Select(r => (IEnumerable<double>)r)), fullTitle);
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(basePath))!);
-        IO.AtomicFile.WriteText(basePath + ".html", Figures.PlotlyInterop.OfflineHtml(chart, title));
         var plot = new ScottPlot.Plot();
         var grid = new double[rows, cols];
         for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) grid[i, j] = z[i][j];
         plot.Add.Heatmap(grid);
         plot.Title(fullTitle.Length > 90 ? title : fullTitle);
-        string tmp = basePath + $".{Guid.NewGuid():N}.tmp.png";
-        plot.SavePng(tmp, 1200, 360);
-        File.Move(tmp, basePath + ".png", overwrite: true);
-        return chart;
+        var figure = new Figures.ChartFigure(chart, plot.GetImageBytes(1200, 360, ScottPlot.ImageFormat.Png), title);
+        Figures.RunFigures.Save(figure, basePath);
+        return figure;
     }
 
     /// <summary>Every run of every experiment in one interactive chart: the training loss (EMA <paramref name="smoothing"/>)
     /// by step; the legend toggles runs, one dropdown shows all experiments or one, another switches the y axis between
     /// log and linear. Written as HTML + PNG under <paramref name="basePath"/> when given.</summary>
-    public static GenericChart CompareRuns(IReadOnlyList<(string Experiment, string Run, Training.RunLog Log)> runs, double smoothing, string? basePath = null)
+    public static Figures.ChartFigure CompareRuns(IReadOnlyList<(string Experiment, string Run, Training.RunLog Log)> runs, double smoothing, string? basePath = null)
     {
         var curves = runs.Select(r => Figures.RunFigures.Curves([($"{r.Experiment}/{r.Run}", r.Log)], "loss", smoothing).Single()).ToList();
-        var chart = Figures.RunFigures.LineChart(curves, $"training loss by step (EMA {smoothing})", "step", "loss", logY: true);
+        var lines = Figures.RunFigures.LineChart(curves, $"training loss by step (EMA {smoothing})", "step", "loss", logY: true);
+        if (basePath is not null) Figures.RunFigures.Save(lines, basePath);
         var experiments = runs.Select(r => r.Experiment).Distinct().ToList();
         object Button(string label, IEnumerable<bool> visible) => new { label, method = "restyle", args = new object[] { new { visible = visible.ToArray() } } };
         var buttons = new List<object> { Button("all experiments", runs.Select(_ => true)) };
@@ -229,8 +227,7 @@ public static class NotebookCharts
             },
         });
         layout.SetProperty("margin", new { t = 110 });
-        chart = Figures.PlotlyInterop.WithLayout(chart, layout);
-        if (basePath is not null) Figures.RunFigures.Write(curves, $"training loss by step (EMA {smoothing})", "step", "loss", basePath, logY: true);
-        return chart;
+        // The static forms show every run (the dropdown and the buttons need the interactive one).
+        return lines with { Chart = Figures.PlotlyInterop.WithLayout(lines.Chart, layout) };
     }
 }

@@ -162,7 +162,11 @@ public static class NotebookRunner
             else
             {
                 var data = new JsonObject();
-                foreach (var (mime, value) in o.Data!) data[mime] = Lines(value);
+                // JSON forms (application/json, application/vnd.plotly.v1+json, …) are objects in the file, as nbformat has them;
+                // a PNG is one base64 string; text is split into lines.
+                foreach (var (mime, value) in o.Data!)
+                    data[mime] = mime.EndsWith("json", StringComparison.Ordinal) ? JsonNode.Parse(value)
+                        : mime.StartsWith("image/", StringComparison.Ordinal) && mime != "image/svg+xml" ? JsonValue.Create(value) : Lines(value);
                 var output = new JsonObject { ["output_type"] = o.Kind == "result" ? "execute_result" : "display_data", ["data"] = data, ["metadata"] = new JsonObject() };
                 if (o.Kind == "result") output["execution_count"] = count;
                 outputs.Add(output);
