@@ -76,13 +76,15 @@ public class ReliabilityTests
     [Fact]
     public async Task AReaderNeverSeesAHalfWrittenFile()
     {
-        // One thread rewrites a 2 MB file 200 times through AtomicFile; another reads it as fast as it can. Every read
-        // must be one whole version (its header line says how long it is), and no temporary file may be left behind.
+        // One thread rewrites a 2 MB file through AtomicFile, at least 200 times and until the reader has read it 20 times
+        // (on a loaded machine the reader may start late: the writer waits for it, up to 2 minutes); another reads it as
+        // fast as it can. Every read must be one whole version (its header line says how long it is), and no temporary
+        // file may be left behind.
         string dir = TestSupport.TempDir(), path = Path.Combine(dir, "log.csv");
         string Version(int v) { string body = new string((char)('a' + v % 26), 2_000_000 + v); return $"{body.Length}\n{body}"; }
         AtomicFile.WriteText(path, Version(0));
         using var done = new CancellationTokenSource();
-        int reads = 0;
+        int reads = 0;                                   // read with Volatile: the writer's loop waits on it
         var reader = Task.Run(() =>
         {
             while (!done.IsCancellationRequested)
@@ -90,10 +92,12 @@ public class ReliabilityTests
                 string text = File.ReadAllText(path);
                 int nl = text.IndexOf('\n');
                 Assert.True(nl > 0 && int.Parse(text[..nl]) == text.Length - nl - 1, $"read a partial file of {text.Length} characters");
-                reads++;
+                Interlocked.Increment(ref reads);
             }
         });
-        for (int v = 1; v <= 200; v++) AtomicFile.WriteText(path, Version(v));
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int v = 1; v <= 200 || (Volatile.Read(ref reads) < 20 && clock.Elapsed < TimeSpan.FromMinutes(2)); v++)
+            AtomicFile.WriteText(path, Version(v));
         done.Cancel();
         await reader;
         Assert.True(reads > 10, $"only {reads} reads overlapped the writes");
