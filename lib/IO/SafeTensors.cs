@@ -166,8 +166,12 @@ public static class SafeTensors
             // The element count, and the strides libtorch derives from the shape: a contiguous tensor's strides are products
             // of max(size, 1), so a zero-sized dimension does not stop the others from overflowing them ("Stride calculation
             // overflowed" from inside libtorch otherwise). Both must fit, in bytes, in a signed 64-bit integer.
-            try { count = checked(count * dim); span = checked(span * Math.Max(dim, 1) * info.Size); }
-            catch (OverflowException) { throw new SafeTensorsFormatException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}...] overflows a 64-bit size or stride"); }
+            try { count = checked(count * dim); span = checked(span * Math.Max(dim, 1)); _ = checked(span * info.Size); }
+            catch (OverflowException)
+            {
+                int rest = sh.GetArrayLength() - shape.Count;
+                throw new SafeTensorsFormatException($"{path}: tensor '{name}' shape [{string.Join(", ", shape)}{(rest > 0 ? ", …" : "")}] overflows a 64-bit size or stride");
+            }
         }
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no [begin, end] data_offsets");

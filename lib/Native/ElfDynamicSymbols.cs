@@ -120,7 +120,7 @@ public sealed record ElfDynamicSymbols(string File, string? Soname, IReadOnlyLis
 
     static byte[] ReadAt(FileStream fs, long offset, long size, string file, string what)
     {
-        if (offset < 0 || size < 0 || offset + size > fs.Length)
+        if (offset < 0 || size < 0 || size > fs.Length - offset)
             throw new InvalidDataException($"{file}: truncated or corrupt ELF ({what} at offset {offset} + {size} past the end, {fs.Length} bytes)");
         if (size > int.MaxValue) throw new InvalidDataException($"{file}: {what} too large ({size} bytes)");
         var buf = new byte[size];

@@ -114,7 +114,7 @@ public static class Notebook
     }
 
     /// <summary>A chart as notebook HTML (plotly.js from its CDN; the saved figures inline it instead).</summary>
-    public static string ChartHtml(GenericChart chart) => Figures.PlotlyInterop.StableIds(GenericChart.toChartHTML(chart));
+    public static string ChartHtml(GenericChart chart) => GenericChart.toChartHTML(chart);   // fresh ids: one chart may be shown twice on a page
 }
 
 /// <summary>Experiment results as DataFrames, one row a run, one column per evaluation step (as the paper's tables).</summary>

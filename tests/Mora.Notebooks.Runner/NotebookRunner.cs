@@ -141,6 +141,13 @@ public static class NotebookRunner
         return results;
     }
 
+    /// <summary>A JSON output as an object, or null (kept as text) when the kernel sent something that is not JSON.</summary>
+    static JsonNode? ParseJson(string value)
+    {
+        try { return JsonNode.Parse(value); }
+        catch (JsonException) { return null; }
+    }
+
     static JsonArray Outputs(CellResult result, int count)
     {
         static JsonArray Lines(string s)
@@ -165,7 +172,7 @@ public static class NotebookRunner
                 // JSON forms (application/json, application/vnd.plotly.v1+json, …) are objects in the file, as nbformat has them;
                 // a PNG is one base64 string; text is split into lines.
                 foreach (var (mime, value) in o.Data!)
-                    data[mime] = mime.EndsWith("json", StringComparison.Ordinal) ? JsonNode.Parse(value)
+                    data[mime] = mime.EndsWith("json", StringComparison.Ordinal) && ParseJson(value) is { } json ? json
                         : mime.StartsWith("image/", StringComparison.Ordinal) && mime != "image/svg+xml" ? JsonValue.Create(value) : Lines(value);
                 var output = new JsonObject { ["output_type"] = o.Kind == "result" ? "execute_result" : "display_data", ["data"] = data, ["metadata"] = new JsonObject() };
                 if (o.Kind == "result") output["execution_count"] = count;

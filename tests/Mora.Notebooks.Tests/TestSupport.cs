@@ -77,10 +77,14 @@ public static class TestSupport
     /// disposed. Module initialisation (nn.Linear, adapters) and the trainer draw from that one generator, so tests that
     /// use it take turns through this lock while every other test runs in parallel; each still gets its own seed, and
     /// the same draws on every run. Use as <c>using var rng = TestSupport.TorchSeed();</c>.</summary>
+    /// <remarks>Hold it on one thread: do not <c>await</c> inside (a Monitor is released by the thread that took it). A test
+    /// that waits over 10 minutes for it fails with a message instead of hanging.</remarks>
     public static IDisposable TorchSeed(long salt = 0, [CallerMemberName] string test = "")
     {
-        Monitor.Enter(GlobalTorchRng);
-        torch.manual_seed(Seed(salt, test));
+        if (!Monitor.TryEnter(GlobalTorchRng, TimeSpan.FromMinutes(10)))
+            throw new TimeoutException($"{test}: waited 10 minutes for torch's global generator (a test holds TorchSeed across an await, or never disposed it)");
+        try { torch.manual_seed(Seed(salt, test)); }
+        catch { Monitor.Exit(GlobalTorchRng); throw; }
         return new Release();
     }
 

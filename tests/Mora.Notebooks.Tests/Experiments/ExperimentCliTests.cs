@@ -165,10 +165,12 @@ public class ExperimentCliTests
     {
         string baseDir = TestSupport.TempDir(), outDir = Path.Combine(TestSupport.TempDir(), "out");
         using (var rng = TestSupport.TorchSeed())
-        using (var model = new Mora.Model.LlamaForCausalLM(Mora.Model.LlamaConfig.Tiny()))
-            Mora.Model.ModelIO.Save(model, baseDir);
-        using (var wrong = randn(3, 4))
+        {
+            using (var model = new Mora.Model.LlamaForCausalLM(Mora.Model.LlamaConfig.Tiny()))
+                Mora.Model.ModelIO.Save(model, baseDir);
+            using var wrong = randn(3, 4);
             Mora.IO.SafeTensors.Save(Path.Combine(baseDir, Mora.Model.ModelIO.WeightsFile), [("model.embed_tokens.weight", wrong)]);
+        }
         var (code, output) = Cli($"gsm8k --preset smoke --base \"{baseDir}\" --out \"{outDir}\"");
         Assert.True(code is 1 or 2, $"exit {code}: {output}");
         Assert.Contains("model.embed_tokens.weight", output);

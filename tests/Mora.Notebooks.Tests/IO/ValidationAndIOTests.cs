@@ -116,6 +116,19 @@ public class ValidationAndIOTests
 
     /// <summary>A zero-sized tensor whose strides still fit loads as an empty tensor of its shape (the stride check must not
     /// refuse legitimate empty tensors).</summary>
+    /// <summary>Many small dimensions in a wide dtype are legitimate: the stride check multiplies the element size in once
+    /// (an F64 [2]×16 tensor is 512 KiB), not once per dimension.</summary>
+    [Fact]
+    public void ManyDimensionsOfAWideDTypeLoad()
+    {
+        int bytes = 8 << 16;
+        string shape = string.Join(", ", Enumerable.Repeat(2, 16));
+        string path = Write(Build($"{{\"a\": {{\"dtype\": \"F64\", \"shape\": [{shape}], \"data_offsets\": [0, {bytes}]}}}}", bytes));
+        var (tensors, _) = SafeTensors.Load(path);
+        Assert.Equal(Enumerable.Repeat(2L, 16), tensors["a"].shape);
+        foreach (var t in tensors.Values) t.Dispose();
+    }
+
     [Fact]
     public void ZeroSizedTensorsWithSaneStridesLoad()
     {

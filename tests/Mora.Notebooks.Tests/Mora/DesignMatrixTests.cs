@@ -29,7 +29,8 @@ public class DesignMatrixTests
     {
         int seed = TestSupport.Seed(d * 7919 + k * 104729 + (int)type * 31 + (int)dt, test);
         using var g = new torch.Generator((ulong)seed);
-        var lin = nn.Linear(k, d, hasBias: true, dtype: dt);
+        Linear lin;
+        using (TestSupport.TorchSeed(seed, test)) lin = nn.Linear(k, d, hasBias: true, dtype: dt);   // its init draws from torch's generator
         using (no_grad())
         {
             using var w = randn(d, k, dtype: dt, generator: g) / Math.Sqrt(k); lin.weight!.copy_(w);
@@ -141,7 +142,9 @@ public class DesignMatrixTests
         string dir = TestSupport.TempDir();
         AdapterIO.Save(holder, config, dir);
 
-        using var lin2 = nn.Linear(k, d, hasBias: true, dtype: dt);
+        Linear lin2Made;
+        using (TestSupport.TorchSeed(d * 7919 + k * 104729 + (int)type * 31 + (int)dt)) lin2Made = nn.Linear(k, d, hasBias: true, dtype: dt);
+        using var lin2 = lin2Made;
         using (no_grad()) { lin2.weight!.copy_(s.Layer.BaseWeight); lin2.bias!.copy_(s.Base.bias!); }
         var holder2 = new Holder(lin2);
         var loaded = AdapterIO.Load(holder2, dir);
