@@ -137,6 +137,13 @@ public static class NotebookRunner
             cell["outputs"] = Outputs(result, count);
             if (!result.Ok) break;
         }
+        // The run itself, for readers and the README: preset, cores and seconds (the full-preset times the README quotes).
+        doc["metadata"]!["mora_run"] = new JsonObject
+        {
+            ["preset"] = environment?.GetValueOrDefault("MORA_NOTEBOOK_PRESET"),
+            ["cores"] = Environment.ProcessorCount,
+            ["seconds"] = Math.Round(results.Sum(r => r.Seconds)),
+        };
         if (writeTo is not null) Mora.IO.AtomicFile.WriteText(writeTo, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }) + "\n");
         return results;
     }
