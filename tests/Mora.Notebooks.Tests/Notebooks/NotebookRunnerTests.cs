@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Mora.Notebooks;
 
 namespace Mora.Tests;
@@ -82,5 +83,23 @@ public class NotebookOutputTests
         foreach (var reference in project.Descendants("PackageReference").Where(p => p.Parent!.Attribute("Condition") is null))
             Assert.Contains($"#r \"nuget: {reference.Attribute("Include")!.Value}, {reference.Attribute("Version")!.Value}\"", packages);
         Assert.Contains("/notebooks/packages.dib", File.ReadAllText(Path.Combine(root, ".gitignore")));
+    }
+
+    /// <summary>The README's notebook table quotes each notebook's full-preset run time from the notebook's own metadata
+    /// (written by the runner when it publishes), so the number and its source cannot drift apart.</summary>
+    [Fact]
+    public void TheReadmesNotebookTimesAreTheCommittedRuns()
+    {
+        string readme = File.ReadAllText(Path.Combine(Notebook.RepoRoot, "README.md"));
+        foreach (var f in Directory.GetFiles(Path.Combine(Notebook.RepoRoot, "notebooks"), "*.ipynb"))
+        {
+            string name = Path.GetFileNameWithoutExtension(f);
+            var run = JsonNode.Parse(File.ReadAllText(f))!["metadata"]!["mora_run"];
+            Assert.True(run is not null, $"{name}: no mora_run metadata (publish with the runner's --write)");
+            Assert.Equal("full", run!["preset"]!.GetValue<string>());
+            var row = readme.Split('\n').SingleOrDefault(l => l.StartsWith($"| `{name}` |", StringComparison.Ordinal));
+            Assert.True(row is not null, $"README has no notebook table row for {name}");
+            Assert.Contains($"| {run["seconds"]!.GetValue<double>():0} s on {run["cores"]!.GetValue<int>()} cores |", row);
+        }
     }
 }
