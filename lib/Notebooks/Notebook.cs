@@ -63,7 +63,11 @@ public static class Notebook
     }
 
     /// <summary>runs/notebooks/&lt;name&gt;/ (a resumable experiment folder: rerunning a finished cell reads its results).</summary>
-    public static string RunsDir(string name) => IO.SafePath.Under(Path.Combine(OutputRoot ?? RepoRoot, "runs", "notebooks"), name, nameof(name));
+    public static string RunsDir(string name) => IO.SafePath.Under(RunsRoot, name, nameof(name));
+
+    /// <summary>runs/notebooks/ under <see cref="OutputRoot"/>, else in the repository (ignored by git): where every
+    /// notebook's experiment folders are.</summary>
+    public static string RunsRoot => Path.Combine(OutputRoot ?? RepoRoot, "runs", "notebooks");
 
     /// <summary>Records (or any objects) as a DataFrame, one column per public property: whole numbers as Int64, other
     /// numbers as Double, the rest as strings.</summary>

@@ -7,9 +7,10 @@ using Mora.Notebooks;
 var names = new Option<string[]>("--names") { Description = "notebooks to run (prefixes such as 00 03; default: all in notebooks/)", AllowMultipleArgumentsPerToken = true };
 var preset = new Option<string>("--preset") { Description = "fast or full (sets MORA_NOTEBOOK_PRESET for the kernel)", DefaultValueFactory = _ => "fast" };
 var write = new Option<bool>("--write") { Description = "publish: write the outputs into the notebooks and their figures into figures/notebooks/" };
+var record = new Option<string?>("--record") { Description = "also write each notebook's run time to this CSV (notebook, preset, cores, seconds)" };
 var outDir = new Option<string?>("--out") { Description = "folder for runs/ and figures/ (MORA_NOTEBOOK_OUT; default: runs/ in the repository, or the repository itself with --write)" };
 var root = new RootCommand("Run the notebooks headless in the real .NET Interactive kernel (the local tool).\n" +
-                           "Usage: dotnet run -c Release --project tests/Mora.Notebooks.Runner -- [options]") { names, preset, write, outDir };
+                           "Usage: dotnet run -c Release --project tests/Mora.Notebooks.Runner -- [options]") { names, preset, write, outDir, record };
 root.SetAction(pr =>
 {
     string p = pr.GetValue(preset)!;
@@ -27,6 +28,7 @@ root.SetAction(pr =>
         ? $"runs and figures under {Notebook.Show(root)}{(publish ? "; outputs written into the notebooks" : "")}"
         : "runs under runs/notebooks, figures under runs/figures/notebooks (publish with --write)");
     int failed = 0;
+    var times = new System.Text.StringBuilder("notebook,preset,cores,seconds\n");
     foreach (var nb in chosen)
     {
         Console.WriteLine($"{Path.GetFileName(nb)} ({p})");
@@ -34,7 +36,9 @@ root.SetAction(pr =>
         var bad = results.FirstOrDefault(r => !r.Ok);
         if (bad is not null) { failed++; Console.Error.WriteLine($"error: {Path.GetFileName(nb)} cell {bad.Index}: {bad.Error}"); }
         else Console.WriteLine($"  {results.Count} cells ok in {results.Sum(r => r.Seconds):F0} s");
+        times.Append(FormattableString.Invariant($"{Path.GetFileNameWithoutExtension(nb)},{p},{Environment.ProcessorCount},{Math.Round(results.Sum(r => r.Seconds))}\n"));
     }
+    if (pr.GetValue(record) is { } csv) Mora.IO.AtomicFile.WriteText(csv, times.ToString());
     return failed == 0 ? 0 : 1;
 });
 var parsed = root.Parse(args);

@@ -41,8 +41,19 @@ public class NotebookOutputTests
         string dir = Notebook.FiguresDir("00-quickstart");
         Assert.StartsWith(Path.Combine(Notebook.RepoRoot, "runs", "figures", "notebooks"), dir);
         Assert.StartsWith(Path.Combine(Notebook.RepoRoot, "runs", "notebooks"), Notebook.RunsDir("x"));
+        Assert.Equal(Path.Combine(Notebook.RepoRoot, "runs", "notebooks"), Notebook.RunsRoot);
         Assert.Equal(Path.Combine("runs", "notebooks", "x"), Notebook.Show(Notebook.RunsDir("x")));
         Assert.Contains("/runs/", File.ReadAllText(Path.Combine(Notebook.RepoRoot, ".gitignore")));
+    }
+
+    /// <summary>The kernel tests run every notebook with MORA_NOTEBOOK_OUT set; a reader runs them without it, where
+    /// <see cref="Notebook.OutputRoot"/> is null. Notebooks reach their folders through RunsRoot, RunsDir and FiguresDir,
+    /// which work both ways (05 once combined OutputRoot into a path and failed for readers).</summary>
+    [Fact]
+    public void NotebooksReachTheirFoldersThroughPathsThatWorkWithoutAnOutputRoot()
+    {
+        foreach (var f in Directory.GetFiles(Path.Combine(Notebook.RepoRoot, "notebooks"), "*.ipynb"))
+            Assert.DoesNotContain(NotebookRunner.CodeCells(f), c => c.Contains("Notebook.OutputRoot", StringComparison.Ordinal));
     }
 
     /// <summary>nbformat 4.5: every cell has a unique id; Jupyter sees C# (language_info), VS Code the Polyglot kernel
@@ -86,7 +97,8 @@ public class NotebookOutputTests
     }
 
     /// <summary>The README's notebook table quotes each notebook's full-preset run time from the notebook's own metadata
-    /// (written by the runner when it publishes), so the number and its source cannot drift apart.</summary>
+    /// (written by the runner when it publishes) and its fast-preset time from figures/notebooks/run-times-fast.csv (the
+    /// runner's --record), so the numbers and their sources cannot drift apart.</summary>
     [Fact]
     public void TheReadmesNotebookTimesAreTheCommittedRuns()
     {
@@ -100,6 +112,10 @@ public class NotebookOutputTests
             var row = readme.Split('\n').SingleOrDefault(l => l.StartsWith($"| `{name}` |", StringComparison.Ordinal));
             Assert.True(row is not null, $"README has no notebook table row for {name}");
             Assert.Contains($"| {run["seconds"]!.GetValue<double>():0} s on {run["cores"]!.GetValue<int>()} cores |", row);
+            var fast = File.ReadAllLines(Path.Combine(Notebook.RepoRoot, "figures", "notebooks", "run-times-fast.csv"))
+                .Select(l => l.Split(',')).Single(c => c[0] == name);
+            Assert.Equal("fast", fast[1]);
+            Assert.EndsWith($"| {fast[3]} s on {fast[2]} cores |", row!.TrimEnd());
         }
     }
 }
