@@ -38,19 +38,24 @@ public class OperatorMapTests
 
     static long Salt(MoraType type, int d, int k, int rHat) => d * 7919 + k * 104729 + rHat * 31 + (int)type;
 
-    /// <summary>The operator and a random M (drawn from torch's generator: call inside the test's TorchSeed).</summary>
-    static CompressDecompress Make(MoraType type, int d, int k, int rHat, out Tensor m)
+    /// <summary>One case: the operator and a random M, drawn while the case holds torch's generator (seeded for this test
+    /// and shape; the test's other draws come from it too). Disposing releases both.</summary>
+    sealed record Case(CompressDecompress Op, Tensor M, IDisposable Rng) : IDisposable
     {
-        m = randn(rHat, rHat, dtype: ScalarType.Float64);
-        return new CompressDecompress(d, k, rHat, type);
+        public void Dispose() { M.Dispose(); Rng.Dispose(); }
+    }
+
+    static Case Make(MoraType type, int d, int k, int rHat, [System.Runtime.CompilerServices.CallerMemberName] string test = "")
+    {
+        var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat), test);
+        return new Case(new CompressDecompress(d, k, rHat, type), randn(rHat, rHat, dtype: ScalarType.Float64), rng);
     }
 
     [Theory, MemberData(nameof(Cases))]
     public void MapsComposeToTheForwardsJacobian(MoraType type, int d, int k, int rHat)
     {
-        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
-        var op = Make(type, d, k, rHat, out var m);
-        using var _m = m;
+        using var c = Make(type, d, k, rHat);
+        var (op, m) = (c.Op, c.M);
         using var ms = op.Compression.MS(m, op.Decompression.RowsRead);
         using var composed = op.Decompression.TimesRows(ms);
         using var jacobian = op.DeltaWeightFromForward(m);
@@ -65,9 +70,8 @@ public class OperatorMapTests
     [Theory, MemberData(nameof(Cases))]
     public void EachMapsShareIsTheJacobianOfItsForward(MoraType type, int d, int k, int rHat)
     {
-        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
-        var op = Make(type, d, k, rHat, out var m);
-        using var _m = m;
+        using var c = Make(type, d, k, rHat);
+        var (op, m) = (c.Op, c.M);
         var (comp, decomp) = (op.Compression, op.Decompression);
         int width = comp.Width;
         Assert.Equal(width, decomp.Width);
@@ -102,9 +106,8 @@ public class OperatorMapTests
     [Theory, MemberData(nameof(Cases))]
     public void MergeTakesItsInPlacePathWhereTheStructureAllows(MoraType type, int d, int k, int rHat)
     {
-        using var rng = TestSupport.TorchSeed(Salt(type, d, k, rHat));
-        var op = Make(type, d, k, rHat, out var m);
-        using var _m = m;
+        using var c = Make(type, d, k, rHat);
+        var (op, m) = (c.Op, c.M);
         bool expected = type == MoraType.Truncation
             || (type.IsBlockwise() ? d == k && k % rHat == 0 : d % rHat == 0 && k % rHat == 0);
         using var w = randn(d, k, dtype: ScalarType.Float64);
