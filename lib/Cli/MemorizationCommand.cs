@@ -32,7 +32,7 @@ static class MemorizationCommand
     static int Run(MemorizationSpec spec, string? outDir, string? figures, string[] commandLine)
     {
         spec.Validate();
-        return CliSupport.Experiment("memorization", spec, outDir, figures, commandLine, [MemorizationExperiment.TableFile, MemorizationExperiment.SummaryFile],
-            (dir, cancel) => MemorizationExperiment.FormatTable(spec, MemorizationExperiment.Run(spec, dir, Console.Out, cancel)));
+        return CliSupport.Experiment("memorization", spec, outDir, figures, commandLine, MemorizationExperiment.ReportFiles(spec),
+            (dir, cancel) => MemorizationExperiment.FormatTable(spec, MemorizationExperiment.Run(spec, dir, Console.Out, cancel), dir));
     }
 }

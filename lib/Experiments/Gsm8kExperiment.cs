@@ -48,6 +48,8 @@ public sealed record Gsm8kSpec : ExperimentSpec
     {
         Positive(TrainProblems, nameof(TrainProblems)); Positive(TestProblems, nameof(TestProblems)); Positive(MaxNewTokens, nameof(MaxNewTokens));
         Positive(Context, nameof(Context)); Positive(PretrainDocuments, nameof(PretrainDocuments));
+        if (MethodRanks.Count > 0) throw new ArgumentException($"{nameof(MethodRanks)}: the gsm8k experiment runs every method at every rank", nameof(MethodRanks));
+        if (Tunes) throw new ArgumentException($"{nameof(AdapterLrGrid)}: the gsm8k experiment takes fixed rates (--lr, --full-lr); learning-rate sweeps are the memorization experiment's so far", nameof(AdapterLrGrid));
         ValidateShared();
         if (TrainFile is not null && !File.Exists(TrainFile)) throw new ArgumentException($"{nameof(TrainFile)}: no file {Path.GetFullPath(TrainFile)}", nameof(TrainFile));
         if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"{nameof(TestFile)}: no file {Path.GetFullPath(TestFile)}", nameof(TestFile));

@@ -4,6 +4,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mora.Adapters;
 using Mora.Data;
+using Mora.Evaluation;
+using Mora.Figures;
 using Mora.IO;
 using Mora.Model;
 using Mora.Training;
@@ -21,20 +23,41 @@ public sealed record MemorizationSpec : ExperimentSpec
     }
 
     public int Pairs { get; init; } = 32;
+    /// <summary>When set, one base pretrained from this seed serves every seed and the tuning runs (as the paper fine-tunes
+    /// one LLaMA); seeds then vary the pairs, the adapter's initialisation and the order. When null, each seed pretrains its own base.</summary>
+    public int? BaseSeed { get; init; }
     public int PretrainPairs { get; init; } = 512;
 
-    /// <summary>smoke (tests, ~15 s), default (the main job, ~1–2 min), cpu-hour (the committed results, under an hour a seed on 2 cores).</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu-hour"];
+    /// <summary>smoke (tests, ~15 s), smoke-tuned (the tuning path at test size), default (the main job, ~1–2 min),
+    /// cpu-hour (the first committed results: one untuned rate, 2 seeds), cpu-regimes (the paper's two rank regimes on the
+    /// medium model, hidden 256: r = 1 is r/d = 0.4 %, the paper's r = 8 on a 4096-wide model; r = 16 is 6 %, its r = 256;
+    /// MoRA with the paper's design for each: rotation at the low rank, sharing at the high one; each method's rate tuned;
+    /// one pretrained base, 5 fine-tuning seeds; about 1.5 h on one core).</summary>
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "cpu-regimes"];
 
     public static MemorizationSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
         "smoke" => new() { Preset = "smoke", Pairs = 8, PretrainPairs = 256, PretrainSteps = 60, Steps = 40, Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], EvalPoints = 2 },
+        "smoke-tuned" => new()
+        {
+            Preset = "smoke-tuned", Pairs = 8, PretrainPairs = 256, PretrainSteps = 60, Steps = 40, Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full],
+            Seeds = [0, 1], EvalPoints = 2, AdapterLrGrid = [3e-3, 1e-2], FullLrGrid = [1e-3, 3e-3], TuneSteps = 20, TuneSeed = 100,
+        },
         "default" => new(),
         "cpu-hour" => new()
         {
             Preset = "cpu-hour", Model = "small", Pairs = 64, PretrainPairs = 2048, PretrainSteps = 400, Steps = 400, BatchSize = 16,
             Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [8], Seeds = [0, 1], EvalPoints = 4,
             AdapterLr = 5e-3, FullLr = 1e-3, PretrainLr = 2e-3,
+        },
+        "cpu-regimes" => new()
+        {
+            Preset = "cpu-regimes", Model = "medium", Pairs = 32, PretrainPairs = 2048, BatchSize = 16,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [1, 16],
+            MethodRanks = new Dictionary<string, IReadOnlyList<int>> { ["mora-rotation"] = [1], ["mora-sharing"] = [16] },
+            Seeds = [0, 1, 2, 3, 4], BaseSeed = 0, EvalPoints = 5, PretrainLr = 2e-3, Steps = 200, PretrainSteps = 250,
+            AdapterLrGrid = LearningRateSweep.LogGrid(1e-3, 4), FullLrGrid = LearningRateSweep.LogGrid(1e-4, 4), TuneSteps = 60, TuneSeed = 100,
+            AdapterLr = 5e-3, FullLr = 1e-3,
         },
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
@@ -48,9 +71,19 @@ public sealed record MemorizationSpec : ExperimentSpec
     }
 }
 
-/// <summary>One fine-tuning run's result (one row of <c>memorization.csv</c>).</summary>
+/// <summary>One fine-tuning run's result (one row of <c>memorization.csv</c>); <c>LearningRate</c> is the rate it trained at
+/// (0 in results written before rates were recorded).</summary>
 public sealed record MemorizationRun(string Method, int Rank, int Seed, long TrainableParameters, IReadOnlyDictionary<int, double> CharAccuracyAt,
-    double ExactMatch, double FinalLoss, double WallSeconds);
+    double ExactMatch, double FinalLoss, double WallSeconds, double LearningRate = 0);
+
+/// <summary>The character-accuracy floor of one seed: the pretrained base's score on the new pairs before fine-tuning (it
+/// knows the format, not the values), beside the chance level of a model that writes the format and guesses every hex digit.</summary>
+public sealed record MemorizationFloor(int Seed, double BaseCharAccuracy)
+{
+    /// <summary>Chance character accuracy of a perfect-format guesser: of a UUID's 36 characters, 4 dashes and the version
+    /// digit are fixed, the variant digit is one of 4, the other 30 hex digits one of 16: (5 + 1/4 + 30/16) / 36 = 19.8 %.</summary>
+    public static double Chance => (5 + 0.25 + 30.0 / 16) / 36;
+}
 
 /// <summary>
 /// The memorisation reproduction as one resumable job. Layout under the output folder: <c>base-seed{s}/</c> (pretraining run,
@@ -61,7 +94,15 @@ public sealed record MemorizationRun(string Method, int Rank, int Seed, long Tra
 /// </summary>
 public static class MemorizationExperiment
 {
-    public const string TableFile = "memorization.csv", SummaryFile = "memorization-summary.csv", SpecFile = ExperimentFolder.SpecFile;
+    public const string TableFile = "memorization.csv", SummaryFile = "memorization-summary.csv", PairedFile = "memorization-paired.csv",
+        FloorFile = "memorization-floor.csv", SpecFile = ExperimentFolder.SpecFile;
+
+    /// <summary>Every file the job writes for its report (tables, the sweep when tuned, the mean-curve figure).</summary>
+    public static string[] ReportFiles(MemorizationSpec spec) =>
+        [TableFile, SummaryFile, PairedFile, FloorFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : [], MeanFigure + ".html", MeanFigure + ".png"];
+
+    /// <summary>The figure of mean character accuracy by step per method and rank, with the floor drawn.</summary>
+    public const string MeanFigure = "memorization-mean-char_acc";
 
     public static IReadOnlyList<MemorizationRun> Run(MemorizationSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
     {
@@ -70,20 +111,62 @@ public static class MemorizationExperiment
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
         ExperimentFolder.Claim(outDir, spec, "memorisation");
+        var rates = TuneRates(spec, outDir, output, cancel);
         var results = new List<MemorizationRun>();
+        var floors = new List<MemorizationFloor>();
         foreach (int seed in spec.Seeds)
         {
             var task = new MemorizationTask(UuidPairs.Generate(spec.Pairs, seed: 1000 + seed));
-            string baseDir = PretrainBase(spec, outDir, seed, output, cancel);
-            foreach (var method in spec.Methods)
-                foreach (int r in method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks)
-                    results.Add(FineTune(spec, outDir, task, baseDir, method, r, seed, output, cancel));
+            string baseDir = PretrainBase(spec, outDir, spec.BaseSeed ?? seed, output, cancel);
+            floors.Add(Floor(baseDir, task, seed));
+            foreach (var (method, r) in spec.Configurations())
+                results.Add(FineTune(spec, Path.Combine(outDir, "runs"), method.RunName(r, seed), task, baseDir, method, r, seed, rates[(method.Name, r)],
+                    spec.Steps, spec.EvalSteps, output, cancel));
         }
-        WriteTables(spec, outDir, results);
+        WriteTables(spec, outDir, results, floors);
         output.WriteLine();
-        output.WriteLine(FormatTable(spec, results));
-        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and spread over seeds)");
+        output.WriteLine(FormatTable(spec, results, outDir));
+        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and 95 % interval over seeds), {ExperimentFolder.Show(Path.Combine(outDir, PairedFile))} (MoRA − LoRA per seed)");
         return results;
+    }
+
+    /// <summary>The rate of each method and rank: tuned by <see cref="LearningRateSweep"/>'s rule on the tuning seed's own
+    /// base and pairs (runs under <c>sweep/</c>, table <c>lr-sweep.csv</c>), or the fixed rate when no grid is given.</summary>
+    static Dictionary<(string, int), double> TuneRates(MemorizationSpec spec, string outDir, TextWriter output, CancellationToken cancel)
+    {
+        var rates = new Dictionary<(string, int), double>();
+        var points = new List<SweepPoint>();
+        MemorizationTask? task = null;
+        string? baseDir = null;
+        int seed = spec.TuneSeed;
+        foreach (var (method, r) in spec.Configurations())
+        {
+            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
+            task ??= new MemorizationTask(UuidPairs.Generate(spec.Pairs, seed: 1000 + seed));
+            baseDir ??= PretrainBase(spec, outDir, spec.BaseSeed ?? seed, output, cancel);
+            var (chosen, tried) = LearningRateSweep.Choose(method.Name, r, grid, lr =>
+            {
+                string name = $"{method.RunName(r, seed)}-lr{LearningRateSweep.Lr(lr)}";
+                var run = FineTune(spec, Path.Combine(outDir, "sweep"), name, task, baseDir, method, r, seed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
+                return (run.CharAccuracyAt[spec.TuneSteps], run.FinalLoss);
+            });
+            rates[(method.Name, r)] = chosen;
+            points.AddRange(tried);
+            output.WriteLine($"{method.RunName(r, seed)}: learning rate {LearningRateSweep.Lr(chosen)} chosen ({string.Join(", ", tried.Select(p => $"{LearningRateSweep.Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : $"{100 * p.Metric:0.0} %")}"))})");
+        }
+        if (points.Count > 0) LearningRateSweep.Write(Path.Combine(outDir, LearningRateSweep.File), points);
+        return rates;
+    }
+
+    /// <summary>The base's character accuracy on this seed's pairs (written once in the base's folder).</summary>
+    static MemorizationFloor Floor(string baseDir, MemorizationTask task, int seed)
+    {
+        string path = Path.Combine(Path.GetDirectoryName(baseDir)!, $"floor-seed{seed}.json");
+        if (File.Exists(path)) return JsonSerializer.Deserialize<MemorizationFloor>(File.ReadAllText(path)) ?? throw new FormatException($"{path}: empty");
+        using var model = ModelIO.Load(baseDir);
+        var floor = new MemorizationFloor(seed, task.Evaluate(model)["char_acc"]);
+        AtomicFile.WriteText(path, JsonSerializer.Serialize(floor));
+        return floor;
     }
 
     static string PretrainBase(MemorizationSpec spec, string outDir, int seed, TextWriter output, CancellationToken cancel)
@@ -111,11 +194,10 @@ public static class MemorizationExperiment
         return modelDir;
     }
 
-    static MemorizationRun FineTune(MemorizationSpec spec, string outDir, MemorizationTask task, string baseDir, MethodSpec method, int r, int seed,
-        TextWriter output, CancellationToken cancel)
+    static MemorizationRun FineTune(MemorizationSpec spec, string root, string name, MemorizationTask task, string baseDir, MethodSpec method, int r, int seed,
+        double lr, int steps, IReadOnlyList<int> evalSteps, TextWriter output, CancellationToken cancel, bool tuning = false)
     {
-        string name = method.RunName(r, seed);
-        string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
+        string dir = SafePath.Under(root, name, "run name");
         if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done)
         {
             output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
@@ -125,65 +207,143 @@ public static class MemorizationExperiment
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
         Peft.Inject(model, adapter);
-        var evalSteps = spec.EvalSteps;
         var config = new TrainConfig
         {
-            Steps = spec.Steps, BatchSize = spec.BatchSize, LearningRate = method.Method == AdapterMethod.Full ? spec.FullLr : spec.AdapterLr,
-            WarmupSteps = Math.Min(20, spec.Steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
-            EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, spec.Steps / 4), LogEvery = 25,
+            Steps = steps, BatchSize = spec.BatchSize, LearningRate = lr,
+            WarmupSteps = Math.Min(20, steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
+            EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
-        var result = new Trainer(model, config, task.Train, task.Evaluate, adapter) { Progress = new ConsoleProgress(name) }.Run(cancel);
-        var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("char_acc")).ToDictionary(x => (int)x.Step, x => x.Metrics["char_acc"]);
-        var run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
-            evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN),
-            result.FinalMetrics["exact_match"], result.Log.Rows[^1].Loss, result.WallSeconds);
+        MemorizationRun run;
+        try
+        {
+            var result = new Trainer(model, config, task.Train, task.Evaluate, adapter) { Progress = new ConsoleProgress(name) }.Run(cancel);
+            var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("char_acc")).ToDictionary(x => (int)x.Step, x => x.Metrics["char_acc"]);
+            run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
+                evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN),
+                result.FinalMetrics["exact_match"], result.Log.Rows[^1].Loss, result.WallSeconds, lr);
+        }
+        catch (TrainingDivergedException e) when (tuning)
+        {
+            // A rate too high for this method is an outcome of the sweep, not an error: recorded, and never the choice.
+            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
+            var (metric, loss) = LearningRateSweep.Diverged;
+            run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
+                evalSteps.ToDictionary(s => s, _ => metric), 0, loss, 0, lr);
+        }
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }
 
     static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
 
-    static void WriteTables(MemorizationSpec spec, string outDir, IReadOnlyList<MemorizationRun> runs)
+    static void WriteTables(MemorizationSpec spec, string outDir, IReadOnlyList<MemorizationRun> runs, IReadOnlyList<MemorizationFloor> floors)
     {
         var steps = spec.EvalSteps;
-        var sb = new StringBuilder("method,rank,seed,trainable_parameters," + string.Join(",", steps.Select(s => $"char_acc_step{s}")) + ",exact_match,final_loss\n");
+        var sb = new StringBuilder("method,rank,seed,trainable_parameters,learning_rate," + string.Join(",", steps.Select(s => $"char_acc_step{s}")) + ",exact_match,final_loss\n");
         foreach (var r in runs)
-            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{string.Join(",", steps.Select(s => F(r.CharAccuracyAt[s])))},{F(r.ExactMatch)},{F(r.FinalLoss)}\n");
+            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{LearningRateSweep.Lr(r.LearningRate)},{string.Join(",", steps.Select(s => F(r.CharAccuracyAt[s])))},{F(r.ExactMatch)},{F(r.FinalLoss)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
 
-        var summary = new StringBuilder("method,rank,seeds,trainable_parameters," + string.Join(",", steps.Select(s => $"char_acc_step{s}_mean,char_acc_step{s}_sd")) + ",exact_match_mean,exact_match_sd\n");
+        static string Stats(MeanInterval m) => $"{F(m.Mean)},{F(m.Low)},{F(m.High)},{F(m.Sd)}";
+        var summary = new StringBuilder("method,rank,seeds,trainable_parameters,learning_rate,"
+            + string.Join(",", steps.Select(s => $"char_acc_step{s}_mean,char_acc_step{s}_ci_low,char_acc_step{s}_ci_high,char_acc_step{s}_sd"))
+            + ",exact_match_mean,exact_match_ci_low,exact_match_ci_high,exact_match_sd\n");
         foreach (var g in Groups(runs))
         {
             var list = g.ToList();
-            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters}");
-            foreach (var s in steps) { var (m, sd) = ExperimentFolder.MeanSd(list.Select(x => x.CharAccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
-            var (em, esd) = ExperimentFolder.MeanSd(list.Select(x => x.ExactMatch));
-            summary.Append($",{F(em)},{F(esd)}\n");
+            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters},{LearningRateSweep.Lr(list[0].LearningRate)}");
+            foreach (var s in steps) summary.Append(',').Append(Stats(SeedStatistics.Mean95(list.Select(x => x.CharAccuracyAt[s]))));
+            summary.Append(',').Append(Stats(SeedStatistics.Mean95(list.Select(x => x.ExactMatch)))).Append('\n');
         }
         AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
+
+        var paired = new StringBuilder("rank,method,baseline,metric,seeds,mean_difference,ci_low,ci_high\n");
+        foreach (var (rank, method, diffs) in PairedDifferences(spec, runs))
+            foreach (var (metric, d) in diffs)
+                paired.Append($"{rank},{method},lora,{metric},{d.N},{F(d.Mean)},{F(d.Low)},{F(d.High)}\n");
+        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), paired.ToString());
+
+        var floor = new StringBuilder("seed,base_char_acc,chance_char_acc\n");
+        foreach (var f in floors) floor.Append($"{f.Seed},{F(f.BaseCharAccuracy)},{F(MemorizationFloor.Chance)}\n");
+        AtomicFile.WriteText(Path.Combine(outDir, FloorFile), floor.ToString());
+
+        RunFigures.Save(MeanChart(spec, runs, floors), Path.Combine(outDir, MeanFigure));
+    }
+
+    /// <summary>Each method's per-seed difference from LoRA at the same rank (full fine-tuning against LoRA at every rank),
+    /// per reported metric: character accuracy at each step, then exact match.</summary>
+    public static IEnumerable<(int Rank, string Method, IReadOnlyList<(string Metric, MeanInterval Difference)> Differences)> PairedDifferences(
+        MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs)
+    {
+        string lora = MethodSpec.Lora.Name;
+        foreach (int rank in spec.Ranks)
+        {
+            var baseline = runs.Where(x => x.Method == lora && x.Rank == rank).ToList();
+            if (baseline.Count == 0) continue;
+            foreach (var g in runs.Where(x => x.Method != lora && (x.Rank == rank || x.Rank == 0)).GroupBy(x => x.Method))
+            {
+                var list = g.ToList();
+                var diffs = spec.EvalSteps.Select(s => ($"char_acc_step{s}", SeedStatistics.Paired95(list.ToDictionary(x => x.Seed, x => x.CharAccuracyAt[s]), baseline.ToDictionary(x => x.Seed, x => x.CharAccuracyAt[s]))))
+                    .Append(("exact_match", SeedStatistics.Paired95(list.ToDictionary(x => x.Seed, x => x.ExactMatch), baseline.ToDictionary(x => x.Seed, x => x.ExactMatch)))).ToList();
+                yield return (rank, g.Key, diffs);
+            }
+        }
+    }
+
+    /// <summary>Mean character accuracy by step per method and rank, starting from the base's score at step 0, with the two
+    /// floors drawn flat: the base model's mean and chance with the format known.</summary>
+    public static ChartFigure MeanChart(MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs, IReadOnlyList<MemorizationFloor> floors)
+    {
+        double baseMean = floors.Average(f => f.BaseCharAccuracy);
+        var x = new List<double> { 0 }.Concat(spec.EvalSteps.Select(s => (double)s)).ToList();
+        var curves = Groups(runs).Select(g => new Curve(g.Key.Rank == 0 ? g.Key.Method : $"{g.Key.Method} r={g.Key.Rank}", x,
+            new List<double> { baseMean }.Concat(spec.EvalSteps.Select(s => g.Average(r => r.CharAccuracyAt[s]))).ToList())).ToList();
+        curves.Add(new Curve("floor: base model", [0, spec.Steps], [baseMean, baseMean]));
+        curves.Add(new Curve("chance, format known", [0, spec.Steps], [MemorizationFloor.Chance, MemorizationFloor.Chance]));
+        return RunFigures.LineChart(curves, $"Character accuracy on {spec.Pairs} UUID pairs, mean over {spec.Seeds.Count} seed(s) ({spec.Model} model)", "step", "char_acc");
     }
 
     static IEnumerable<IGrouping<(string Method, int Rank), MemorizationRun>> Groups(IEnumerable<MemorizationRun> runs) =>
         runs.GroupBy(r => (r.Method, r.Rank));
 
-    /// <summary>The paper-style table: character-level accuracy (%) at fixed steps per method, mean ± sd over seeds.</summary>
-    public static string FormatTable(MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs)
+    /// <summary>The paper-style table: character-level accuracy (%) at fixed steps per method and rank with each method's
+    /// learning rate, mean and 95 % interval over seeds; then the floor, the paired differences from LoRA at the last step,
+    /// and the learning-rate rule. <paramref name="outDir"/> (the job's folder) supplies the floor and the sweep.</summary>
+    public static string FormatTable(MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs, string? outDir = null)
     {
         var steps = spec.EvalSteps;
         var sb = new StringBuilder();
-        sb.AppendLine($"Character-level accuracy (%) on {spec.Pairs} UUID pairs by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean ± sd over seeds" : "; one seed, so no spread")})");
-        sb.Append($"{"method",-16} {"r",3} {"params",10}");
-        foreach (var s in steps) sb.Append($" {"step " + s,13}");
-        sb.AppendLine($" {"exact match",13}");
+        sb.AppendLine($"Character-level accuracy (%) on {spec.Pairs} UUID pairs by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})");
+        sb.Append($"{"method",-16} {"r",3} {"params",10} {"lr",8}");
+        foreach (var s in steps) sb.Append($" {"step " + s,19}");
+        sb.AppendLine($" {"exact match",19}");
         foreach (var g in Groups(runs))
         {
             var list = g.ToList();
-            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0}");
-            foreach (var s in steps) sb.Append($" {ExperimentFolder.Percent(list.Select(x => x.CharAccuracyAt[s]).ToList()),13}");
-            sb.AppendLine($" {ExperimentFolder.Percent(list.Select(x => x.ExactMatch).ToList()),13}");
+            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0} {LearningRateSweep.Lr(list[0].LearningRate),8}");
+            foreach (var s in steps) sb.Append($" {SeedStatistics.Mean95(list.Select(x => x.CharAccuracyAt[s])).Format(100),19}");
+            sb.AppendLine($" {SeedStatistics.Mean95(list.Select(x => x.ExactMatch)).Format(100),19}");
         }
+        if (outDir is not null && File.Exists(Path.Combine(outDir, FloorFile)))
+        {
+            var bases = File.ReadAllLines(Path.Combine(outDir, FloorFile)).Skip(1).Select(l => double.Parse(l.Split(',')[1], CultureInfo.InvariantCulture)).ToList();
+            sb.AppendLine($"Floor: the pretrained base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
+        }
+        if (spec.Seeds.Count > 1)
+        {
+            string last = $"char_acc_step{steps[^1]}";
+            foreach (var (rank, method, diffs) in PairedDifferences(spec, runs))
+            {
+                var d = diffs.First(x => x.Metric == last).Difference;
+                string verdict = d.AboveZero ? "above LoRA" : d.BelowZero ? "below LoRA" : "interval spans 0";
+                sb.AppendLine($"{method} − lora at r={rank}, step {steps[^1]}, per seed: {d.Format(100)} points ({verdict})");
+            }
+        }
+        if (spec.Tunes) sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid.Count > 0 ? spec.AdapterLrGrid : spec.FullLrGrid, spec.TuneSteps, spec.TuneSeed, "character accuracy")
+            + (spec.FullLrGrid.Count > 0 && spec.AdapterLrGrid.Count > 0 ? $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}" : "")
+            + (outDir is not null && File.Exists(Path.Combine(outDir, LearningRateSweep.File)) && File.ReadAllLines(Path.Combine(outDir, LearningRateSweep.File)).Skip(1).Any(l => l.EndsWith(",1,1", StringComparison.Ordinal))
+                ? ". A chosen rate is still at an end of its extended grid (lr-sweep.csv, at_edge)." : "."));
         return sb.ToString().TrimEnd();
     }
-
 }

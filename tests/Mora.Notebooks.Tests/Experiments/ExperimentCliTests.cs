@@ -20,7 +20,7 @@ public class ExperimentCliTests
         Assert.True(code == 0, output);
         Assert.Contains("Character-level accuracy (%)", output);
         var table = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile));
-        Assert.Equal("method,rank,seed,trainable_parameters,char_acc_step20,char_acc_step40,exact_match,final_loss", table[0]);
+        Assert.Equal("method,rank,seed,trainable_parameters,learning_rate,char_acc_step20,char_acc_step40,exact_match,final_loss", table[0]);
         Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
         foreach (var row in table.Skip(1))
         {
@@ -56,7 +56,55 @@ public class ExperimentCliTests
         Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
     }
 
+    [Fact]
+    public void TunedRunPicksEachMethodsRateOnItsOwnSeedAndReportsIntervals()
+    {
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"memorization --preset smoke-tuned --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(code == 0, output);
+        var sweep = File.ReadAllLines(Path.Combine(dir, "out", LearningRateSweep.File));
+        Assert.Equal("method,rank,learning_rate,metric,final_loss,chosen,at_edge", sweep[0]);
+        var rows = sweep.Skip(1).Select(l => l.Split(',')).ToList();
+        Assert.Equal(["full", "lora", "mora-rotation"], rows.Select(r => r[0]).Distinct().Order());
+        foreach (var g in rows.GroupBy(r => r[0]))
+        {
+            Assert.True(g.Count() >= 2, $"{g.Key}: at least the grid's two rates");
+            var chosen = Assert.Single(g, r => r[5] == "1");
+            // The table's runs trained at the chosen rate, and the chosen rate scored best in the sweep.
+            double best = g.Where(r => r[3] != "diverged").Max(r => double.Parse(r[3], System.Globalization.CultureInfo.InvariantCulture));
+            Assert.Equal(best, double.Parse(chosen[3], System.Globalization.CultureInfo.InvariantCulture));
+            var runs = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)).Skip(1).Select(l => l.Split(',')).Where(r => r[0] == g.Key).ToList();
+            Assert.Equal(2, runs.Count);
+            Assert.All(runs, r => Assert.Equal(chosen[2], r[4]));
+        }
+        // Tuning runs used seed 100 only and live apart from the reported runs.
+        Assert.All(Directory.GetDirectories(Path.Combine(dir, "out", "sweep")), d => Assert.Contains("-seed100-lr", Path.GetFileName(d)));
+        Assert.DoesNotContain(Directory.GetDirectories(Path.Combine(dir, "out", "runs")), d => d.Contains("seed100"));
+        // Intervals, the paired differences, the floor and the rule are reported.
+        Assert.Contains("mean [95 % interval] over seeds", output);
+        Assert.Contains("Floor: the pretrained base scores", output);
+        Assert.Contains("mora-rotation − lora at r=8, step 40, per seed:", output);
+        Assert.Contains("Rates: learning rate per method and rank: best final character accuracy after 20 steps on tuning seed 100", output);
+        var paired = File.ReadAllLines(Path.Combine(dir, "fig", MemorizationExperiment.PairedFile));
+        Assert.Equal("rank,method,baseline,metric,seeds,mean_difference,ci_low,ci_high", paired[0]);
+        Assert.Contains(paired, l => l.StartsWith("8,mora-rotation,lora,char_acc_step40,2,", StringComparison.Ordinal));
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(dir, "fig", MemorizationExperiment.FloorFile)).Length);
+        Assert.Contains("char_acc_step40_ci_low", File.ReadAllLines(Path.Combine(dir, "fig", MemorizationExperiment.SummaryFile))[0]);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(Path.Combine(dir, "fig", MemorizationExperiment.MeanFigure + ".png"))[..4]);
+        Assert.Contains("floor: base model", File.ReadAllText(Path.Combine(dir, "fig", MemorizationExperiment.MeanFigure + ".html")));
+        // Run again: every tuning and reported run is reused.
+        var (again, output2) = Cli($"memorization --preset smoke-tuned --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(again == 0, output2);
+        Assert.DoesNotContain("train step", output2);
+        Assert.Equal(sweep, File.ReadAllLines(Path.Combine(dir, "out", LearningRateSweep.File)));
+    }
+
     [Theory]
+    [InlineData("memorization --preset smoke-tuned --tune-seed 1", "--tune-seed")]
+    [InlineData("memorization --preset smoke-tuned --lr-grid 0.01 -1", "--lr-grid")]
+    [InlineData("memorization --preset smoke-tuned --full-lr-grid 0.01 0.01", "--full-lr-grid")]
+    [InlineData("memorization --preset smoke-tuned --tune-steps 0", "--tune-steps")]
+    [InlineData("gsm8k --preset smoke --lr-grid 0.01 0.03", "--lr-grid")]
     [InlineData("memorization --preset huge", "--preset")]
     [InlineData("memorization --preset smoke --methods lora bora", "--methods")]
     [InlineData("memorization --preset smoke --methods mora-9", "--methods")]
