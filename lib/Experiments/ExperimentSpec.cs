@@ -20,6 +20,10 @@ public abstract record ExperimentSpec
     /// sharing at a high one); a method not listed runs at every rank.</summary>
     public IReadOnlyDictionary<string, IReadOnlyList<int>> MethodRanks { get; init; } = new Dictionary<string, IReadOnlyList<int>>();
     public IReadOnlyList<int> Seeds { get; init; } = [0];
+    /// <summary>When set, one base pretrained from this seed serves every seed and the tuning runs (as the paper fine-tunes
+    /// one LLaMA); seeds then vary the fine-tuning data, the adapter's initialisation and the order. When null, each seed
+    /// pretrains its own base.</summary>
+    public int? BaseSeed { get; init; }
     /// <summary>Learning rate of LoRA, DoRA and MoRA when <see cref="AdapterLrGrid"/> is empty (one rate for all of them).</summary>
     public double AdapterLr { get; init; }
     /// <summary>Learning rate of full fine-tuning when <see cref="FullLrGrid"/> is empty.</summary>

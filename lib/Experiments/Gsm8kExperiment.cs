@@ -24,6 +24,9 @@ public sealed record Gsm8kSpec : ExperimentSpec
     public int Context { get; init; } = 512;
     public int TrainProblems { get; init; } = 2000;
     public int TestProblems { get; init; } = 100;
+    /// <summary>Problems apart from the training and test splits that tuning runs are scored on (needed when rates are tuned:
+    /// a rate picked on the test split would flatter every method).</summary>
+    public int ValidationProblems { get; init; }
     public MathStyle Style { get; init; } = new() { MinSteps = 1, MaxSteps = 2, MaxStart = 20, MaxOperand = 10, MaxFactor = 3 };
     public int PretrainDocuments { get; init; } = 4000;
     public int MaxNewTokens { get; init; } = 160;
@@ -33,12 +36,29 @@ public sealed record Gsm8kSpec : ExperimentSpec
     /// <summary>A local model folder (config.json, model.safetensors, optional tokenizer.json) used as the base instead of pretraining.</summary>
     public string? BaseModel { get; init; }
 
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu-hour"];
+    /// <summary>smoke (tests), smoke-tuned (the tuning path at test size), default, cpu-hour (the first committed results: tiny
+    /// model, one untuned rate, 2 seeds), regimes (the paper's two rank regimes on the medium model, hidden 256: r = 1 and
+    /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds: several hours on a CPU, meant for a GPU or a long CPU job).</summary>
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "regimes"];
 
     public static Gsm8kSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
         "smoke" => new() { Preset = "smoke", TrainProblems = 64, TestProblems = 8, PretrainDocuments = 200, PretrainSteps = 20, Steps = 20, EvalPoints = 1, Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], MaxNewTokens = 48 },
+        "smoke-tuned" => new()
+        {
+            Preset = "smoke-tuned", TrainProblems = 64, TestProblems = 8, ValidationProblems = 8, PretrainDocuments = 200, PretrainSteps = 20, Steps = 20, EvalPoints = 1,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], MaxNewTokens = 48, Seeds = [0, 1], BaseSeed = 0,
+            AdapterLrGrid = [3e-3, 1e-2], FullLrGrid = [1e-3, 3e-3], TuneSteps = 10, TuneSeed = 100,
+        },
         "default" => new(),
+        "regimes" => new()
+        {
+            Preset = "regimes", Model = "medium", TrainProblems = 2000, TestProblems = 100, ValidationProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 300,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [1, 16],
+            MethodRanks = new Dictionary<string, IReadOnlyList<int>> { ["mora-rotation"] = [1], ["mora-sharing"] = [16] },
+            Seeds = [0, 1, 2, 3, 4], BaseSeed = 0, EvalPoints = 3,
+            AdapterLrGrid = LearningRateSweep.LogGrid(1e-3, 4), FullLrGrid = LearningRateSweep.LogGrid(1e-4, 4), TuneSteps = 100, TuneSeed = 100,
+        },
         "cpu-hour" => new() { Preset = "cpu-hour", TrainProblems = 2000, TestProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 240, Seeds = [0, 1], EvalPoints = 3 },
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
@@ -48,8 +68,9 @@ public sealed record Gsm8kSpec : ExperimentSpec
     {
         Positive(TrainProblems, nameof(TrainProblems)); Positive(TestProblems, nameof(TestProblems)); Positive(MaxNewTokens, nameof(MaxNewTokens));
         Positive(Context, nameof(Context)); Positive(PretrainDocuments, nameof(PretrainDocuments));
-        if (MethodRanks.Count > 0) throw new ArgumentException($"{nameof(MethodRanks)}: the gsm8k experiment runs every method at every rank", nameof(MethodRanks));
-        if (Tunes) throw new ArgumentException($"{nameof(AdapterLrGrid)}: the gsm8k experiment takes fixed rates (--lr, --full-lr); learning-rate sweeps are the memorization experiment's so far", nameof(AdapterLrGrid));
+        if (ValidationProblems < 0) throw new ArgumentException($"{nameof(ValidationProblems)} must be ≥ 0, got {ValidationProblems}", nameof(ValidationProblems));
+        if (Tunes && ValidationProblems == 0)
+            throw new ArgumentException($"{nameof(ValidationProblems)}: tuning rates needs a validation split (tuning on the test split would flatter every method)", nameof(ValidationProblems));
         ValidateShared();
         if (TrainFile is not null && !File.Exists(TrainFile)) throw new ArgumentException($"{nameof(TrainFile)}: no file {Path.GetFullPath(TrainFile)}", nameof(TrainFile));
         if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"{nameof(TestFile)}: no file {Path.GetFullPath(TestFile)}", nameof(TestFile));
@@ -63,7 +84,8 @@ public sealed record Gsm8kSpec : ExperimentSpec
 }
 
 /// <summary>One fine-tuning run's result (a row of <c>gsm8k.csv</c>).</summary>
-public sealed record Gsm8kRun(string Method, int Rank, int Seed, long TrainableParameters, IReadOnlyDictionary<int, double> AccuracyAt, double FinalLoss, double WallSeconds);
+public sealed record Gsm8kRun(string Method, int Rank, int Seed, long TrainableParameters, IReadOnlyDictionary<int, double> AccuracyAt, double FinalLoss, double WallSeconds,
+    double LearningRate = 0);
 
 /// <summary>
 /// The GSM8K-style reproduction as one resumable job; the layout follows <see cref="MemorizationExperiment"/>: <c>base-seed{s}/</c>,
@@ -71,7 +93,10 @@ public sealed record Gsm8kRun(string Method, int Rank, int Seed, long TrainableP
 /// </summary>
 public static class Gsm8kExperiment
 {
-    public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", SpecFile = ExperimentFolder.SpecFile;
+    public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", PairedFile = "gsm8k-paired.csv", SpecFile = ExperimentFolder.SpecFile;
+
+    /// <summary>Every table the job writes for its report.</summary>
+    public static string[] ReportFiles(Gsm8kSpec spec) => [TableFile, SummaryFile, PairedFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : []];
 
     public static IReadOnlyList<Gsm8kRun> Run(Gsm8kSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
     {
@@ -81,13 +106,25 @@ public static class Gsm8kExperiment
 
         ITextTokenizer tokenizer = spec.BaseModel is not null && File.Exists(Path.Combine(spec.BaseModel, ModelIO.TokenizerFile))
             ? HfTokenizer.Load(spec.BaseModel) : new CharTokenizer();
-        List<MathProblem> train, test;
+        List<MathProblem> train, test, validation;
         if (spec.TrainFile is not null)
         {
-            train = Gsm8kData.Load(spec.TrainFile).Take(spec.TrainProblems).ToList();
+            var all = Gsm8kData.Load(spec.TrainFile);
+            train = all.Take(spec.TrainProblems).ToList();
+            validation = all.Skip(spec.TrainProblems).Take(spec.ValidationProblems).ToList();
             test = Gsm8kData.Load(spec.TestFile!).Take(spec.TestProblems).ToList();
+            if (validation.Count < spec.ValidationProblems)
+                throw new ArgumentException($"{nameof(spec.ValidationProblems)}: {spec.TrainFile} has {all.Count} problems, fewer than {spec.TrainProblems} training plus {spec.ValidationProblems} validation ones", nameof(spec.ValidationProblems));
         }
-        else (train, test) = Gsm8kStyle.Splits(spec.TrainProblems, spec.TestProblems, seed: 4242, spec.Style);
+        else
+        {
+            (train, test) = Gsm8kStyle.Splits(spec.TrainProblems, spec.TestProblems, seed: 4242, spec.Style);
+            var seen = train.Concat(test).Select(p => p.Question).ToHashSet();
+            validation = spec.ValidationProblems == 0 ? [] : Gsm8kStyle.Generate(spec.TrainProblems + spec.TestProblems + 4 * spec.ValidationProblems, 4242, spec.Style)
+                .Where(p => !seen.Contains(p.Question)).Take(spec.ValidationProblems).ToList();
+            if (validation.Count < spec.ValidationProblems)
+                throw new ArgumentException($"{nameof(spec.ValidationProblems)}: only {validation.Count} generated problems are apart from the training and test splits; ask for fewer", nameof(spec.ValidationProblems));
+        }
         var examples = train.Select(p => LmData.FromPair(tokenizer, Gsm8kData.Prompt(p.Question), p.Answer)).ToList();
         int longest = examples.Max(e => e.Tokens.Length) + spec.MaxNewTokens;
         if (longest > spec.Context && spec.BaseModel is null)
@@ -98,18 +135,38 @@ public static class Gsm8kExperiment
         ExperimentFolder.Claim(outDir, spec, "GSM8K");
         output.WriteLine($"{train.Count} training and {test.Count} test problems ({(spec.TrainFile is null ? "generated" : spec.TrainFile)}), tokenizer {tokenizer.GetType().Name}");
 
+        string BaseFor(int seed) => spec.BaseModel ?? PretrainBase(spec, outDir, spec.BaseSeed ?? seed, tokenizer, test.Concat(validation).ToList(), output, cancel);
+        var rates = new Dictionary<(string, int), double>();
+        var points = new List<SweepPoint>();
+        foreach (var (method, r) in spec.Configurations())
+        {
+            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
+            int seed = spec.TuneSeed;
+            string baseDir = BaseFor(seed);
+            var (chosen, tried) = LearningRateSweep.Choose(method.Name, r, grid, lr =>
+            {
+                var run = FineTune(spec, Path.Combine(outDir, "sweep"), $"{method.RunName(r, seed)}-lr{LearningRateSweep.Lr(lr)}", tokenizer, examples, validation,
+                    baseDir, method, r, seed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
+                return (run.AccuracyAt[spec.TuneSteps], run.FinalLoss);
+            });
+            rates[(method.Name, r)] = chosen;
+            points.AddRange(tried);
+            output.WriteLine($"{method.RunName(r, seed)}: learning rate {LearningRateSweep.Lr(chosen)} chosen on the validation split");
+        }
+        if (points.Count > 0) LearningRateSweep.Write(Path.Combine(outDir, LearningRateSweep.File), points);
+
         var results = new List<Gsm8kRun>();
         foreach (int seed in spec.Seeds)
         {
-            string baseDir = spec.BaseModel ?? PretrainBase(spec, outDir, seed, tokenizer, test, output, cancel);
-            foreach (var method in spec.Methods)
-                foreach (int r in method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks)
-                    results.Add(FineTune(spec, outDir, tokenizer, examples, test, baseDir, method, r, seed, output, cancel));
+            string baseDir = BaseFor(seed);
+            foreach (var (method, r) in spec.Configurations())
+                results.Add(FineTune(spec, Path.Combine(outDir, "runs"), method.RunName(r, seed), tokenizer, examples, test, baseDir, method, r, seed,
+                    rates[(method.Name, r)], spec.Steps, spec.EvalSteps, output, cancel));
         }
         WriteTables(spec, outDir, results);
         output.WriteLine();
         output.WriteLine(FormatTable(spec, results));
-        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and spread over seeds)");
+        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and 95 % interval over seeds), {ExperimentFolder.Show(Path.Combine(outDir, PairedFile))} (per seed minus LoRA)");
         return results;
     }
 
@@ -142,11 +199,10 @@ public static class Gsm8kExperiment
         return modelDir;
     }
 
-    static Gsm8kRun FineTune(Gsm8kSpec spec, string outDir, ITextTokenizer tokenizer, IReadOnlyList<LmExample> examples, IReadOnlyList<MathProblem> test,
-        string baseDir, MethodSpec method, int r, int seed, TextWriter output, CancellationToken cancel)
+    static Gsm8kRun FineTune(Gsm8kSpec spec, string root, string name, ITextTokenizer tokenizer, IReadOnlyList<LmExample> examples, IReadOnlyList<MathProblem> test,
+        string baseDir, MethodSpec method, int r, int seed, double lr, int steps, IReadOnlyList<int> evalSteps, TextWriter output, CancellationToken cancel, bool tuning = false)
     {
-        string name = method.RunName(r, seed);
-        string dir = SafePath.Under(Path.Combine(outDir, "runs"), name, "run name");
+        string dir = SafePath.Under(root, name, "run name");
         if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done)
         {
             output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
@@ -163,15 +219,26 @@ public static class Gsm8kExperiment
         };
         var config = new TrainConfig
         {
-            Steps = spec.Steps, BatchSize = spec.BatchSize, LearningRate = method.Method == AdapterMethod.Full ? spec.FullLr : spec.AdapterLr,
-            WarmupSteps = Math.Min(20, spec.Steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
-            EvalEvery = spec.EvalSteps[0], CheckpointEvery = Math.Max(1, spec.Steps / 4), LogEvery = 25,
+            Steps = steps, BatchSize = spec.BatchSize, LearningRate = lr,
+            WarmupSteps = Math.Min(20, steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
+            EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
-        var result = new Trainer(model, config, examples, evaluate, adapter, tokenizer.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
-        var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("accuracy")).ToDictionary(x => (int)x.Step, x => x.Metrics["accuracy"]);
-        var run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
-            spec.EvalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN), result.Log.Rows[^1].Loss, result.WallSeconds);
+        Gsm8kRun run;
+        try
+        {
+            var result = new Trainer(model, config, examples, evaluate, adapter, tokenizer.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
+            var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("accuracy")).ToDictionary(x => (int)x.Step, x => x.Metrics["accuracy"]);
+            run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
+                evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN), result.Log.Rows[^1].Loss, result.WallSeconds, lr);
+        }
+        catch (TrainingDivergedException e) when (tuning)
+        {
+            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
+            var (metric, loss) = LearningRateSweep.Diverged;
+            run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
+                evalSteps.ToDictionary(s => s, _ => metric), loss, 0, lr);
+        }
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }
@@ -181,37 +248,42 @@ public static class Gsm8kExperiment
     static void WriteTables(Gsm8kSpec spec, string outDir, IReadOnlyList<Gsm8kRun> runs)
     {
         var steps = spec.EvalSteps;
-        var sb = new StringBuilder("method,rank,seed,trainable_parameters," + string.Join(",", steps.Select(s => $"accuracy_step{s}")) + ",final_loss\n");
+        var sb = new StringBuilder("method,rank,seed,trainable_parameters,learning_rate," + string.Join(",", steps.Select(s => $"accuracy_step{s}")) + ",final_loss\n");
         foreach (var r in runs)
-            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{string.Join(",", steps.Select(s => F(r.AccuracyAt[s])))},{F(r.FinalLoss)}\n");
+            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{LearningRateSweep.Lr(r.LearningRate)},{string.Join(",", steps.Select(s => F(r.AccuracyAt[s])))},{F(r.FinalLoss)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
-        var summary = new StringBuilder("method,rank,seeds,trainable_parameters," + string.Join(",", steps.Select(s => $"accuracy_step{s}_mean,accuracy_step{s}_sd")) + "\n");
-        foreach (var g in runs.GroupBy(r => (r.Method, r.Rank)))
-        {
-            var list = g.ToList();
-            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters}");
-            foreach (var s in steps) { var (m, sd) = ExperimentFolder.MeanSd(list.Select(x => x.AccuracyAt[s])); summary.Append($",{F(m)},{F(sd)}"); }
-            summary.Append('\n');
-        }
-        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
+        var scores = Scores(spec, runs);
+        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), SeedReport.SummaryCsv(scores));
+        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
     }
 
-    /// <summary>Exact-match accuracy (%) of the final answer on the test split by training step, mean ± sd over seeds.</summary>
+    /// <summary>The runs as <see cref="SeedReport"/> reads them: accuracy at each step.</summary>
+    public static IReadOnlyList<RunScores> Scores(Gsm8kSpec spec, IEnumerable<Gsm8kRun> runs) =>
+        runs.Select(r => new RunScores(r.Method, r.Rank, r.Seed, r.TrainableParameters, r.LearningRate,
+            spec.EvalSteps.Select(s => ($"accuracy_step{s}", r.AccuracyAt[s])).ToList())).ToList();
+
+    /// <summary>Exact-match accuracy (%) of the final answer on the test split by training step per method and rank with
+    /// its learning rate, mean [95 % interval] over seeds; then each method's per-seed difference from LoRA at the last step
+    /// and the learning-rate rule.</summary>
     public static string FormatTable(Gsm8kSpec spec, IReadOnlyList<Gsm8kRun> runs)
     {
         var steps = spec.EvalSteps;
         var sb = new StringBuilder();
-        sb.AppendLine($"Exact-match accuracy (%) on {spec.TestProblems} held-out GSM8K-style problems by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean ± sd over seeds" : "; one seed, so no spread")})");
-        sb.Append($"{"method",-16} {"r",3} {"params",10}");
-        foreach (var s in steps) sb.Append($" {"step " + s,13}");
+        sb.AppendLine($"Exact-match accuracy (%) on {spec.TestProblems} held-out GSM8K-style problems by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})");
+        sb.Append($"{"method",-16} {"r",3} {"params",10} {"lr",8}");
+        foreach (var s in steps) sb.Append($" {"step " + s,19}");
         sb.AppendLine();
         foreach (var g in runs.GroupBy(r => (r.Method, r.Rank)))
         {
             var list = g.ToList();
-            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0}");
-            foreach (var s in steps) sb.Append($" {ExperimentFolder.Percent(list.Select(x => x.AccuracyAt[s]).ToList()),13}");
+            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0} {LearningRateSweep.Lr(list[0].LearningRate),8}");
+            foreach (var s in steps) sb.Append($" {SeedStatistics.Mean95(list.Select(x => x.AccuracyAt[s])).Format(100),19}");
             sb.AppendLine();
         }
+        if (spec.Seeds.Count > 1)
+            foreach (var line in SeedReport.PairedLines(spec.Ranks, Scores(spec, runs), $"accuracy_step{steps[^1]}", $"step {steps[^1]}")) sb.AppendLine(line);
+        if (spec.Tunes) sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid.Count > 0 ? spec.AdapterLrGrid : spec.FullLrGrid, spec.TuneSteps, spec.TuneSeed, $"accuracy on {spec.ValidationProblems} validation problems")
+            + (spec.FullLrGrid.Count > 0 && spec.AdapterLrGrid.Count > 0 ? $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}." : "."));
         return sb.ToString().TrimEnd();
     }
 }

@@ -23,9 +23,6 @@ public sealed record MemorizationSpec : ExperimentSpec
     }
 
     public int Pairs { get; init; } = 32;
-    /// <summary>When set, one base pretrained from this seed serves every seed and the tuning runs (as the paper fine-tunes
-    /// one LLaMA); seeds then vary the pairs, the adapter's initialisation and the order. When null, each seed pretrains its own base.</summary>
-    public int? BaseSeed { get; init; }
     public int PretrainPairs { get; init; } = 512;
 
     /// <summary>smoke (tests, ~15 s), smoke-tuned (the tuning path at test size), default (the main job, ~1–2 min),
@@ -245,24 +242,9 @@ public static class MemorizationExperiment
             sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{LearningRateSweep.Lr(r.LearningRate)},{string.Join(",", steps.Select(s => F(r.CharAccuracyAt[s])))},{F(r.ExactMatch)},{F(r.FinalLoss)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
 
-        static string Stats(MeanInterval m) => $"{F(m.Mean)},{F(m.Low)},{F(m.High)},{F(m.Sd)}";
-        var summary = new StringBuilder("method,rank,seeds,trainable_parameters,learning_rate,"
-            + string.Join(",", steps.Select(s => $"char_acc_step{s}_mean,char_acc_step{s}_ci_low,char_acc_step{s}_ci_high,char_acc_step{s}_sd"))
-            + ",exact_match_mean,exact_match_ci_low,exact_match_ci_high,exact_match_sd\n");
-        foreach (var g in Groups(runs))
-        {
-            var list = g.ToList();
-            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{list[0].TrainableParameters},{LearningRateSweep.Lr(list[0].LearningRate)}");
-            foreach (var s in steps) summary.Append(',').Append(Stats(SeedStatistics.Mean95(list.Select(x => x.CharAccuracyAt[s]))));
-            summary.Append(',').Append(Stats(SeedStatistics.Mean95(list.Select(x => x.ExactMatch)))).Append('\n');
-        }
-        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
-
-        var paired = new StringBuilder("rank,method,baseline,metric,seeds,mean_difference,ci_low,ci_high\n");
-        foreach (var (rank, method, diffs) in PairedDifferences(spec, runs))
-            foreach (var (metric, d) in diffs)
-                paired.Append($"{rank},{method},lora,{metric},{d.N},{F(d.Mean)},{F(d.Low)},{F(d.High)}\n");
-        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), paired.ToString());
+        var scores = Scores(spec, runs);
+        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), SeedReport.SummaryCsv(scores));
+        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
 
         var floor = new StringBuilder("seed,base_char_acc,chance_char_acc\n");
         foreach (var f in floors) floor.Append($"{f.Seed},{F(f.BaseCharAccuracy)},{F(MemorizationFloor.Chance)}\n");
@@ -271,25 +253,10 @@ public static class MemorizationExperiment
         RunFigures.Save(MeanChart(spec, runs, floors), Path.Combine(outDir, MeanFigure));
     }
 
-    /// <summary>Each method's per-seed difference from LoRA at the same rank (full fine-tuning against LoRA at every rank),
-    /// per reported metric: character accuracy at each step, then exact match.</summary>
-    public static IEnumerable<(int Rank, string Method, IReadOnlyList<(string Metric, MeanInterval Difference)> Differences)> PairedDifferences(
-        MemorizationSpec spec, IReadOnlyList<MemorizationRun> runs)
-    {
-        string lora = MethodSpec.Lora.Name;
-        foreach (int rank in spec.Ranks)
-        {
-            var baseline = runs.Where(x => x.Method == lora && x.Rank == rank).ToList();
-            if (baseline.Count == 0) continue;
-            foreach (var g in runs.Where(x => x.Method != lora && (x.Rank == rank || x.Rank == 0)).GroupBy(x => x.Method))
-            {
-                var list = g.ToList();
-                var diffs = spec.EvalSteps.Select(s => ($"char_acc_step{s}", SeedStatistics.Paired95(list.ToDictionary(x => x.Seed, x => x.CharAccuracyAt[s]), baseline.ToDictionary(x => x.Seed, x => x.CharAccuracyAt[s]))))
-                    .Append(("exact_match", SeedStatistics.Paired95(list.ToDictionary(x => x.Seed, x => x.ExactMatch), baseline.ToDictionary(x => x.Seed, x => x.ExactMatch)))).ToList();
-                yield return (rank, g.Key, diffs);
-            }
-        }
-    }
+    /// <summary>The runs as <see cref="SeedReport"/> reads them: character accuracy at each step, then exact match.</summary>
+    public static IReadOnlyList<RunScores> Scores(MemorizationSpec spec, IEnumerable<MemorizationRun> runs) =>
+        runs.Select(r => new RunScores(r.Method, r.Rank, r.Seed, r.TrainableParameters, r.LearningRate,
+            spec.EvalSteps.Select(s => ($"char_acc_step{s}", r.CharAccuracyAt[s])).Append(("exact_match", r.ExactMatch)).ToList())).ToList();
 
     /// <summary>Mean character accuracy by step per method and rank, starting from the base's score at step 0, with the two
     /// floors drawn flat: the base model's mean and chance with the format known.</summary>
@@ -331,15 +298,7 @@ public static class MemorizationExperiment
             sb.AppendLine($"Floor: the pretrained base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
         }
         if (spec.Seeds.Count > 1)
-        {
-            string last = $"char_acc_step{steps[^1]}";
-            foreach (var (rank, method, diffs) in PairedDifferences(spec, runs))
-            {
-                var d = diffs.First(x => x.Metric == last).Difference;
-                string verdict = d.AboveZero ? "above LoRA" : d.BelowZero ? "below LoRA" : "interval spans 0";
-                sb.AppendLine($"{method} − lora at r={rank}, step {steps[^1]}, per seed: {d.Format(100)} points ({verdict})");
-            }
-        }
+            foreach (var line in SeedReport.PairedLines(spec.Ranks, Scores(spec, runs), $"char_acc_step{steps[^1]}", $"step {steps[^1]}")) sb.AppendLine(line);
         if (spec.Tunes) sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid.Count > 0 ? spec.AdapterLrGrid : spec.FullLrGrid, spec.TuneSteps, spec.TuneSeed, "character accuracy")
             + (spec.FullLrGrid.Count > 0 && spec.AdapterLrGrid.Count > 0 ? $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}" : "")
             + (outDir is not null && File.Exists(Path.Combine(outDir, LearningRateSweep.File)) && File.ReadAllLines(Path.Combine(outDir, LearningRateSweep.File)).Skip(1).Any(l => l.EndsWith(",1,1", StringComparison.Ordinal))

@@ -104,7 +104,7 @@ public class ExperimentCliTests
     [InlineData("memorization --preset smoke-tuned --lr-grid 0.01 -1", "--lr-grid")]
     [InlineData("memorization --preset smoke-tuned --full-lr-grid 0.01 0.01", "--full-lr-grid")]
     [InlineData("memorization --preset smoke-tuned --tune-steps 0", "--tune-steps")]
-    [InlineData("gsm8k --preset smoke --lr-grid 0.01 0.03", "--lr-grid")]
+    [InlineData("gsm8k --preset smoke --lr-grid 0.01 0.03 --tune-steps 5", "--validation-problems")]
     [InlineData("memorization --preset huge", "--preset")]
     [InlineData("memorization --preset smoke --methods lora bora", "--methods")]
     [InlineData("memorization --preset smoke --methods mora-9", "--methods")]
@@ -175,11 +175,30 @@ public class ExperimentCliTests
         Assert.True(code == 0, output);
         Assert.Contains("Exact-match accuracy (%)", output);
         var table = File.ReadAllLines(Path.Combine(dir, "out", Gsm8kExperiment.TableFile));
-        Assert.Equal("method,rank,seed,trainable_parameters,accuracy_step20,final_loss", table[0]);
+        Assert.Equal("method,rank,seed,trainable_parameters,learning_rate,accuracy_step20,final_loss", table[0]);
         Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
-        Assert.All(table.Skip(1), row => Assert.InRange(double.Parse(row.Split(',')[4], System.Globalization.CultureInfo.InvariantCulture), 0, 1));
+        Assert.All(table.Skip(1), row => Assert.InRange(double.Parse(row.Split(',')[5], System.Globalization.CultureInfo.InvariantCulture), 0, 1));
         foreach (var f in new[] { "gsm8k-loss.png", "gsm8k-accuracy.png", "gsm8k-accuracy.html", "table.txt", "COMMAND.txt", Gsm8kExperiment.SummaryFile })
             Assert.True(File.Exists(Path.Combine(dir, "fig", f)), f);
+    }
+
+    [Fact]
+    public void Gsm8kTunedRunScoresTuningOnValidationProblemsAndReportsPairedDifferences()
+    {
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"gsm8k --preset smoke-tuned --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(code == 0, output);
+        Assert.Contains("chosen on the validation split", output);
+        Assert.Contains("Rates: learning rate per method and rank: best final accuracy on 8 validation problems after 10 steps on tuning seed 100", output);
+        Assert.Contains("mora-rotation − lora at r=8, step 20, per seed:", output);
+        var sweep = File.ReadAllLines(Path.Combine(dir, "fig", LearningRateSweep.File)).Skip(1).Select(l => l.Split(',')).ToList();
+        Assert.Equal(3, sweep.Count(r => r[5] == "1"));
+        var table = File.ReadAllLines(Path.Combine(dir, "out", Gsm8kExperiment.TableFile)).Skip(1).Select(l => l.Split(',')).ToList();
+        Assert.Equal(6, table.Count);   // 3 methods × 2 seeds, all on the one base
+        Assert.All(table, r => Assert.Equal(sweep.Single(x => x[0] == r[0] && x[5] == "1")[2], r[4]));
+        Assert.Single(Directory.GetDirectories(Path.Combine(dir, "out"), "base-seed*"));
+        var paired = File.ReadAllLines(Path.Combine(dir, "fig", Gsm8kExperiment.PairedFile));
+        Assert.Contains(paired, l => l.StartsWith("8,mora-rotation,lora,accuracy_step20,2,", StringComparison.Ordinal));
     }
 
     [Fact]
