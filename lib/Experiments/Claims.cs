@@ -1,0 +1,146 @@
+using System.Globalization;
+using System.Text;
+using Mora.Evaluation;
+
+namespace Mora.Experiments;
+
+/// <summary>What a committed result says about one of the paper's claims.</summary>
+public enum Verdict { Supported, Contradicted, NotResolved }
+
+/// <summary>One row of the README's results table: the paper's claim, the kit's setting, the measured difference with its
+/// 95 % interval, the verdict, and the committed file and command it comes from.</summary>
+public sealed record ClaimResult(string Claim, string Setting, string Measured, Verdict Verdict, string Source, string Command);
+
+/// <summary>
+/// The paper's claims checked against the kit's committed results (paper: Jiang et al. 2024, §4.1–4.4). Each verdict is a
+/// rule on a per-seed paired difference and its 95 % t interval (<see cref="SeedStatistics.Paired95"/>):
+/// <list type="bullet">
+/// <item>"A beats B": ✓ when the interval lies above 0, ✗ when it lies below 0, otherwise not resolved at this scale.</item>
+/// <item>"A is on par with B": ✓ when the interval lies inside ±<see cref="ParMargin"/>, ✗ when it lies wholly outside, otherwise not resolved.</item>
+/// </list>
+/// The README's results section is <see cref="Markdown"/> of <see cref="Evaluate"/>, between <see cref="Begin"/> and
+/// <see cref="End"/>; a test holds the README to the files, so no number there is typed by hand.
+/// </summary>
+public static class Claims
+{
+    public const string Begin = "<!-- results:begin (generated from committed files: dotnet run -c Release -- claims --write-readme) -->";
+    public const string End = "<!-- results:end -->";
+    /// <summary>Half-width of "on par", in accuracy points (0.05 = 5 points).</summary>
+    public const double ParMargin = 0.05;
+
+    /// <summary>Every claim the committed results under <paramref name="repoRoot"/> speak to, in the paper's order.</summary>
+    public static IReadOnlyList<ClaimResult> Evaluate(string repoRoot)
+    {
+        var results = new List<ClaimResult>();
+        string memo = Path.Combine(repoRoot, "figures", "memorization-cpu-regimes");
+        var memoSummary = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.SummaryFile));
+        var memoPaired = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.PairedFile));
+        string lastStep = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
+            .OrderBy(m => int.Parse(m["char_acc_step".Length..], CultureInfo.InvariantCulture)).Last();
+        foreach (var row in memoPaired.Rows.Where(r => r["metric"] == lastStep && r["method"].StartsWith("mora-", StringComparison.Ordinal)))
+        {
+            var d = Interval(row);
+            int rank = int.Parse(row["rank"], CultureInfo.InvariantCulture);
+            string Mean(string method) => memoSummary.Rows.Where(r => r["method"] == method && r["rank"] == rank.ToString(CultureInfo.InvariantCulture))
+                .Select(r => $"{100 * double.Parse(r[lastStep + "_mean"], CultureInfo.InvariantCulture):0.0} %").Single();
+            results.Add(new ClaimResult("Memorisation (§4.1): MoRA > LoRA at equal parameters",
+                $"UUID pairs, medium model (hidden 256), r = {rank} ({(rank == 1 ? "low regime, r/d = 0.4 %" : "high regime, r/d = 6 %")}), {row["method"]}, tuned rates, {d.N} seeds",
+                $"char. accuracy at step {lastStep["char_acc_step".Length..]}: {row["method"]} {Mean(row["method"])}, LoRA {Mean("lora")}; difference {d.Format(100)} points",
+                Greater(d), Rel(repoRoot, Path.Combine(memo, MemorizationExperiment.PairedFile)), Command(memo)));
+        }
+
+        string math = Path.Combine(repoRoot, "figures", "gsm8k-cpu-hour");
+        var mathRuns = CsvTable.Read(Path.Combine(math, Gsm8kExperiment.TableFile));
+        string lastAcc = mathRuns.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal)).Last();
+        var lora = mathRuns.Rows.Where(r => r["method"] == "lora").ToList();
+        foreach (var g in mathRuns.Rows.Where(r => r["method"].StartsWith("mora-", StringComparison.Ordinal)).GroupBy(r => (Method: r["method"], Rank: r["rank"])))
+        {
+            var baseline = lora.Where(r => r["rank"] == g.Key.Rank).ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture));
+            var d = SeedStatistics.Paired95(g.ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture)), baseline);
+            results.Add(new ClaimResult("Math reasoning (§4.3, GSM8K): MoRA on par with LoRA",
+                $"GSM8K-style problems, tiny model (hidden 64, so r = {g.Key.Rank} is {100.0 * int.Parse(g.Key.Rank, CultureInfo.InvariantCulture) / 64:0.#} % of d), {g.Key.Method}, one untuned rate, {d.N} seeds",
+                $"exact match at step {lastAcc["accuracy_step".Length..]}: difference {d.Format(100)} points (on par: within ±{100 * ParMargin:0} points)",
+                OnPar(d), Rel(repoRoot, Path.Combine(math, Gsm8kExperiment.TableFile)), Command(math)));
+        }
+        return results;
+    }
+
+    /// <summary>✓ above 0, ✗ below 0, otherwise not resolved (one seed is never resolved).</summary>
+    public static Verdict Greater(MeanInterval d) => d.AboveZero ? Verdict.Supported : d.BelowZero ? Verdict.Contradicted : Verdict.NotResolved;
+
+    /// <summary>✓ inside ±<see cref="ParMargin"/>, ✗ wholly outside it, otherwise not resolved.</summary>
+    public static Verdict OnPar(MeanInterval d) =>
+        d.N < 2 ? Verdict.NotResolved
+        : d.Low >= -ParMargin && d.High <= ParMargin ? Verdict.Supported
+        : d.Low > ParMargin || d.High < -ParMargin ? Verdict.Contradicted : Verdict.NotResolved;
+
+    public static string Symbol(Verdict v) => v switch { Verdict.Supported => "✓", Verdict.Contradicted => "✗", _ => "not resolved at this scale" };
+
+    /// <summary>The README's results table (between the markers).</summary>
+    public static string Markdown(IReadOnlyList<ClaimResult> results)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine(Begin);
+        sb.AppendLine("| the paper's claim | the kit's setting | measured (mean [95 % interval] over seeds) | verdict | file |");
+        sb.AppendLine("|---|---|---|---|---|");
+        foreach (var r in results)
+            sb.AppendLine($"| {r.Claim} | {r.Setting} | {r.Measured} | {Symbol(r.Verdict)} | [`{r.Source}`]({r.Source}) |");
+        sb.AppendLine();
+        sb.AppendLine("Commands:");
+        sb.AppendLine();
+        foreach (var c in results.Select(r => r.Command).Distinct()) sb.AppendLine($"- `{c}`");
+        sb.Append(End);
+        return sb.ToString();
+    }
+
+    /// <summary><paramref name="readme"/> with its results section replaced by <paramref name="section"/>.</summary>
+    public static string Splice(string readme, string section)
+    {
+        int a = readme.IndexOf(Begin, StringComparison.Ordinal), b = readme.IndexOf(End, StringComparison.Ordinal);
+        if (a < 0 || b < a) throw new FormatException($"README.md has no results section between '{Begin}' and '{End}'");
+        return readme[..a] + section + readme[(b + End.Length)..];
+    }
+
+    static MeanInterval Interval(IReadOnlyDictionary<string, string> row)
+    {
+        double P(string c) => double.Parse(row[c], CultureInfo.InvariantCulture);
+        int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
+        return new MeanInterval(P("mean_difference"), P("ci_low"), P("ci_high"), n, n > 1 ? (P("ci_high") - P("ci_low")) / 2 / SeedStatistics.StudentT975(n - 1) * Math.Sqrt(n) : 0);
+    }
+
+    static string Rel(string root, string path) => Path.GetRelativePath(root, path).Replace('\\', '/');
+
+    static string Command(string folder)
+    {
+        string path = Path.Combine(folder, "COMMAND.txt");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: every committed result needs the command that made it", path);
+        return File.ReadAllText(path).Trim();
+    }
+}
+
+/// <summary>A committed CSV read by column name (plain comma-separated, header first, no quoting: the kit's own tables).</summary>
+public sealed class CsvTable
+{
+    public IReadOnlyList<string> Header { get; }
+    public IReadOnlyList<IReadOnlyDictionary<string, string>> Rows { get; }
+
+    CsvTable(IReadOnlyList<string> header, IReadOnlyList<IReadOnlyDictionary<string, string>> rows) { Header = header; Rows = rows; }
+
+    /// <summary>Reads <paramref name="path"/>; a row with the wrong number of cells is an error naming the file and line.</summary>
+    public static CsvTable Read(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"no file {Path.GetFullPath(path)}", path);
+        var lines = File.ReadAllLines(path);
+        if (lines.Length == 0) throw new FormatException($"{path}: empty (no header)");
+        var header = lines[0].Split(',');
+        var rows = new List<IReadOnlyDictionary<string, string>>();
+        for (int i = 1; i < lines.Length; i++)
+        {
+            if (lines[i].Length == 0) continue;
+            var cells = lines[i].Split(',');
+            if (cells.Length != header.Length) throw new FormatException($"{path}:{i + 1}: {cells.Length} cells, the header has {header.Length}");
+            rows.Add(header.Zip(cells).ToDictionary(p => p.First, p => p.Second));
+        }
+        return new CsvTable(header, rows);
+    }
+}

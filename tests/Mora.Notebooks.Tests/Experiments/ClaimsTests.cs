@@ -1,0 +1,93 @@
+using Mora.Evaluation;
+using Mora.Experiments;
+
+namespace Mora.Tests;
+
+/// <summary>The claims table: verdict rules on intervals, the table read from result files laid out as the experiments
+/// write them (seeded random values), the README splice, errors that name the file, and the README held to the committed
+/// results.</summary>
+public class ClaimsTests
+{
+    static MeanInterval D(double low, double high, int n = 5) => new((low + high) / 2, low, high, n, 0.01);
+
+    [Fact]
+    public void VerdictRules()
+    {
+        Assert.Equal(Verdict.Supported, Claims.Greater(D(0.01, 0.2)));
+        Assert.Equal(Verdict.Contradicted, Claims.Greater(D(-0.2, -0.01)));
+        Assert.Equal(Verdict.NotResolved, Claims.Greater(D(-0.01, 0.2)));
+        Assert.Equal(Verdict.NotResolved, Claims.Greater(D(0.3, 0.3, n: 1)));   // one seed never resolves
+        Assert.Equal(Verdict.Supported, Claims.OnPar(D(-0.04, 0.03)));
+        Assert.Equal(Verdict.Contradicted, Claims.OnPar(D(0.06, 0.2)));
+        Assert.Equal(Verdict.NotResolved, Claims.OnPar(D(-0.1, 0.02)));
+        Assert.Equal("not resolved at this scale", Claims.Symbol(Verdict.NotResolved));
+    }
+
+    /// <summary>A repository with a memorisation and a GSM8K result in the experiments' own formats.</summary>
+    static string FakeRepo(Random rng, double moraGain)
+    {
+        string root = TestSupport.TempDir();
+        string memo = Path.Combine(root, "figures", "memorization-cpu-regimes");
+        Directory.CreateDirectory(memo);
+        var spec = MemorizationSpec.FromPreset("cpu-regimes");
+        var runs = new List<MemorizationRun>();
+        foreach (int seed in spec.Seeds)
+            foreach (var (m, r) in spec.Configurations())
+            {
+                double acc = 0.3 + 0.05 * rng.NextDouble() + (m.Name.StartsWith("mora") ? moraGain : 0);
+                runs.Add(new MemorizationRun(m.Name, m.Name == "full" ? 0 : r, seed, 1000, spec.EvalSteps.ToDictionary(s => s, s => acc * s / spec.Steps), 0, 1, 1, 0.01));
+            }
+        var scores = MemorizationExperiment.Scores(spec, runs);
+        File.WriteAllText(Path.Combine(memo, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(scores));
+        File.WriteAllText(Path.Combine(memo, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
+        File.WriteAllText(Path.Combine(memo, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-regimes\n");
+        string math = Path.Combine(root, "figures", "gsm8k-cpu-hour");
+        Directory.CreateDirectory(math);
+        var lines = new List<string> { "method,rank,seed,trainable_parameters,accuracy_step80,accuracy_step160,final_loss" };
+        foreach (int seed in new[] { 0, 1, 2 })
+            foreach (var m in new[] { "lora", "mora-rotation" })
+                lines.Add($"{m},8,{seed},100,0.1,{0.2 + 0.001 * rng.NextDouble():0.0000},1.5");
+        File.WriteAllLines(Path.Combine(math, Gsm8kExperiment.TableFile), lines);
+        File.WriteAllText(Path.Combine(math, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-hour\n");
+        return root;
+    }
+
+    [Fact]
+    public void TableComesFromTheFiles()
+    {
+        var rng = new Random(TestSupport.Seed());
+        var better = Claims.Evaluate(FakeRepo(rng, moraGain: 0.2));
+        Assert.Equal(3, better.Count);   // two memorisation regimes, one math row
+        Assert.All(better.Take(2), r => Assert.Equal(Verdict.Supported, r.Verdict));
+        Assert.Contains("r = 1 (low regime", better[0].Setting);
+        Assert.Contains("mora-rotation", better[0].Setting);
+        Assert.Contains("r = 16 (high regime", better[1].Setting);
+        Assert.Equal(Verdict.Supported, better[2].Verdict);           // math within ±0.1 point: on par
+        var worse = Claims.Evaluate(FakeRepo(rng, moraGain: -0.2));
+        Assert.All(worse.Take(2), r => Assert.Equal(Verdict.Contradicted, r.Verdict));
+        string md = Claims.Markdown(better);
+        Assert.StartsWith(Claims.Begin, md);
+        Assert.EndsWith(Claims.End, md);
+        Assert.Contains("[`figures/memorization-cpu-regimes/memorization-paired.csv`]", md);
+        Assert.Contains("- `dotnet run -c Release -- memorization --preset cpu-regimes`", md);
+        string readme = $"# T\nbefore\n{Claims.Begin}\nold\n{Claims.End}\nafter\n";
+        Assert.Equal($"# T\nbefore\n{md}\nafter\n", Claims.Splice(readme, md));
+        Assert.Throws<FormatException>(() => Claims.Splice("no markers", md));
+    }
+
+    [Fact]
+    public void MissingOrBrokenFilesAreNamed()
+    {
+        var rng = new Random(TestSupport.Seed());
+        string root = FakeRepo(rng, 0);
+        string paired = Path.Combine(root, "figures", "memorization-cpu-regimes", MemorizationExperiment.PairedFile);
+        File.AppendAllText(paired, "1,mora-rotation,lora\n");
+        var e = Assert.Throws<FormatException>(() => Claims.Evaluate(root));
+        Assert.Contains("memorization-paired.csv:", e.Message);
+        File.Delete(paired);
+        Assert.Contains("memorization-paired.csv", Assert.Throws<FileNotFoundException>(() => Claims.Evaluate(root)).Message);
+        root = FakeRepo(rng, 0);
+        File.Delete(Path.Combine(root, "figures", "gsm8k-cpu-hour", "COMMAND.txt"));
+        Assert.Contains("needs the command", Assert.Throws<FileNotFoundException>(() => Claims.Evaluate(root)).Message);
+    }
+}
