@@ -33,6 +33,19 @@ public static class Claims
     {
         var results = new List<ClaimResult>();
         string memo = Path.Combine(repoRoot, "figures", "memorization-cpu-regimes");
+        if (Directory.Exists(memo)) Memorisation(repoRoot, memo, results);
+        string math = Path.Combine(repoRoot, "figures", "gsm8k-cpu-hour");
+        if (Directory.Exists(math)) MathReasoning(repoRoot, math, results);
+        string pretrain = Path.Combine(repoRoot, "figures", "pretrain-cpu");
+        if (Directory.Exists(pretrain)) Pretraining(repoRoot, pretrain, results);
+        return results;
+    }
+
+    /// <summary>The folders the claims are read from, in the paper's order (a missing folder leaves its claim out).</summary>
+    public static IReadOnlyList<string> Sources { get; } = ["figures/memorization-cpu-regimes", "figures/gsm8k-cpu-hour", "figures/pretrain-cpu"];
+
+    static void Memorisation(string repoRoot, string memo, List<ClaimResult> results)
+    {
         var memoSummary = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.SummaryFile));
         var memoPaired = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.PairedFile));
         string lastStep = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
@@ -48,8 +61,10 @@ public static class Claims
                 $"char. accuracy at step {lastStep["char_acc_step".Length..]}: {row["method"]} {Mean(row["method"])}, LoRA {Mean("lora")}; difference {d.Format(100)} points",
                 Greater(d), Rel(repoRoot, Path.Combine(memo, MemorizationExperiment.PairedFile)), Command(memo)));
         }
+    }
 
-        string math = Path.Combine(repoRoot, "figures", "gsm8k-cpu-hour");
+    static void MathReasoning(string repoRoot, string math, List<ClaimResult> results)
+    {
         var mathRuns = CsvTable.Read(Path.Combine(math, Gsm8kExperiment.TableFile));
         string lastAcc = mathRuns.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal)).Last();
         var lora = mathRuns.Rows.Where(r => r["method"] == "lora").ToList();
@@ -62,8 +77,27 @@ public static class Claims
                 $"exact match at step {lastAcc["accuracy_step".Length..]}: difference {d.Format(100)} points (on par: within ±{100 * ParMargin:0} points)",
                 OnPar(d), Rel(repoRoot, Path.Combine(math, Gsm8kExperiment.TableFile)), Command(math)));
         }
-        return results;
     }
+
+    /// <summary>Paper §4.4: pretraining from scratch; lower held-out perplexity is better, so "A ≥ B" is ✓ when A − B lies below 0.</summary>
+    static void Pretraining(string repoRoot, string folder, List<ClaimResult> results)
+    {
+        var summary = CsvTable.Read(Path.Combine(folder, "pretrain-summary.csv")).Rows.ToDictionary(r => r["method"]);
+        var paired = CsvTable.Read(Path.Combine(folder, "pretrain-paired.csv")).Rows.ToDictionary(r => r["comparison"]);
+        string Ppl(string m) => $"{Num(summary[m]["heldout_ppl_mean"]):0.000} [{Num(summary[m]["heldout_ppl_low95"]):0.000}, {Num(summary[m]["heldout_ppl_high95"]):0.000}]";
+        foreach (var (a, b, claim) in new[] { ("remora", "relora", "Pretraining (§4.4): ReMoRA ≥ ReLoRA"), ("mora", "lora", "Pretraining (§4.4): MoRA ≥ LoRA") })
+        {
+            if (!paired.TryGetValue($"{a}-{b}", out var row)) continue;
+            int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
+            var d = new MeanInterval(Num(row["ppl_diff_mean"]), Num(row["ppl_diff_low95"]), Num(row["ppl_diff_high95"]), n, 0);
+            results.Add(new ClaimResult(claim,
+                $"a generated language learned from scratch, equal rank budget, {(a == "remora" ? "merged and re-initialised every N steps (ReMoRA switching sharing types 1 ↔ 2), warm-up restarted" : "no merges")}, tuned rates, {n} seeds",
+                $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {d.Mean:0.000} [{d.Low:0.000}, {d.High:0.000}] (lower is better)",
+                Greater(new MeanInterval(-d.Mean, -d.High, -d.Low, n, 0)), Rel(repoRoot, Path.Combine(folder, "pretrain-paired.csv")), Command(folder)));
+        }
+    }
+
+    static double Num(string s) => double.Parse(s, CultureInfo.InvariantCulture);
 
     /// <summary>✓ above 0, ✗ below 0, otherwise not resolved (one seed is never resolved).</summary>
     public static Verdict Greater(MeanInterval d) => d.AboveZero ? Verdict.Supported : d.BelowZero ? Verdict.Contradicted : Verdict.NotResolved;
@@ -114,7 +148,7 @@ public static class Claims
     {
         string path = Path.Combine(folder, "COMMAND.txt");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: every committed result needs the command that made it", path);
-        return File.ReadAllText(path).Trim();
+        return File.ReadAllLines(path).FirstOrDefault(l => l.Trim().Length > 0)?.Trim() ?? throw new FormatException($"{path}: empty");
     }
 }
 

@@ -253,6 +253,21 @@ public static class MemorizationExperiment
         RunFigures.Save(MeanChart(spec, runs, floors), Path.Combine(outDir, MeanFigure));
     }
 
+    /// <summary>The runs and floors of a finished job read back from its tables (<see cref="TableFile"/>, <see cref="FloorFile"/>
+    /// in <paramref name="folder"/>), for example a committed result under figures/.</summary>
+    public static (IReadOnlyList<MemorizationRun> Runs, IReadOnlyList<MemorizationFloor> Floors) ReadTables(string folder)
+    {
+        static double D(string s) => s.Length == 0 ? double.NaN : double.Parse(s, CultureInfo.InvariantCulture);
+        var table = CsvTable.Read(Path.Combine(folder, TableFile));
+        var steps = table.Header.Where(h => h.StartsWith("char_acc_step", StringComparison.Ordinal)).Select(h => int.Parse(h["char_acc_step".Length..], CultureInfo.InvariantCulture)).ToList();
+        var runs = table.Rows.Select(r => new MemorizationRun(r["method"], int.Parse(r["rank"], CultureInfo.InvariantCulture), int.Parse(r["seed"], CultureInfo.InvariantCulture),
+            long.Parse(r["trainable_parameters"], CultureInfo.InvariantCulture), steps.ToDictionary(s => s, s => D(r[$"char_acc_step{s}"])), D(r["exact_match"]), D(r["final_loss"]), 0,
+            r.TryGetValue("learning_rate", out var lr) ? D(lr) : 0)).ToList();
+        var floors = CsvTable.Read(Path.Combine(folder, FloorFile)).Rows
+            .Select(r => new MemorizationFloor(int.Parse(r["seed"], CultureInfo.InvariantCulture), D(r["base_char_acc"]))).ToList();
+        return (runs, floors);
+    }
+
     /// <summary>The runs as <see cref="SeedReport"/> reads them: character accuracy at each step, then exact match.</summary>
     public static IReadOnlyList<RunScores> Scores(MemorizationSpec spec, IEnumerable<MemorizationRun> runs) =>
         runs.Select(r => new RunScores(r.Method, r.Rank, r.Seed, r.TrainableParameters, r.LearningRate,

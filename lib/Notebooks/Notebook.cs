@@ -132,6 +132,21 @@ public static class ResultTables
         return new DataFrame(columns);
     }
 
+    /// <summary>A committed CSV (a summary, a sweep, paired differences) as a DataFrame: numeric columns as numbers.</summary>
+    public static DataFrame Committed(string path)
+    {
+        var table = Experiments.CsvTable.Read(path);
+        var columns = new List<DataFrameColumn>();
+        foreach (var h in table.Header)
+        {
+            var cells = table.Rows.Select(r => r[h]).ToList();
+            columns.Add(cells.All(c => c.Length == 0 || double.TryParse(c, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out _))
+                ? new DoubleDataFrameColumn(h, cells.Select(c => c.Length == 0 ? null : (double?)double.Parse(c, System.Globalization.CultureInfo.InvariantCulture)))
+                : new StringDataFrameColumn(h, cells));
+        }
+        return new DataFrame(columns);
+    }
+
     public static DataFrame Gsm8k(IReadOnlyList<Experiments.Gsm8kRun> runs)
     {
         var columns = RunColumns(runs.Select(r => (r.Method, r.Rank, r.Seed, r.TrainableParameters, r.AccuracyAt)).ToList(), "accuracy");

@@ -49,6 +49,19 @@ public class ClaimsTests
                 lines.Add($"{m},8,{seed},100,0.1,{0.2 + 0.001 * rng.NextDouble():0.0000},1.5");
         File.WriteAllLines(Path.Combine(math, Gsm8kExperiment.TableFile), lines);
         File.WriteAllText(Path.Combine(math, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-hour\n");
+        string pre = Path.Combine(root, "figures", "pretrain-cpu");
+        Directory.CreateDirectory(pre);
+        var summary = new List<string> { "method,seeds,lr,trainable_parameters,heldout_ppl_mean,heldout_ppl_low95,heldout_ppl_high95,heldout_ppl_sd,heldout_loss_mean,diverged_runs" };
+        foreach (var m in new[] { "lora", "relora", "mora", "remora", "full" })
+        {
+            double ppl = 1.7 + 0.1 * rng.NextDouble();
+            summary.Add($"{m},3,0.01,100,{ppl:0.0000},{ppl - 0.01:0.0000},{ppl + 0.01:0.0000},0.005,0.5,0");
+        }
+        File.WriteAllLines(Path.Combine(pre, "pretrain-summary.csv"), summary);
+        // ReMoRA's perplexity above ReLoRA's on every seed (worse); MoRA's interval spans 0.
+        File.WriteAllLines(Path.Combine(pre, "pretrain-paired.csv"), ["comparison,seeds,ppl_diff_mean,ppl_diff_low95,ppl_diff_high95,per_seed,verdict",
+            "remora-relora,3,0.0723,0.0436,0.1009,1:0.06 2:0.07 3:0.08,worse", "mora-lora,3,0.01,-0.02,0.04,1:0.0 2:0.01 3:0.02,spans"]);
+        File.WriteAllText(Path.Combine(pre, "COMMAND.txt"), "dotnet run -c Release -- pretrain --preset cpu\n(run from a published copy)\n");
         return root;
     }
 
@@ -57,7 +70,10 @@ public class ClaimsTests
     {
         var rng = new Random(TestSupport.Seed());
         var better = Claims.Evaluate(FakeRepo(rng, moraGain: 0.2));
-        Assert.Equal(3, better.Count);   // two memorisation regimes, one math row
+        Assert.Equal(5, better.Count);   // two memorisation regimes, one math row, two pretraining rows
+        Assert.Equal(Verdict.Contradicted, better.Single(r => r.Claim.Contains("ReMoRA ≥ ReLoRA")).Verdict);
+        Assert.Equal(Verdict.NotResolved, better.Single(r => r.Claim.Contains("MoRA ≥ LoRA")).Verdict);
+        Assert.Equal("dotnet run -c Release -- pretrain --preset cpu", better[3].Command);   // the first line of COMMAND.txt
         Assert.All(better.Take(2), r => Assert.Equal(Verdict.Supported, r.Verdict));
         Assert.Contains("r = 1 (low regime", better[0].Setting);
         Assert.Contains("mora-rotation", better[0].Setting);

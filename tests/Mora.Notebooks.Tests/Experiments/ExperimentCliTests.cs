@@ -92,6 +92,17 @@ public class ExperimentCliTests
         Assert.Contains("char_acc_step40_ci_low", File.ReadAllLines(Path.Combine(dir, "fig", MemorizationExperiment.SummaryFile))[0]);
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(Path.Combine(dir, "fig", MemorizationExperiment.MeanFigure + ".png"))[..4]);
         Assert.Contains("floor: base model", File.ReadAllText(Path.Combine(dir, "fig", MemorizationExperiment.MeanFigure + ".html")));
+        // The tables read back as the notebooks read committed results.
+        var (back, floors) = MemorizationExperiment.ReadTables(Path.Combine(dir, "out"));
+        Assert.Equal(6, back.Count);
+        Assert.Equal([0, 1], floors.Select(f => f.Seed));
+        var first = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile))[1].Split(',');
+        Assert.Equal(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), back[0].CharAccuracyAt[20], 12);
+        Assert.Equal(double.Parse(first[4], System.Globalization.CultureInfo.InvariantCulture), back[0].LearningRate, 12);
+        var df = Mora.Notebooks.ResultTables.Committed(Path.Combine(dir, "out", LearningRateSweep.File));
+        Assert.Equal(sweep.Length - 1, df.Rows.Count);
+        Assert.IsType<Microsoft.Data.Analysis.DoubleDataFrameColumn>(df.Columns["learning_rate"]);
+        Assert.IsType<Microsoft.Data.Analysis.StringDataFrameColumn>(df.Columns["method"]);
         // Run again: every tuning and reported run is reused.
         var (again, output2) = Cli($"memorization --preset smoke-tuned --out \"{dir}/out\" --figures \"{dir}/fig\"");
         Assert.True(again == 0, output2);
