@@ -86,9 +86,10 @@ public sealed record PretrainSpec
     /// <summary>Where every run trains; not part of the experiment's identity.</summary>
     public ComputeDevice Device { get; init; }
 
-    /// <summary>smoke (tests, seconds: every method, a 2-value grid, 2 seeds) and cpu (the committed run: tiny model, 320 steps,
+    /// <summary>smoke (tests, seconds: every method, a 2-value grid, 2 seeds), short (notebook 06's full preset: half the
+    /// cpu run's steps, a 4-value grid, 3 seeds; about 5 min) and cpu (the committed run: tiny model, 320 steps,
     /// a 5-value grid, 3 seeds; about 15–20 min on 2 shared cores with <c>--threads 1</c>).</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "cpu"];
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "short", "cpu"];
 
     public static PretrainSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
@@ -96,6 +97,10 @@ public sealed record PretrainSpec
         {
             Preset = "smoke", Steps = 8, TuneSteps = 4, BatchSize = 4, BlockSize = 32, WarmupSteps = 2, MergeEvery = 3, RestartWarmupSteps = 1,
             LrGrid = [3e-3, 3e-2], Seeds = [1, 2], TrainDocuments = 60, HeldOutDocuments = 6, EvalPoints = 2, Rank = 4,
+        },
+        "short" => new()
+        {
+            Preset = "short", Steps = 160, TuneSteps = 80, MergeEvery = 40, RestartWarmupSteps = 5, WarmupSteps = 10, LrGrid = [1e-3, 3e-3, 1e-2, 3e-2], EvalPoints = 4,
         },
         "cpu" => new(),
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
