@@ -137,7 +137,9 @@ public sealed record PretrainSpec
     }
 }
 
-/// <summary>One run's result (a row of <c>pretrain.csv</c> or <c>lr-sweep.csv</c>).</summary>
+/// <summary>One run's result (a row of <c>pretrain.csv</c> or <c>lr-sweep.csv</c>); a diverged run has NaN scores (written
+/// to result.json as "NaN").</summary>
+[JsonNumberHandling(JsonNumberHandling.AllowNamedFloatingPointLiterals)]
 public sealed record PretrainRun(PretrainMethod Method, int Seed, double LearningRate, int Steps, long TrainableParameters, long TotalParameters,
     double HeldOutLoss, double HeldOutPerplexity, double FinalTrainLoss, double WallSeconds, bool Diverged);
 

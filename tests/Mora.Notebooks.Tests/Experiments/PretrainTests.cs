@@ -47,6 +47,19 @@ public class PretrainCorpusTests
     }
 
     [Fact]
+    public void ADivergedRunsResultIsWrittenAndReadBack()
+    {
+        string dir = TestSupport.TempDir();
+        var run = new PretrainRun(PretrainMethod.Full, 1, 0.1, 10, 100, 100, double.NaN, double.NaN, double.NaN, 0, true);
+        ExperimentFolder.WriteResult(dir, run);
+        var back = ExperimentFolder.ReadResult<PretrainRun>(dir)!;
+        Assert.True(back.Diverged);
+        Assert.True(double.IsNaN(back.HeldOutPerplexity));
+        Assert.Equal(PretrainMethod.Full, back.Method);
+        Assert.Contains("\"Full\"", File.ReadAllText(Path.Combine(dir, ExperimentFolder.ResultFile)));
+    }
+
+    [Fact]
     public void SpecValidationNamesTheProperty()
     {
         var smoke = PretrainSpec.FromPreset("smoke");
