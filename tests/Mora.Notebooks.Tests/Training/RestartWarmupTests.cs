@@ -31,6 +31,34 @@ public class RestartWarmupTests
     }
 
     [Fact]
+    public void ACheckpointWrittenBeforeTheSettingExistedStillResumes()
+    {
+        using var rng = TestSupport.TorchSeed();
+        var spec = PretrainSpec.FromPreset("smoke");
+        var (_, train, _) = PretrainExperiment.Data(spec);
+        string dir = TestSupport.TempDir();
+        var config = new TrainConfig { Steps = 4, BatchSize = 2, CheckpointEvery = 2, OutputDir = dir, ShowProgress = false };
+        using (var a = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1))
+        {
+            using var cancel = new CancellationTokenSource();
+            var first = new Trainer(a, config, train);
+            first.StepCompleted += s => { if (s == 3) cancel.Cancel(); };
+            Assert.ThrowsAny<OperationCanceledException>(() => first.Run(cancel.Token));
+        }
+        // An older kit wrote state.json without RestartWarmupSteps: remove it, as such a checkpoint reads.
+        string state = Path.Combine(Checkpoints.Latest(dir)!, "state.json");
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(state))!;
+        Assert.True(node["train"]!.AsObject().Remove("RestartWarmupSteps"));
+        File.WriteAllText(state, node.ToJsonString());
+        using var b = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1);
+        Assert.Equal(2, new Trainer(b, config, train).Run().ResumedFromStep);
+        // … while a run that now asks for a restart warm-up is told the settings changed.
+        using var c = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1);
+        var e = Assert.Throws<InvalidOperationException>(() => new Trainer(c, config with { Steps = 4, RestartWarmupSteps = 1 }, train).Run());
+        Assert.Contains("RestartWarmupSteps", e.Message);
+    }
+
+    [Fact]
     [Trait("Speed", "Slow")]
     public void TheTrainerLogsTheRestartedRateAndAReLoRARunResumesExactly()
     {
