@@ -81,6 +81,16 @@ public class RestartWarmupTests
             Assert.Equal(c.LearningRateAt(6) / 2, lr[4], 12);
             Assert.Equal(c.LearningRateAt(6), lr[5], 12);
             Assert.Equal(c.LearningRateAt(10) / 2, lr[8], 12);
+            // The merge after the last step (12) zeroed the adapters' Adam state and kept that of the embeddings, norms and head.
+            var (moments, meta) = Mora.IO.SafeTensors.Load(Path.Combine(Checkpoints.Latest(Path.Combine(straight, method.Name()))!, "optimizer.safetensors"));
+            var names = meta.Where(m => m.Key.EndsWith(".name")).ToDictionary(m => m.Value, m => m.Key[..^5]);
+            var adapterStates = names.Where(n => n.Key.Contains("lora_")).ToList();
+            Assert.NotEmpty(adapterStates);
+            Assert.All(adapterStates, n => Assert.Equal("0", meta[n.Value + ".step"]));
+            Assert.All(adapterStates, n => Assert.Equal(0, TestSupport.MaxAbs(moments[n.Value + ".exp_avg"])));
+            Assert.Equal("12", meta[names["model.embed_tokens.weight"] + ".step"]);
+            Assert.True(TestSupport.MaxAbs(moments[names["model.embed_tokens.weight"] + ".exp_avg"]) > 0);
+            foreach (var t in moments.Values) t.Dispose();
 
             // Stopped at step 7 (checkpoint at 5, after the first merge), resumed in a fresh model: the same log and weights.
             using var b = PretrainExperiment.NewModel(spec, method, 3);
