@@ -193,8 +193,20 @@ public sealed record ReMergeSchedule(int Every, IReadOnlyList<MoraType> Types)
     {
         if (Every <= 0) throw new ArgumentException($"merge interval must be positive, got {Every}", nameof(Every));
         if (step <= 0 || step % Every != 0) return false;
-        MoraType? next = Types.Count == 0 ? null : Types[(int)(step / Every % Types.Count)];
-        Peft.MergeAndReinit(model, next);
+        Peft.MergeAndReinit(model, TypeAfter(step));
         return true;
+    }
+
+    /// <summary>The MoRA design in use after step <paramref name="step"/> (null: the layers' own, before the first merge
+    /// or with no <see cref="Types"/>).</summary>
+    public MoraType? TypeAfter(long step) => Types.Count == 0 || step < Every ? null : Types[(int)(step / Every % Types.Count)];
+
+    /// <summary>On resuming at step <paramref name="step"/>: puts the MoRA layers in the design that stretch uses
+    /// (the merged weights themselves come from the checkpoint).</summary>
+    public void Restore(nn.Module model, long step)
+    {
+        if (TypeAfter(step) is not { } type) return;
+        foreach (var (_, a) in Peft.Adapters(model))
+            if (a is MoraLinear m && m.Type != type) m.SwitchType(type);
     }
 }

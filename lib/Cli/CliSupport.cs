@@ -113,9 +113,13 @@ static class CliSupport
     /// copies its tables, the printed table and the exact command into the figures folder, then draws its runs' figures
     /// there. Ctrl+C stops it cleanly (run the same command to resume).</summary>
     public static int Experiment(string name, ExperimentSpec spec, string? outDir, string? figures, string[] commandLine, string[] tables,
+        Func<string, CancellationToken, string> run) => Experiment(name, spec.Preset, outDir, figures, commandLine, tables, run);
+
+    /// <summary>As above, for an experiment whose spec is not an <see cref="ExperimentSpec"/> (<paramref name="preset"/> names the default folder).</summary>
+    public static int Experiment(string name, string preset, string? outDir, string? figures, string[] commandLine, string[] tables,
         Func<string, CancellationToken, string> run)
     {
-        outDir ??= Path.Combine("runs", $"{name}-{SafePath.Name(spec.Preset, nameof(spec.Preset))}");
+        outDir ??= Path.Combine("runs", $"{name}-{SafePath.Name(preset, "Preset")}");
         TorchRuntime.Ensure();
         figures ??= Path.Combine(outDir, "figures");
         using var cancel = new CancellationTokenSource();

@@ -20,7 +20,7 @@ public sealed record CheckpointState(long Step, long Tokens, double WallSeconds,
 /// </summary>
 public static class Checkpoints
 {
-    const string Params = "trainable.safetensors", Optim = "optimizer.safetensors", State = "state.json";
+    const string Params = "trainable.safetensors", Optim = "optimizer.safetensors", State = "state.json", Merged = "merged.safetensors";
 
     /// <summary>The newest complete checkpoint folder of a run, or null.</summary>
     public static string? Latest(string outDir)
@@ -39,7 +39,7 @@ public static class Checkpoints
     }
 
     internal static void Save(string outDir, long step, long tokens, double wall, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
-        AdamW optimizer, RunLog log, TrainConfig config)
+        AdamW optimizer, RunLog log, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null)
     {
         string root = Path.Combine(outDir, Trainer.CheckpointDir);
         Directory.CreateDirectory(root);
@@ -50,6 +50,7 @@ public static class Checkpoints
         try
         {
             SafeTensors.Save(Path.Combine(tmp, Params), trainable.Select(p => (p.Name, (Tensor)p.Parameter)));
+            if (merged is { Count: > 0 }) SafeTensors.Save(Path.Combine(tmp, Merged), merged);     // ReLoRA/ReMoRA: frozen weights that merges changed
             var states = optimizer.state_dict().State.Cast<AdamW.State>().ToList();
             var moments = new List<(string, Tensor)>();
             var meta = new Dictionary<string, string>();
@@ -84,10 +85,14 @@ public static class Checkpoints
 
     /// <summary>Fields that must match for a resume to continue the same run.</summary>
     static readonly string[] MustMatch = ["Steps", "BatchSize", "GradAccumulation", "LearningRate", "WeightDecay", "Beta1", "Beta2", "Eps",
-        "WarmupSteps", "Schedule", "MinLrRatio", "MaxGradNorm", "Seed", "DType"];
+        "WarmupSteps", "Schedule", "MinLrRatio", "MaxGradNorm", "Seed", "DType", "RestartWarmupSteps"];
+
+    /// <summary>Fields added after checkpoints were first written, with their default: a checkpoint without the field
+    /// was written with the default, so it still resumes a run that keeps the default.</summary>
+    static readonly Dictionary<string, string> AddedLater = new() { ["RestartWarmupSteps"] = "0" };
 
     internal static CheckpointState Load(string dir, LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
-        AdamW optimizer, TrainConfig config)
+        AdamW optimizer, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null)
     {
         string statePath = Path.Combine(dir, State);
         JsonObject state;
@@ -96,7 +101,8 @@ public static class Checkpoints
         { throw new FormatException($"{statePath}: unreadable checkpoint state ({e.Message})", e); }
         var saved = state["train"] as JsonObject;
         var now = JsonNode.Parse(config.ToJson()) as JsonObject;
-        var differ = MustMatch.Where(k => saved?[k]?.ToJsonString() != now?[k]?.ToJsonString())
+        string? Saved(string k) => saved?[k]?.ToJsonString() ?? (AddedLater.TryGetValue(k, out var d) ? d : null);
+        var differ = MustMatch.Where(k => Saved(k) != now?[k]?.ToJsonString())
             .Select(k => $"{k}: checkpoint {saved?[k]?.ToJsonString() ?? "(none)"}, now {now?[k]?.ToJsonString()}").ToList();
         if (differ.Count > 0)
             throw new InvalidOperationException(
@@ -123,6 +129,18 @@ public static class Checkpoints
                 using (var m = moments[$"{i}.exp_avg"].to(states[i].exp_avg.dtype, p.device)) states[i].exp_avg.copy_(m);
                 using (var v = moments[$"{i}.exp_avg_sq"].to(states[i].exp_avg_sq.dtype, p.device)) states[i].exp_avg_sq.copy_(v);
                 states[i].step = long.Parse(meta[$"{i}.step"], CultureInfo.InvariantCulture);
+            }
+            string mergedPath = Path.Combine(dir, Merged);
+            if (merged is { Count: > 0 } && File.Exists(mergedPath))
+            {
+                var (weights, _) = SafeTensors.Load(mergedPath);
+                try
+                {
+                    var wrong = TensorMatch.Problems(merged, weights, "checkpoint", "not a merged weight of the model");
+                    if (wrong.Count > 0) throw new CheckpointMismatchException(TensorMatch.Describe(mergedPath, wrong), wrong);
+                    foreach (var (name, w) in merged) using (var v = weights[name].to(w.dtype, w.device)) w.copy_(v);
+                }
+                finally { foreach (var t in weights.Values) t.Dispose(); }
             }
         }
         finally

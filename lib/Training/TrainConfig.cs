@@ -29,6 +29,9 @@ public sealed record TrainConfig
     /// <summary>Steps of linear warm-up from 0 to the learning rate.</summary>
     public int WarmupSteps { get; init; }
     public LrSchedule Schedule { get; init; } = LrSchedule.Cosine;
+    /// <summary>ReLoRA/ReMoRA: steps of linear warm-up again after each merge (ReLoRA's "jagged" schedule; 0 = none).
+    /// Used by <see cref="LearningRateAt(long, int)"/> with the merge interval; a plain run ignores it.</summary>
+    public int RestartWarmupSteps { get; init; }
     /// <summary>The schedule decays to LearningRate × this at the last step.</summary>
     public double MinLrRatio { get; init; }
     /// <summary>Clip the global gradient norm to this (0 = no clipping).</summary>
@@ -60,7 +63,7 @@ public sealed record TrainConfig
         void NonNegative(double v, string name) { if (!(v >= 0)) throw new ArgumentException($"{name} must be ≥ 0, got {v}", name); }
         Positive(Steps, nameof(Steps)); Positive(BatchSize, nameof(BatchSize)); Positive(GradAccumulation, nameof(GradAccumulation));
         Positive(LearningRate, nameof(LearningRate)); if (double.IsInfinity(LearningRate)) throw new ArgumentException("LearningRate must be finite", nameof(LearningRate));
-        NonNegative(WeightDecay, nameof(WeightDecay)); NonNegative(WarmupSteps, nameof(WarmupSteps)); NonNegative(MaxGradNorm, nameof(MaxGradNorm));
+        NonNegative(WeightDecay, nameof(WeightDecay)); NonNegative(WarmupSteps, nameof(WarmupSteps)); NonNegative(RestartWarmupSteps, nameof(RestartWarmupSteps)); NonNegative(MaxGradNorm, nameof(MaxGradNorm));
         NonNegative(EvalEvery, nameof(EvalEvery)); NonNegative(CheckpointEvery, nameof(CheckpointEvery)); Positive(LogEvery, nameof(LogEvery));
         Positive(KeepCheckpoints, nameof(KeepCheckpoints)); Positive(Eps, nameof(Eps));
         if (Beta1 is < 0 or >= 1) throw new ArgumentException($"Beta1 must be in [0, 1), got {Beta1}", nameof(Beta1));
@@ -85,6 +88,22 @@ public sealed record TrainConfig
             _ => 1,
         };
         return LearningRate * factor;
+    }
+
+    /// <summary>
+    /// The learning rate at step <paramref name="step"/> when the adapters are merged and re-initialised every
+    /// <paramref name="mergeEvery"/> steps (after steps N, 2N, …): as <see cref="LearningRateAt(long)"/>, except that for
+    /// the first <see cref="RestartWarmupSteps"/> steps after each merge the rate ramps linearly from near 0 up to the
+    /// schedule's value at the end of that ramp, as ReLoRA's cosine-with-restarts schedule (used by kongds/MoRA) does.
+    /// <paramref name="mergeEvery"/> ≤ 0 or no restart warm-up: the plain schedule.
+    /// </summary>
+    public double LearningRateAt(long step, int mergeEvery)
+    {
+        if (mergeEvery <= 0 || RestartWarmupSteps <= 0 || step <= mergeEvery) return LearningRateAt(step);
+        long lastMerge = (step - 1) / mergeEvery * mergeEvery;
+        long since = step - lastMerge;                     // 1 at the first step after a merge
+        if (since > RestartWarmupSteps) return LearningRateAt(step);
+        return LearningRateAt(Math.Min(Steps, lastMerge + RestartWarmupSteps)) * since / RestartWarmupSteps;
     }
 
     public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch

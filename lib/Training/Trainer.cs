@@ -143,7 +143,8 @@ public sealed class Trainer
             Directory.CreateDirectory(outDir);
             if (_config.Resume && Checkpoints.Latest(outDir) is { } latest)
             {
-                var state = Checkpoints.Load(latest, _model, trainable, optimizer, _config);
+                var state = Checkpoints.Load(latest, _model, trainable, optimizer, _config, MergedWeights());
+                ReMerge?.Restore(_model, state.Step);
                 (startStep, tokens, wallBefore) = (state.Step, state.Tokens, state.WallSeconds);
                 log = state.Log;
                 resumedFrom = lastCheckpoint = startStep;
@@ -163,7 +164,7 @@ public sealed class Trainer
                 cancel.ThrowIfCancellationRequested();
                 step++;
                 manual_seed(StableSeed(_config.Seed, step, 0xd20));           // dropout masks depend on (seed, step) only
-                double lr = _config.LearningRateAt(step);
+                double lr = _config.LearningRateAt(step, ReMerge?.Every ?? 0);
                 foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                 using (NewDisposeScope()) optimizer.zero_grad();     // TorchSharp's zero_grad leaves one tensor handle per parameter undisposed
                 double lossSum = 0; long stepTokens = 0;
@@ -185,7 +186,7 @@ public sealed class Trainer
                     : GradNorm(trainable.Select(p => p.parameter));
                 if (!double.IsFinite(gradNorm)) throw Diverged(step, gradNorm, "gradient norm", lastCheckpoint, outDir, log);
                 optimizer.step();
-                if (ReMerge?.AfterStep(_model, step) == true) ResetAdapterState(optimizer);
+                if (ReMerge?.AfterStep(_model, step) == true) ResetAdapterState(optimizer, trainable);
                 tokens += stepTokens;
                 double wall = wallBefore + clock.Elapsed.TotalSeconds;
                 double meanLoss = lossSum / _config.GradAccumulation;
@@ -210,7 +211,7 @@ public sealed class Trainer
                     }
                     if (checkpoint)
                     {
-                        Checkpoints.Save(outDir, step, tokens, wallBefore + clock.Elapsed.TotalSeconds, trainable, optimizer, log, _config);
+                        Checkpoints.Save(outDir, step, tokens, wallBefore + clock.Elapsed.TotalSeconds, trainable, optimizer, log, _config, MergedWeights());
                         lastCheckpoint = step;
                     }
                 }
@@ -265,17 +266,26 @@ public sealed class Trainer
         return norms.Count == 0 ? 0 : stack(norms).norm().item<float>();
     }
 
-    /// <summary>After a ReMoRA merge the adapter starts again; its Adam moments no longer mean anything (ReLoRA resets them).</summary>
-    static void ResetAdapterState(AdamW optimizer)
+    /// <summary>After a ReLoRA/ReMoRA merge the adapter starts again; its Adam moments no longer mean anything (ReLoRA
+    /// resets them). Other trainable parameters (embeddings, norms, head when they train too) keep theirs.</summary>
+    void ResetAdapterState(AdamW optimizer, IReadOnlyList<(string Name, Parameter Parameter)> trainable)
     {
+        var adapterParams = Peft.Adapters(_model).SelectMany(a => a.Layer.AdapterParameters()).Select(p => p.Parameter.Handle).ToHashSet();
+        var states = optimizer.state_dict().State.OfType<AdamW.State>().ToList();
         using var _ = no_grad();
-        foreach (var s in optimizer.state_dict().State.OfType<AdamW.State>())
+        for (int i = 0; i < states.Count && i < trainable.Count; i++)
         {
-            s.exp_avg.zero_();
-            s.exp_avg_sq.zero_();
-            s.step = 0;
+            if (!adapterParams.Contains(trainable[i].Parameter.Handle)) continue;
+            states[i].exp_avg.zero_();
+            states[i].exp_avg_sq.zero_();
+            states[i].step = 0;
         }
     }
+
+    /// <summary>With a merge schedule, the frozen base weights of the adapted layers change at each merge, so checkpoints
+    /// carry them too (null without one: nothing frozen changes).</summary>
+    List<(string Name, Tensor Weight)>? MergedWeights() =>
+        ReMerge is null ? null : Peft.Adapters(_model).Select(a => (a.Name + ".base_layer.weight", (Tensor)a.Layer.BaseWeight)).ToList();
 
     TrainingDivergedException Diverged(long step, double value, string what, long? lastCheckpoint, string? outDir, RunLog log)
     {
