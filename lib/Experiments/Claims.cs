@@ -84,7 +84,8 @@ public static class Claims
     {
         var summary = CsvTable.Read(Path.Combine(folder, "pretrain-summary.csv")).Rows.ToDictionary(r => r["method"]);
         var paired = CsvTable.Read(Path.Combine(folder, "pretrain-paired.csv")).Rows.ToDictionary(r => r["comparison"]);
-        string Ppl(string m) => $"{Num(summary[m]["heldout_ppl_mean"]):0.000} [{Num(summary[m]["heldout_ppl_low95"]):0.000}, {Num(summary[m]["heldout_ppl_high95"]):0.000}]";
+        // Four decimals, as the files hold them (table.txt rounds the unrounded means to three).
+        string Ppl(string m) => $"{summary[m]["heldout_ppl_mean"]} [{summary[m]["heldout_ppl_low95"]}, {summary[m]["heldout_ppl_high95"]}]";
         foreach (var (a, b, claim) in new[] { ("remora", "relora", "Pretraining (§4.4): ReMoRA ≥ ReLoRA"), ("mora", "lora", "Pretraining (§4.4): MoRA ≥ LoRA") })
         {
             if (!paired.TryGetValue($"{a}-{b}", out var row)) continue;
@@ -92,7 +93,7 @@ public static class Claims
             var d = new MeanInterval(Num(row["ppl_diff_mean"]), Num(row["ppl_diff_low95"]), Num(row["ppl_diff_high95"]), n, 0);
             results.Add(new ClaimResult(claim,
                 $"a generated language learned from scratch, equal rank budget, {(a == "remora" ? "merged and re-initialised every N steps (ReMoRA switching sharing types 1 ↔ 2), warm-up restarted" : "no merges")}, tuned rates, {n} seeds",
-                $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {d.Mean:0.000} [{d.Low:0.000}, {d.High:0.000}] (lower is better)",
+                $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {row["ppl_diff_mean"]} [{row["ppl_diff_low95"]}, {row["ppl_diff_high95"]}] (lower is better)",
                 Greater(new MeanInterval(-d.Mean, -d.High, -d.Low, n, 0)), Rel(repoRoot, Path.Combine(folder, "pretrain-paired.csv")), Command(folder)));
         }
     }
