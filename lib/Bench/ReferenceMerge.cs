@@ -22,7 +22,8 @@ namespace Mora.Bench;
 /// The reference has no merge for the paper's truncation (Eq. 4–5) and decoupling (Eq. 8): its forward has no branch for
 /// them, so this class refuses <see cref="MoraType.Truncation"/> and <see cref="MoraType.Decouple"/>. With a single
 /// r̂-block (k ≤ r̂) its type-6 loop never runs and the line after it reads an unbound loop variable (Python's
-/// UnboundLocalError); this class throws <see cref="NotSupportedException"/> there, saying so.
+/// UnboundLocalError); this class throws <see cref="NotSupportedException"/> there, saying so. Left out: the reference's
+/// cast of float16 weights to float32 on a CPU (the benchmark runs float32 on a CPU, or a GPU dtype on a GPU).
 /// </summary>
 public sealed class ReferenceMerge : IDisposable
 {
