@@ -151,7 +151,7 @@ public class ReadmeExampleTests
         var fresh = ReadmeExampleResult.FromRuns(runs, seconds);
         if (Environment.GetEnvironmentVariable("MORA_README_EXAMPLE_OUT") is { Length: > 0 } outDir)
         {
-            ReadmeExampleResult.Write(outDir, fresh);
+            ReadmeExampleResult.Write(Path.IsPathRooted(outDir) ? outDir : Path.Combine(TestSupport.RepoRoot, outDir), fresh);
             return;
         }
         var committed = ReadmeExampleResult.Read(ReadmeExampleResult.CommittedFile);
