@@ -150,14 +150,14 @@ public class ReadmeNumbersTests
         sb.AppendLine($"- **A training step** of the {trainHeading.Groups[1].Value} model (batch {trainHeading.Groups[2].Value}, full run), relative to LoRA's time: " +
                       string.Join(", ", train.Where(t => t["method"] != "lora").Select(t => $"{(t["method"].StartsWith("mora-") ? DesignLabel(t["method"]) : t["method"] == "full" ? "full fine-tuning" : "DoRA")} {Step(t["method"])}")) + ".");
         sb.AppendLine();
-        sb.AppendLine($"ΔW and merge at r = {merge[0]["r"]} (second run; medians; the reference merge algorithm is kongds/MoRA get_delta_weight, then W += ΔW):");
+        sb.AppendLine($"ΔW and merge at r = {merge[0]["r"]} (second run; medians; the reference's ΔW is kongds/MoRA get_delta_weight, its merge that and W += ΔW):");
         sb.AppendLine();
-        sb.AppendLine("| design | shape | r̂ | kit ΔW ms | kit merge ms | reference merge algorithm ms | reference ÷ kit merge | kit merge, % of a layer step |");
-        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|");
+        sb.AppendLine("| design | shape | r̂ | kit ΔW ms | reference ΔW ms | kit merge ms | reference merge ms | reference ÷ kit merge | kit merge, % of a layer step |");
+        sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var m in merge)
         {
             bool has = m["reference_merge_ms"] != "";
-            sb.AppendLine($"| {DesignLabel(m["method"])} | {m["d"]}×{m["k"]} | {m["r_hat"]} | {F2(D(m["materialise_ms"]))} | {F2(D(m["merge_ms"]))} | " +
+            sb.AppendLine($"| {DesignLabel(m["method"])} | {m["d"]}×{m["k"]} | {m["r_hat"]} | {F2(D(m["materialise_ms"]))} | {(has ? F2(D(m["reference_delta_ms"])) : "no such type")} | {F2(D(m["merge_ms"]))} | " +
                           $"{(has ? F2(D(m["reference_merge_ms"])) : "no such type")} | {(has ? D(m["speed_up"]).ToString("F1", Inv) + "×" : "—")} | {F2(D(m["percent_of_layer_step"]))} |");
         }
         var withReference = merge.Where(m => m["reference_merge_ms"] != "").ToList();
