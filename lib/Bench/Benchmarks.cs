@@ -25,8 +25,8 @@ public sealed record BenchSpec
     public int Repeats { get; init; } = 5;
     /// <summary>Shapes for the ΔW materialisation and merge benchmark (at the first rank).</summary>
     public (int D, int K)[] MergeShapes { get; init; } = [(1024, 1024)];
-    /// <summary>Whether to time the reference's loop over columns (slow at 11008 columns).</summary>
-    public bool ColumnLoop { get; init; } = true;
+    /// <summary>Whether to time the reference's merge algorithm (<see cref="Bench.ReferenceMerge"/>) beside the kit's.</summary>
+    public bool ReferenceMerge { get; init; } = true;
     /// <summary>Training-step benchmark: the model preset, steps per method (the first 3 are not timed), batch size.</summary>
     public string TrainModel { get; init; } = "small";
     public int TrainSteps { get; init; } = 20;
@@ -69,15 +69,17 @@ public sealed record BenchSpec
 public sealed record LayerRow(int D, int K, int Tokens, string Method, int R, int RHat, long Parameters, double MedianMs, double P25Ms, double P75Ms,
     double RatioToBase, double RatioToLora, double MatmulFlopsPerToken, double FloorRatioToBase, double FloorRatioToLora, double PeakExtraMiB);
 
-/// <summary>ΔW written out and added into W: the vectorised <see cref="CompressDecompress.DeltaWeight"/> against a loop over
-/// the k columns (ΔW e_j, one forward each), as the reference code builds it.</summary>
-public sealed record MergeRow(int D, int K, string Method, int R, int RHat, double MaterialiseMs, double MergeMs, double LoopMs, double SpeedUp, double MaxAbsDiff,
-    double MergeErrorVsDeltaWeight, double LayerStepMs, double PercentOfLayerStep);
+/// <summary>ΔW written out and merged into W: the kit's <see cref="CompressDecompress.DeltaWeight"/> and
+/// <see cref="CompressDecompress.AddDeltaWeightTo"/> against the reference's merge algorithm (<see cref="ReferenceMerge"/>:
+/// kongds/MoRA <c>get_delta_weight</c>, then W += ΔW), medians of the same repetitions. The reference columns are NaN for
+/// the designs the reference does not have (truncation, decoupling).</summary>
+public sealed record MergeRow(int D, int K, string Method, int R, int RHat, double MaterialiseMs, double MergeMs, double ReferenceDeltaMs, double ReferenceMergeMs,
+    double SpeedUp, double MaxAbsDiff, double MergeErrorVsDeltaWeight, double LayerStepMs, double PercentOfLayerStep);
 
 /// <summary>A whole training step of the kit's small model per method.</summary>
 public sealed record TrainRow(string Method, int R, long TrainableParameters, double StepMs, double TokensPerSecond, double PeakRssMiB);
 
-public sealed record BenchResult(BenchSpec Spec, List<LayerRow> Layers, List<MergeRow> Merges, List<TrainRow> Training, Dictionary<string, double> BaseGflops);
+public sealed record BenchResult(BenchSpec Spec, List<LayerRow> Layers, List<MergeRow> Merges, List<TrainRow> Training, Dictionary<string, double> BaseGflops, double WallSeconds = double.NaN);
 
 /// <summary>
 /// The cost benchmark of issue 6: MoRA against LoRA and against the hardware limit. Medians of interleaved repetitions
@@ -104,6 +106,7 @@ public static class Benchmarks
     public static BenchResult Run(BenchSpec spec, string outDir, TextWriter log)
     {
         spec.Validate();
+        var wall = Stopwatch.StartNew();
         var device = spec.Device.ToTorch(nameof(spec.Device));
         var dtype = TrainConfig.ParseDType(spec.DType);
         log.WriteLine($"bench ({spec.Preset}): device {device}, dtype {dtype}, {torch.get_num_threads()} threads, {spec.Repeats} interleaved repeats");
@@ -126,7 +129,7 @@ public static class Benchmarks
         }
         var training = spec.TrainSteps > 0 ? TrainCase(spec, device, dtype, log) : [];
         if (training.Count > 0) WriteCsv(Path.Combine(outDir, TrainFile), training);
-        var result = new BenchResult(spec, layers, merges, training, gflops);
+        var result = new BenchResult(spec, layers, merges, training, gflops, wall.Elapsed.TotalSeconds);
         AtomicFile.WriteText(Path.Combine(outDir, ReportFile), Report(result));
         return result;
     }
@@ -248,22 +251,6 @@ public static class Benchmarks
 
     // ---------------------------------------------------------------- ΔW and merge
 
-    /// <summary>ΔW built the way the reference does: one forward of each unit vector e_j, written into column j.</summary>
-    public static Tensor DeltaWeightByColumnLoop(CompressDecompress op, Tensor m)
-    {
-        var dw = zeros([op.D, op.K], m.dtype, m.device);
-        using var e = zeros([1, op.K], m.dtype, m.device);
-        for (int j = 0; j < op.K; j++)
-        {
-            using var scope = NewDisposeScope();
-            e[0, j].fill_(1);
-            var column = op.Forward(e, m);                   // (1, d)
-            dw.select(1, j).copy_(column[0]);
-            e[0, j].fill_(0);
-        }
-        return dw;
-    }
-
     static List<MergeRow> MergeCase(BenchSpec spec, int d, int k, Device device, ScalarType dtype, List<LayerRow> layers, TextWriter log)
     {
         int r = spec.Ranks.Min();
@@ -272,24 +259,38 @@ public static class Benchmarks
         using var w = randn(d, k, dtype: dtype, device: device);
         using var _ = no_grad();
         var clock = Stopwatch.StartNew();
+        void Sync() { if (device.type == DeviceType.CUDA) torch.cuda.synchronize(); }
         foreach (var type in Enum.GetValues<MoraType>())
         {
             CompressDecompress op;
             try { op = CompressDecompress.ForLoraRank(d, k, r, type); }
             catch (ArgumentException) { continue; }
             using var m = randn(op.RHat, op.RHat, dtype: dtype, device: device) * 0.02;
-            void Sync() { if (device.type == DeviceType.CUDA) torch.cuda.synchronize(); }
+            using var reference = spec.ReferenceMerge && ReferenceMerge.Has(type) ? new ReferenceMerge(d, k, op.RHat, type) : null;
             var materialise = new List<double>();
             var merge = new List<double>();
+            var refDelta = new List<double>();
+            var refMerge = new List<double>();
+            // The kit and the reference take turns; the first round builds index tables (kit) and RoPE tables (reference)
+            // and is not timed, as both keep them afterwards.
             for (int i = 0; i <= spec.Repeats; i++)
             {
                 var sw = Stopwatch.StartNew();
                 using (var dw = op.DeltaWeight(m)) Sync();
-                if (i > 0) materialise.Add(sw.Elapsed.TotalMilliseconds);     // the first builds the index tables
+                if (i > 0) materialise.Add(sw.Elapsed.TotalMilliseconds);
                 sw.Restart();
                 op.AddDeltaWeightTo(w, m);
                 Sync();
                 if (i > 0) merge.Add(sw.Elapsed.TotalMilliseconds);
+                op.AddDeltaWeightTo(w, m, -1.0);
+                if (reference is null) continue;
+                sw.Restart();
+                using (var dw = reference.DeltaWeight(m)) Sync();
+                if (i > 0) refDelta.Add(sw.Elapsed.TotalMilliseconds);
+                sw.Restart();
+                reference.Merge(w, m);
+                Sync();
+                if (i > 0) refMerge.Add(sw.Elapsed.TotalMilliseconds);
                 op.AddDeltaWeightTo(w, m, -1.0);
             }
             // The in-place merge must equal adding the written-out ΔW.
@@ -302,25 +303,21 @@ public static class Benchmarks
                 using var err = (copy - expected).abs().max();
                 mergeError = err.to(ScalarType.Float64).item<double>();
             }
-            double loopMs = double.NaN, diff = double.NaN;
-            if (spec.ColumnLoop)
+            double diff = double.NaN;
+            if (reference is not null)
             {
-                var sw = Stopwatch.StartNew();
-                using (var loop = DeltaWeightByColumnLoop(op, m)) w.add_(loop);
-                Sync();
-                loopMs = sw.Elapsed.TotalMilliseconds;
-                using var vec = op.DeltaWeight(m);
-                using var loop2 = DeltaWeightByColumnLoop(op, m);
-                w.sub_(loop2);
-                using var delta = (vec - loop2).abs().max();
+                using var kit = op.DeltaWeight(m);
+                using var refDw = reference.DeltaWeight(m);
+                using var delta = (kit - refDw).abs().max();
                 diff = delta.to(ScalarType.Float64).item<double>();
             }
-            double mergeMs = Median(merge), materialiseMs = Median(materialise);
+            double mergeMs = Median(merge), materialiseMs = Median(materialise), refDeltaMs = Median(refDelta), refMergeMs = Median(refMerge);
             string method = $"mora-{MoraTypes.Name(type)}";
             var layer = layers.Where(l => l.D == d && l.K == k && l.Method == method && l.R == r).OrderByDescending(l => l.Tokens).FirstOrDefault();
             double stepMs = layer?.MedianMs ?? double.NaN;
-            rows.Add(new MergeRow(d, k, method, r, op.RHat, materialiseMs, mergeMs, loopMs, loopMs / mergeMs, diff, mergeError, stepMs, 100 * mergeMs / stepMs));
-            log.WriteLine($"  merge {d}×{k} {method}: ΔW {materialiseMs:F2} ms, merge {mergeMs:F2} ms, column loop {loopMs:F0} ms ({clock.Elapsed.TotalSeconds:F0} s so far)");
+            rows.Add(new MergeRow(d, k, method, r, op.RHat, materialiseMs, mergeMs, refDeltaMs, refMergeMs, refMergeMs / mergeMs, diff, mergeError, stepMs, 100 * mergeMs / stepMs));
+            log.WriteLine($"  merge {d}×{k} {method}: ΔW {materialiseMs:F2} ms, merge {mergeMs:F2} ms, " +
+                          (reference is null ? "no reference merge" : $"reference merge {refMergeMs:F1} ms") + $" ({clock.Elapsed.TotalSeconds:F0} s so far)");
         }
         return rows;
     }
@@ -402,6 +399,7 @@ public static class Benchmarks
         sb.AppendLine();
         sb.AppendLine($"Machine: {CpuName()}, {Environment.ProcessorCount} logical CPUs, torch threads {torch.get_num_threads()}; device {spec.Device}, dtype {spec.DType}; " +
                       $"TorchSharp {typeof(torch).Assembly.GetName().Version}; {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.");
+        if (!double.IsNaN(result.WallSeconds)) sb.AppendLine($"Wall time of the whole benchmark: {result.WallSeconds:F0} s.");
         sb.AppendLine($"Medians of {spec.Repeats} interleaved repetitions after a warm-up; ratios come from the same run. Forward + backward = the output, the input's gradient and the adapter's gradients (`torch.autograd.grad`).");
         sb.AppendLine();
         sb.AppendLine("## Achieved rate of the frozen base layer (forward + input gradient, 4·d·k FLOPs a token)");
@@ -442,12 +440,14 @@ public static class Benchmarks
         {
             sb.AppendLine($"## ΔW written out and merged into W (r = {result.Merges[0].R})");
             sb.AppendLine();
-            sb.AppendLine("`ΔW ms`: `CompressDecompress.DeltaWeight(M)`, ΔW written out (median). `merge ms`: `AddDeltaWeightTo(W, M)`, W += ΔW in place (what `MoraLinear.Merge` does: diagonal blocks only for decoupling/rotation, a broadcast add for sharing, when r̂ divides the shape; otherwise ΔW written out and added). `column loop ms`: ΔW e_j by one forward per column j, as the reference builds it, then added (one run). `speed-up`: column loop against merge. `max |ΔW diff|`: vectorised against column-loop ΔW. `merge err`: in-place merge against W + ΔW. `% of step`: merge time against the layer's forward + backward at the largest token count above.");
+            sb.AppendLine("`ΔW ms`: `CompressDecompress.DeltaWeight(M)`, ΔW written out. `merge ms`: `AddDeltaWeightTo(W, M)`, W += ΔW in place (what `MoraLinear.Merge` does: diagonal blocks only for decoupling/rotation, a broadcast add for sharing, when r̂ divides the shape; otherwise ΔW written out and added). " +
+                          "`reference ΔW ms`, `reference merge ms`: the reference merge algorithm (kongds/MoRA get_delta_weight, then W += ΔW; `ReferenceMerge`): a loop over the k + pad input positions for types 1 and 4, `repeat_interleave` for types 2 and 3, a loop over the r̂-blocks for type 6; the reference has no truncation or decoupling. All medians of the same interleaved repetitions after an untimed first round. " +
+                          "`× kit merge`: reference merge time over the kit's. `max abs ΔW diff`: the kit's ΔW against the reference's. `merge err`: in-place merge against W + ΔW. `% of step`: the kit's merge time against the layer's forward + backward at the largest token count above.");
             sb.AppendLine();
-            sb.AppendLine("| shape | method | r̂ | ΔW ms | merge ms | column loop ms | speed-up | max abs ΔW diff | merge err | % of step |");
-            sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            sb.AppendLine("| shape | method | r̂ | ΔW ms | merge ms | reference ΔW ms | reference merge ms | × kit merge | max abs ΔW diff | merge err | % of step |");
+            sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var m in result.Merges)
-                sb.AppendLine($"| {m.D}×{m.K} | {m.Method} | {m.RHat} | {m.MaterialiseMs:F2} | {m.MergeMs:F2} | {F(m.LoopMs, "F0")} | {F(m.SpeedUp, "F0")}× | {F(m.MaxAbsDiff, "E1")} | {F(m.MergeErrorVsDeltaWeight, "E1")} | {F(m.PercentOfLayerStep, "F2")} |");
+                sb.AppendLine($"| {m.D}×{m.K} | {m.Method} | {m.RHat} | {m.MaterialiseMs:F2} | {m.MergeMs:F2} | {F(m.ReferenceDeltaMs, "F2")} | {F(m.ReferenceMergeMs, "F2")} | {(double.IsNaN(m.SpeedUp) ? "no reference type" : F(m.SpeedUp, "F1") + "×")} | {F(m.MaxAbsDiff, "E1")} | {F(m.MergeErrorVsDeltaWeight, "E1")} | {F(m.PercentOfLayerStep, "F2")} |");
             sb.AppendLine();
         }
         if (result.Training.Count > 0)

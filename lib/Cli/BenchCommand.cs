@@ -18,12 +18,12 @@ static class BenchCommand
         var mergeShapes = names.Bind(new Option<string[]>("--merge-shapes") { Description = "shapes of the ΔW/merge benchmark (override the preset)", AllowMultipleArgumentsPerToken = true }, nameof(BenchSpec.MergeShapes));
         var repeats = names.Bind(new Option<int?>("--repeats") { Description = "interleaved timed repetitions (median reported)" }, nameof(BenchSpec.Repeats));
         var trainSteps = names.Bind(new Option<int?>("--train-steps") { Description = "steps of the training-step benchmark per method (0 skips it)" }, nameof(BenchSpec.TrainSteps));
-        var noLoop = new Option<bool>("--no-column-loop") { Description = "skip timing the reference's loop over columns" };
+        var noReference = new Option<bool>("--no-reference-merge") { Description = "skip timing the reference's merge algorithm (kongds/MoRA get_delta_weight)" };
         var device = names.Bind(CliSupport.DeviceOption(), nameof(BenchSpec.Device));
         var dtype = names.Bind(new Option<string>("--dtype") { Description = "float32, bfloat16 or float16 (the last two on a GPU)", DefaultValueFactory = _ => "float32" }, nameof(BenchSpec.DType));
         var outDir = new Option<string?>("--out") { Description = "folder for layer.csv, merge.csv, train.csv, bench.md, COMMAND.txt (default runs/bench/<preset>, ignored by git; publish with --out figures/bench/<name>)" };
-        var command = new Command("bench", "Benchmark MoRA's cost against LoRA and the hardware: one layer forward + backward (ratios to the base and to LoRA, FLOP floors, peak memory), ΔW materialisation against the reference's column loop, a whole training step per method.")
-            { preset, shapes, tokens, ranks, mergeShapes, repeats, trainSteps, noLoop, device, dtype, outDir };
+        var command = new Command("bench", "Benchmark MoRA's cost against LoRA and the hardware: one layer forward + backward (ratios to the base and to LoRA, FLOP floors, peak memory), ΔW and merge against the reference merge algorithm (kongds/MoRA get_delta_weight), a whole training step per method.")
+            { preset, shapes, tokens, ranks, mergeShapes, repeats, trainSteps, noReference, device, dtype, outDir };
         command.SetAction(pr => CliSupport.Guard(names, () =>
         {
             var spec = BenchSpec.FromPreset(pr.GetValue(preset)!);
@@ -33,7 +33,7 @@ static class BenchCommand
             if (pr.GetValue(ranks) is { Length: > 0 } rk) spec = spec with { Ranks = rk };
             if (pr.GetValue(repeats) is { } rp) spec = spec with { Repeats = rp };
             if (pr.GetValue(trainSteps) is { } ts) spec = spec with { TrainSteps = ts };
-            spec = spec with { ColumnLoop = !pr.GetValue(noLoop), Device = pr.GetValue(device), DType = pr.GetValue(dtype)! };
+            spec = spec with { ReferenceMerge = !pr.GetValue(noReference), Device = pr.GetValue(device), DType = pr.GetValue(dtype)! };
             spec.Validate();
             TorchRuntime.Ensure();
             string dir = pr.GetValue(outDir) ?? Path.Combine("runs", "bench", SafePath.Name(spec.Preset, "--preset"));

@@ -6,6 +6,51 @@ using Mora.Training;
 
 namespace Mora.Tests;
 
+/// <summary>One method's line of the README's training example table: figures/readme-example/results.csv, written by
+/// <see cref="ReadmeExampleTests.MemorizationExample"/> with MORA_README_EXAMPLE_OUT set.</summary>
+public sealed record ReadmeExampleResult(string Method, long TrainableParameters, double LossFirst, double LossLast, double CharAcc, double ExactMatch,
+    double SnippetSeconds, int CpuThreads)
+{
+    public static readonly string[] Methods = ["Lora", "Mora", "Full"];
+    public static string CommittedFile => Path.Combine(TestSupport.RepoRoot, "figures", "readme-example", "results.csv");
+    const string Header = "method,trainable_parameters,loss_first,loss_last,char_acc,exact_match,snippet_seconds,cpu_threads";
+
+    public static List<ReadmeExampleResult> FromRuns(string runs, double seconds) => Methods.Select(method =>
+    {
+        var log = RunLog.ReadCsv(Path.Combine(runs, method, Trainer.LogFile));
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(runs, method, Trainer.ManifestFile)))!;
+        return new ReadmeExampleResult(method, manifest["trainable_parameters"]!.GetValue<long>(), log.Rows[0].Loss, log.Rows[^1].Loss,
+            log.Last("char_acc")!.Value, log.Last("exact_match")!.Value, seconds, Environment.ProcessorCount);
+    }).ToList();
+
+    static string F(double v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
+    static double P(string s) => double.Parse(s, System.Globalization.CultureInfo.InvariantCulture);
+
+    public static void Write(string dir, IEnumerable<ReadmeExampleResult> rows)
+    {
+        Directory.CreateDirectory(dir);
+        File.WriteAllLines(Path.Combine(dir, "results.csv"), [Header, .. rows.Select(r =>
+            $"{r.Method},{r.TrainableParameters},{F(r.LossFirst)},{F(r.LossLast)},{F(r.CharAcc)},{F(r.ExactMatch)},{r.SnippetSeconds:F1},{r.CpuThreads}")]);
+        File.WriteAllText(Path.Combine(dir, "COMMAND.txt"),
+            "MORA_README_EXAMPLE_OUT=figures/readme-example dotnet test tests/Mora.Notebooks.Tests -c Release --filter \"FullyQualifiedName~ReadmeExampleTests.MemorizationExample\"\n" +
+            "(runs README.md's \"Train LoRA, MoRA and full fine-tuning on UUID pairs\" snippet as written; snippet_seconds is its wall time, compile included)\n");
+    }
+
+    public static List<ReadmeExampleResult> Read(string path)
+    {
+        var lines = File.ReadAllLines(path);
+        Assert.Equal(Header, lines[0]);
+        return lines.Skip(1).Where(l => l.Length > 0).Select(l => l.Split(',')).Select(c =>
+            new ReadmeExampleResult(c[0], long.Parse(c[1]), P(c[2]), P(c[3]), P(c[4]), P(c[5]), P(c[6]), int.Parse(c[7]))).ToList();
+    }
+
+    static string Percent(double v) => (100 * v).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " %";
+
+    /// <summary>The numbers of the README row as printed: parameters, loss first → last, character accuracy, exact match.</summary>
+    public static string TableCells(ReadmeExampleResult r) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"| {r.TrainableParameters:N0} | {r.LossFirst:F2} → {r.LossLast:F2} | {Percent(r.CharAcc)} | {Percent(r.ExactMatch)} |");
+}
+
 /// <summary>What a README snippet may use besides its own variables: the model and folder the text says it is given.</summary>
 public sealed class ReadmeGlobals
 {
@@ -87,11 +132,13 @@ public class ReadmeExampleTests
         var printed = new StringWriter();
         var before = Console.Out;
         Console.SetOut(printed);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         try { Run(code, new ReadmeGlobals()); }
         finally { Console.SetOut(before); }
+        double seconds = clock.Elapsed.TotalSeconds;
         string output = printed.ToString();
         Console.WriteLine(output);
-        foreach (var method in new[] { "Lora", "Mora", "Full" })
+        foreach (var method in ReadmeExampleResult.Methods)
         {
             Assert.Contains($"{method}: char acc ", output);
             var log = RunLog.ReadCsv(Path.Combine(runs, method, Trainer.LogFile));
@@ -99,5 +146,19 @@ public class ReadmeExampleTests
             Assert.Equal(4, log.Rows.Count(r => r.Metrics.ContainsKey("char_acc")));
             Assert.True(log.Rows.TakeLast(10).Average(r => r.Loss) < log.Rows.Take(10).Average(r => r.Loss));
         }
+        // What README's table quotes: written to MORA_README_EXAMPLE_OUT when set (that is how
+        // figures/readme-example/results.csv is made), and compared with the committed file otherwise.
+        var fresh = ReadmeExampleResult.FromRuns(runs, seconds);
+        if (Environment.GetEnvironmentVariable("MORA_README_EXAMPLE_OUT") is { Length: > 0 } outDir)
+        {
+            ReadmeExampleResult.Write(Path.IsPathRooted(outDir) ? outDir : Path.Combine(TestSupport.RepoRoot, outDir), fresh);
+            return;
+        }
+        var committed = ReadmeExampleResult.Read(ReadmeExampleResult.CommittedFile);
+        Assert.Equal(committed.Select(c => c.TrainableParameters), fresh.Select(f => f.TrainableParameters));
+        // Same seeds and the same thread count give the same run (Trainer's determinism); elsewhere libtorch may sum
+        // in another order, so the rounded figures are compared only on a machine with the recorded thread count.
+        if (committed[0].CpuThreads == Environment.ProcessorCount)
+            Assert.Equal(committed.Select(ReadmeExampleResult.TableCells), fresh.Select(ReadmeExampleResult.TableCells));
     }
 }

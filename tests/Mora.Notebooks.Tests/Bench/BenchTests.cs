@@ -4,7 +4,7 @@ using Mora.Bench;
 namespace Mora.Tests;
 
 /// <summary>The benchmark at its tiny preset, in a real process: every table has every row and every number is a number.
-/// No timing is asserted (the machines are shared); the column-loop ΔW must equal the vectorised one.</summary>
+/// No timing is asserted (the machines are shared); the reference merge algorithm's ΔW must equal the kit's.</summary>
 [Collection(ExternalProcesses.Name)]
 [Trait("Speed", "Slow")]
 public class BenchTests
@@ -52,9 +52,14 @@ public class BenchTests
         Assert.Equal(spec.MergeShapes.SelectMany(_ => designs), merge.Select(r => r["method"]));
         foreach (var row in merge)
         {
-            Assert.True(D(row["materialise_ms"]) > 0 && D(row["merge_ms"]) > 0 && D(row["loop_ms"]) > 0 && D(row["speed_up"]) > 0);
+            Assert.True(D(row["materialise_ms"]) > 0 && D(row["merge_ms"]) > 0);
             Assert.True(D(row["merge_error_vs_delta_weight"]) <= 1e-6, $"{row["method"]}: in-place merge differs from W + ΔW by {row["merge_error_vs_delta_weight"]}");
-            Assert.True(D(row["max_abs_diff"]) <= 1e-5, $"{row["method"]}: column loop and vectorised ΔW differ by {row["max_abs_diff"]}");
+            // The reference has types 1, 2, 3, 4, 6 only; the tiny shapes (64×64, 64×96 at r = 2) have more than one r̂-block.
+            bool hasReference = MoraTypes.Reference.Any(t => $"mora-{MoraTypes.Name(t)}" == row["method"]);
+            foreach (var column in new[] { "reference_delta_ms", "reference_merge_ms", "speed_up", "max_abs_diff" })
+                Assert.True(hasReference ? D(row[column]) > 0 || column == "max_abs_diff" : row[column] == "", $"{row["method"]}: {column} = '{row[column]}'");
+            if (hasReference)
+                Assert.True(D(row["max_abs_diff"]) <= 1e-5, $"{row["method"]}: the reference merge algorithm's ΔW and the kit's differ by {row["max_abs_diff"]}");
             Assert.True(D(row["percent_of_layer_step"]) > 0);
         }
 
