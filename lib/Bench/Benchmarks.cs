@@ -266,7 +266,7 @@ public static class Benchmarks
             try { op = CompressDecompress.ForLoraRank(d, k, r, type); }
             catch (ArgumentException) { continue; }
             using var m = randn(op.RHat, op.RHat, dtype: dtype, device: device) * 0.02;
-            using var reference = spec.ReferenceMerge && ReferenceMerge.Has(type) ? new ReferenceMerge(d, k, op.RHat, type) : null;
+            using var reference = spec.ReferenceMerge && ReferenceMerge.Runs(k, op.RHat, type) ? new ReferenceMerge(d, k, op.RHat, type) : null;
             var materialise = new List<double>();
             var merge = new List<double>();
             var refDelta = new List<double>();

@@ -49,6 +49,10 @@ public sealed class ReferenceMerge : IDisposable
     /// <summary>Whether the reference merges this design (types 1, 2, 3, 4, 6).</summary>
     public static bool Has(MoraType type) => MoraTypes.Reference.Contains(type);
 
+    /// <summary>Whether the reference's merge runs for a <paramref name="k"/>-input layer at <paramref name="rHat"/>: it has the
+    /// type, and for rotation more than one r̂-block (with one, the reference crashes; <see cref="Merge"/> throws there).</summary>
+    public static bool Runs(int k, int rHat, MoraType type) => Has(type) && (type != MoraType.Rotation || (k + rHat - 1) / rHat >= 2);
+
     /// <summary>The reference's <c>merge</c>: <c>W += get_delta_weight()</c>.</summary>
     public void Merge(Tensor w, Tensor m)
     {

@@ -2,11 +2,12 @@ using System.Text;
 
 namespace Mora.Data;
 
-/// <summary>A pretraining corpus: training documents and held-out documents (no document text in both).</summary>
+/// <summary>A pretraining corpus: training, held-out and validation documents (no document text in two of them).</summary>
 /// <param name="Train">documents to train on</param>
-/// <param name="HeldOut">documents only scored (held-out perplexity)</param>
+/// <param name="HeldOut">documents only scored (the reported held-out perplexity)</param>
 /// <param name="Language">the language that generated them</param>
-public sealed record PretrainCorpus(IReadOnlyList<string> Train, IReadOnlyList<string> HeldOut, SyntheticLanguage Language);
+/// <param name="Validation">documents the learning-rate sweep is scored on (so the rate is not picked on the reported split)</param>
+public sealed record PretrainCorpus(IReadOnlyList<string> Train, IReadOnlyList<string> HeldOut, SyntheticLanguage Language, IReadOnlyList<string> Validation);
 
 /// <summary>
 /// A small generated language to pretrain on (the kit's stand-in for C4 in the paper's §4.4): a lexicon of made-up words
@@ -124,12 +125,14 @@ public sealed class SyntheticLanguage
     }
 
     /// <summary>
-    /// A corpus of <paramref name="trainDocuments"/> training and <paramref name="heldOutDocuments"/> held-out documents
-    /// of the language of <paramref name="seed"/>, drawn from one stream seeded by it; a held-out candidate whose text is
-    /// a training document is skipped, so the splits share no document.
+    /// A corpus of <paramref name="trainDocuments"/> training, <paramref name="heldOutDocuments"/> held-out and
+    /// <paramref name="validationDocuments"/> validation documents of the language of <paramref name="seed"/>, drawn from one
+    /// stream seeded by it in that order; a held-out or validation candidate whose text is already in a split is skipped,
+    /// so the splits share no document (and the first two do not depend on the third).
     /// </summary>
-    public static PretrainCorpus Generate(int seed, int trainDocuments, int heldOutDocuments)
+    public static PretrainCorpus Generate(int seed, int trainDocuments, int heldOutDocuments, int validationDocuments = 0)
     {
+        if (validationDocuments < 0) throw new ArgumentException($"validationDocuments must be ≥ 0, got {validationDocuments}", nameof(validationDocuments));
         if (trainDocuments <= 0) throw new ArgumentException($"trainDocuments must be positive, got {trainDocuments}", nameof(trainDocuments));
         if (heldOutDocuments <= 0) throw new ArgumentException($"heldOutDocuments must be positive, got {heldOutDocuments}", nameof(heldOutDocuments));
         var language = Create(seed);
@@ -144,6 +147,13 @@ public sealed class SyntheticLanguage
             string d = language.Document(rng);
             if (seen.Add(d)) heldOut.Add(d);
         }
-        return new PretrainCorpus(train, heldOut, language);
+        var validation = new List<string>(validationDocuments);
+        for (int tries = 0; validation.Count < validationDocuments; tries++)
+        {
+            if (tries > 100 * validationDocuments) throw new InvalidOperationException("the language repeats its documents; it cannot give a disjoint validation split");
+            string d = language.Document(rng);
+            if (seen.Add(d)) validation.Add(d);
+        }
+        return new PretrainCorpus(train, heldOut, language, validation);
     }
 }

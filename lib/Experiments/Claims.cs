@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Mora.Evaluation;
+using Mora.Model;
 
 namespace Mora.Experiments;
 
@@ -15,6 +16,7 @@ public sealed record ClaimResult(string Claim, string Setting, string Measured, 
 /// The paper's claims checked against the kit's committed results (paper: Jiang et al. 2024, §4.1–4.4). Each verdict is a
 /// rule on a per-seed paired difference and its 95 % t interval (<see cref="SeedStatistics.Paired95"/>):
 /// <list type="bullet">
+/// <item>A verdict needs at least <see cref="MinSeeds"/> seeds and a non-zero spread; otherwise not resolved.</item>
 /// <item>"A beats B": ✓ when the interval lies above 0, ✗ when it lies below 0, otherwise not resolved at this scale.</item>
 /// <item>"A is on par with B": ✓ when the interval lies inside ±<see cref="ParMargin"/>, ✗ when it lies wholly outside, otherwise not resolved.</item>
 /// </list>
@@ -46,6 +48,7 @@ public static class Claims
 
     static void Memorisation(string repoRoot, string memo, List<ClaimResult> results)
     {
+        var spec = SpecOf(memo, MemorizationSpec.FromPreset);
         var memoSummary = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.SummaryFile));
         var memoPaired = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.PairedFile));
         string lastStep = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
@@ -57,7 +60,7 @@ public static class Claims
             string Mean(string method) => memoSummary.Rows.Where(r => r["method"] == method && r["rank"] == rank.ToString(CultureInfo.InvariantCulture))
                 .Select(r => $"{100 * double.Parse(r[lastStep + "_mean"], CultureInfo.InvariantCulture):0.0} %").Single();
             results.Add(new ClaimResult("Memorisation (§4.1): MoRA > LoRA at equal parameters",
-                $"UUID pairs, medium model (hidden 256), r = {rank} ({(rank == 1 ? "low regime, r/d = 0.4 %" : "high regime, r/d = 6 %")}), {row["method"]}, tuned rates, {d.N} seeds",
+                $"UUID pairs ({spec.Pairs} a seed), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {row["method"]}, {Rates(spec)}, {d.N} seeds",
                 $"char. accuracy at step {lastStep["char_acc_step".Length..]}: {row["method"]} {Mean(row["method"])}, LoRA {Mean("lora")}; difference {d.Format(100)} points",
                 Greater(d), Rel(repoRoot, Path.Combine(memo, MemorizationExperiment.PairedFile)), Command(memo)));
         }
@@ -65,6 +68,7 @@ public static class Claims
 
     static void MathReasoning(string repoRoot, string math, List<ClaimResult> results)
     {
+        var spec = SpecOf(math, Gsm8kSpec.FromPreset);
         var mathRuns = CsvTable.Read(Path.Combine(math, Gsm8kExperiment.TableFile));
         string lastAcc = mathRuns.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal)).Last();
         var lora = mathRuns.Rows.Where(r => r["method"] == "lora").ToList();
@@ -73,7 +77,7 @@ public static class Claims
             var baseline = lora.Where(r => r["rank"] == g.Key.Rank).ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture));
             var d = SeedStatistics.Paired95(g.ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture)), baseline);
             results.Add(new ClaimResult("Math reasoning (§4.3, GSM8K): MoRA on par with LoRA",
-                $"GSM8K-style problems, tiny model (hidden 64, so r = {g.Key.Rank} is {100.0 * int.Parse(g.Key.Rank, CultureInfo.InvariantCulture) / 64:0.#} % of d), {g.Key.Method}, one untuned rate, {d.N} seeds",
+                $"GSM8K-style problems ({spec.TestProblems} held out), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {Rates(spec)}, {d.N} seeds",
                 $"exact match at step {lastAcc["accuracy_step".Length..]}: difference {d.Format(100)} points (on par: within ±{100 * ParMargin:0} points)",
                 OnPar(d), Rel(repoRoot, Path.Combine(math, Gsm8kExperiment.TableFile)), Command(math)));
         }
@@ -83,6 +87,12 @@ public static class Claims
     static void Pretraining(string repoRoot, string folder, List<ClaimResult> results)
     {
         var summary = CsvTable.Read(Path.Combine(folder, "pretrain-summary.csv")).Rows.ToDictionary(r => r["method"]);
+        // The settings as the run printed them: the first line of table.txt names the model, steps, rank budget and merge interval.
+        string table = File.ReadAllLines(Path.Combine(folder, "table.txt"))[0];
+        string Setting(string pattern) => System.Text.RegularExpressions.Regex.Match(table, pattern) is { Success: true } m ? m.Groups[1].Value
+            : throw new FormatException($"{Path.Combine(folder, "table.txt")}:1: no '{pattern}' in '{table}'");
+        string model = Setting(@"\((\w+) model"), every = Setting(@"merge every (\d+) steps"), budget = Setting(@"rank budget r = (\d+)");
+        bool validated = File.ReadAllText(Path.Combine(folder, "table.txt")).Contains("validation perplexity", StringComparison.Ordinal);
         var paired = CsvTable.Read(Path.Combine(folder, "pretrain-paired.csv")).Rows.ToDictionary(r => r["comparison"]);
         // Four decimals, as the files hold them (table.txt rounds the unrounded means to three).
         string Ppl(string m) => $"{summary[m]["heldout_ppl_mean"]} [{summary[m]["heldout_ppl_low95"]}, {summary[m]["heldout_ppl_high95"]}]";
@@ -92,20 +102,56 @@ public static class Claims
             int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
             var d = new MeanInterval(Num(row["ppl_diff_mean"]), Num(row["ppl_diff_low95"]), Num(row["ppl_diff_high95"]), n, 0);
             results.Add(new ClaimResult(claim,
-                $"a generated language learned from scratch, equal rank budget, {(a == "remora" ? "merged and re-initialised every N steps (ReMoRA switching sharing types 1 ↔ 2), warm-up restarted" : "no merges")}, tuned rates, {n} seeds",
+                $"a generated language learned from scratch, {model} model, rank budget r = {budget}, {(a == "remora" ? $"merged and re-initialised every {every} steps (ReMoRA switching sharing types 1 ↔ 2), warm-up restarted" : "no merges")}, " +
+                $"{(validated ? "rates tuned on a validation split" : "rates tuned on the held-out split itself")}, {n} seeds",
                 $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {row["ppl_diff_mean"]} [{row["ppl_diff_low95"]}, {row["ppl_diff_high95"]}] (lower is better)",
                 Greater(new MeanInterval(-d.Mean, -d.High, -d.Low, n, 0)), Rel(repoRoot, Path.Combine(folder, "pretrain-paired.csv")), Command(folder)));
         }
     }
 
+    /// <summary>The settings of a committed result: its spec.json, or (for results committed before the spec was copied
+    /// beside them) the preset its COMMAND.txt names, which then must name no other setting.</summary>
+    static TSpec SpecOf<TSpec>(string folder, Func<string, TSpec> fromPreset) where TSpec : ExperimentSpec
+    {
+        string path = Path.Combine(folder, ExperimentFolder.SpecFile);
+        if (File.Exists(path))
+            return System.Text.Json.JsonSerializer.Deserialize<TSpec>(File.ReadAllText(path)) ?? throw new FormatException($"{path}: empty");
+        string command = Command(folder);
+        var args = command.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        int at = Array.IndexOf(args, "--preset");
+        var other = args.Where(a => a.StartsWith("--", StringComparison.Ordinal) && a is not ("--" or "--preset" or "--out" or "--figures" or "--threads")).ToList();
+        if (at < 0 || at + 1 >= args.Length || other.Count > 0)
+            throw new FormatException($"{Path.Combine(folder, "COMMAND.txt")}: without a spec.json the command must be a plain preset, got '{command}'");
+        return fromPreset(args[at + 1]);
+    }
+
+    static string Model(ExperimentSpec spec) => $"{spec.Model} model (hidden {LlamaConfig.Preset(spec.Model, 128).HiddenSize})";
+
+    /// <summary>r/d with the paper's regime it stands for: low (its r = 8 on 4096, 0.2 %) up to 1 %, high (its r = 256, 6 %) above.</summary>
+    static string Regime(ExperimentSpec spec, int rank)
+    {
+        double ratio = (double)rank / LlamaConfig.Preset(spec.Model, 128).HiddenSize;
+        return $"{(ratio <= 0.01 ? "low" : "high")} regime, r/d = {100 * ratio:0.#} %";
+    }
+
+    static string Rates(ExperimentSpec spec) => spec.AdapterLrGrid.Count > 0 ? "tuned rates" : "one untuned rate";
+
     static double Num(string s) => double.Parse(s, CultureInfo.InvariantCulture);
 
-    /// <summary>✓ above 0, ✗ below 0, otherwise not resolved (one seed is never resolved).</summary>
-    public static Verdict Greater(MeanInterval d) => d.AboveZero ? Verdict.Supported : d.BelowZero ? Verdict.Contradicted : Verdict.NotResolved;
+    /// <summary>Seeds a verdict needs: with two, t(0.975, 1) = 12.7 makes any interval nearly meaningless.</summary>
+    public const int MinSeeds = 3;
 
-    /// <summary>✓ inside ±<see cref="ParMargin"/>, ✗ wholly outside it, otherwise not resolved.</summary>
+    /// <summary>Whether an interval can carry a verdict: at least <see cref="MinSeeds"/> seeds and some spread (identical
+    /// per-seed differences give a zero-width t interval, which says nothing about the next seed).</summary>
+    static bool Resolvable(MeanInterval d) => d.N >= MinSeeds && d.High > d.Low;
+
+    /// <summary>✓ above 0, ✗ below 0, otherwise (or when not <see cref="Resolvable"/>) not resolved.</summary>
+    public static Verdict Greater(MeanInterval d) =>
+        !Resolvable(d) ? Verdict.NotResolved : d.Low > 0 ? Verdict.Supported : d.High < 0 ? Verdict.Contradicted : Verdict.NotResolved;
+
+    /// <summary>✓ inside ±<see cref="ParMargin"/>, ✗ wholly outside it, otherwise (or when not <see cref="Resolvable"/>) not resolved.</summary>
     public static Verdict OnPar(MeanInterval d) =>
-        d.N < 2 ? Verdict.NotResolved
+        !Resolvable(d) ? Verdict.NotResolved
         : d.Low >= -ParMargin && d.High <= ParMargin ? Verdict.Supported
         : d.Low > ParMargin || d.High < -ParMargin ? Verdict.Contradicted : Verdict.NotResolved;
 

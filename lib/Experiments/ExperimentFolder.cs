@@ -57,6 +57,16 @@ public static class ExperimentFolder
         { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that method again", e); }
     }
 
+    /// <summary>Refuses to reuse a finished run that trained at another rate than <paramref name="lr"/>, the one this job
+    /// now gives it (a sweep rerun after its runs were deleted can choose another): its numbers would be reported under the
+    /// new rate. A result written before rates were recorded (<paramref name="recorded"/> = 0) is taken as it is.</summary>
+    public static void CheckReusedRate(string runDir, double recorded, double lr)
+    {
+        if (recorded != 0 && Math.Abs(recorded - lr) > 1e-9 * Math.Max(Math.Abs(lr), 1e-300))
+            throw new ArgumentException($"{runDir} finished at learning rate {recorded:G4}, but this job now trains it at {lr:G4} " +
+                $"(was the sweep rerun?); delete {runDir} to train it at the new rate", "outDir");
+    }
+
     public static void WriteResult<T>(string runDir, T result) =>
         AtomicFile.WriteText(Path.Combine(runDir, ResultFile), JsonSerializer.Serialize(result, Indented));
 

@@ -38,7 +38,7 @@ public sealed record Gsm8kSpec : ExperimentSpec
 
     /// <summary>smoke (tests), smoke-tuned (the tuning path at test size), default, cpu-hour (the first committed results: tiny
     /// model, one untuned rate, 2 seeds), regimes (the paper's two rank regimes on the medium model, hidden 256: r = 1 and
-    /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds: several hours on a CPU, meant for a GPU or a long CPU job).</summary>
+    /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds; not yet run: meant for a GPU or a long CPU job).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "regimes"];
 
     public static Gsm8kSpec FromPreset(string name) => name.ToLowerInvariant() switch
@@ -96,7 +96,7 @@ public static class Gsm8kExperiment
     public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", PairedFile = "gsm8k-paired.csv", SpecFile = ExperimentFolder.SpecFile;
 
     /// <summary>Every table the job writes for its report.</summary>
-    public static string[] ReportFiles(Gsm8kSpec spec) => [TableFile, SummaryFile, PairedFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : []];
+    public static string[] ReportFiles(Gsm8kSpec spec) => [SpecFile, TableFile, SummaryFile, PairedFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : []];
 
     public static IReadOnlyList<Gsm8kRun> Run(Gsm8kSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
     {
@@ -205,8 +205,9 @@ public static class Gsm8kExperiment
         string dir = SafePath.Under(root, name, "run name");
         if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done)
         {
+            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
             output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
-            return done;
+            return done.LearningRate == 0 ? done with { LearningRate = lr } : done;   // written before rates were recorded
         }
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);

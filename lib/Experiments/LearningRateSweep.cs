@@ -49,6 +49,9 @@ public static class LearningRateSweep
             bool low = best == tried.Keys.First(), high = best == tried.Keys.Last();
             if (ratio <= 1 || !(low || high) || extensions == MaxExtensions)
             {
+                if (tried[best].Metric == double.MinValue)   // every rate diverged, the extensions below the grid too
+                    throw new ArgumentException($"every learning rate tried for {method} at r = {rank} diverged ({string.Join(", ", tried.Keys.Select(Lr))}); give a grid of lower rates",
+                        method == MethodSpec.Full.Name ? nameof(ExperimentSpec.FullLrGrid) : nameof(ExperimentSpec.AdapterLrGrid));
                 var points = tried.Select(kv => new SweepPoint(method, rank, kv.Key, kv.Value.Metric, kv.Value.FinalLoss, kv.Key == best,
                     kv.Key == best && ratio > 1 && (low || high))).ToList();
                 return (best, points);

@@ -27,7 +27,8 @@ public sealed record MemorizationSpec : ExperimentSpec
 
     /// <summary>smoke (tests, ~15 s), smoke-tuned (the tuning path at test size), default (the main job, ~1–2 min),
     /// cpu-hour (the first committed results: one untuned rate, 2 seeds), cpu-regimes (the paper's two rank regimes on the
-    /// medium model, hidden 256: r = 1 is r/d = 0.4 %, the paper's r = 8 on a 4096-wide model; r = 16 is 6 %, its r = 256;
+    /// medium model, hidden 256: r = 1 is r/d = 0.4 %, the low regime (the paper's r = 8 on a 4096-wide model is 0.2 %);
+    /// r = 16 is 6 %, as its r = 256;
     /// MoRA with the paper's design for each: rotation at the low rank, sharing at the high one; each method's rate tuned;
     /// one pretrained base, 5 fine-tuning seeds; about 1.5 h on one core).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "cpu-regimes"];
@@ -96,7 +97,7 @@ public static class MemorizationExperiment
 
     /// <summary>Every file the job writes for its report (tables, the sweep when tuned, the mean-curve figure).</summary>
     public static string[] ReportFiles(MemorizationSpec spec) =>
-        [TableFile, SummaryFile, PairedFile, FloorFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : [], MeanFigure + ".html", MeanFigure + ".png"];
+        [SpecFile, TableFile, SummaryFile, PairedFile, FloorFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : [], MeanFigure + ".html", MeanFigure + ".png"];
 
     /// <summary>The figure of mean character accuracy by step per method and rank, with the floor drawn.</summary>
     public const string MeanFigure = "memorization-mean-char_acc";
@@ -197,8 +198,9 @@ public static class MemorizationExperiment
         string dir = SafePath.Under(root, name, "run name");
         if (ExperimentFolder.ReadResult<MemorizationRun>(dir) is { } done)
         {
+            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
             output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
-            return done;
+            return done.LearningRate == 0 ? done with { LearningRate = lr } : done;   // written before rates were recorded
         }
         using var model = ModelIO.Load(baseDir);
         var adapter = method.Adapter(r);

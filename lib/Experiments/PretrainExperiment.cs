@@ -81,6 +81,9 @@ public sealed record PretrainSpec
     public int CorpusSeed { get; init; }
     public int TrainDocuments { get; init; } = 8000;
     public int HeldOutDocuments { get; init; } = 150;
+    /// <summary>Documents apart from both splits that the learning-rate sweep is scored on (0: the sweep scores the
+    /// held-out split, as runs before this setting did; the rate is then picked on the reported split).</summary>
+    public int ValidationDocuments { get; init; } = 150;
     /// <summary>Held-out evaluations during each run (curves), evenly spaced, the last at the final step.</summary>
     public int EvalPoints { get; init; } = 8;
     /// <summary>Where every run trains; not part of the experiment's identity.</summary>
@@ -96,7 +99,7 @@ public sealed record PretrainSpec
         "smoke" => new()
         {
             Preset = "smoke", Steps = 8, TuneSteps = 4, BatchSize = 4, BlockSize = 32, WarmupSteps = 2, MergeEvery = 3, RestartWarmupSteps = 1,
-            LrGrid = [3e-3, 3e-2], Seeds = [1, 2], TrainDocuments = 60, HeldOutDocuments = 6, EvalPoints = 2, Rank = 4,
+            LrGrid = [3e-3, 3e-2], Seeds = [1, 2], TrainDocuments = 60, HeldOutDocuments = 6, ValidationDocuments = 6, EvalPoints = 2, Rank = 4,
         },
         "short" => new()
         {
@@ -112,6 +115,7 @@ public sealed record PretrainSpec
         Positive(Rank, nameof(Rank)); Positive(Steps, nameof(Steps)); Positive(BatchSize, nameof(BatchSize)); Positive(BlockSize, nameof(BlockSize));
         Positive(MergeEvery, nameof(MergeEvery)); Positive(TuneSteps, nameof(TuneSteps)); Positive(EvalPoints, nameof(EvalPoints));
         Positive(TrainDocuments, nameof(TrainDocuments)); Positive(HeldOutDocuments, nameof(HeldOutDocuments));
+        if (ValidationDocuments < 0) throw new ArgumentException($"{nameof(ValidationDocuments)} must be ≥ 0, got {ValidationDocuments}", nameof(ValidationDocuments));
         if (WarmupSteps < 0) throw new ArgumentException($"{nameof(WarmupSteps)} must be ≥ 0, got {WarmupSteps}", nameof(WarmupSteps));
         if (RestartWarmupSteps < 0 || RestartWarmupSteps >= MergeEvery)
             throw new ArgumentException($"{nameof(RestartWarmupSteps)} must be in [0, {nameof(MergeEvery)} {MergeEvery}), got {RestartWarmupSteps}", nameof(RestartWarmupSteps));
@@ -152,9 +156,9 @@ public sealed record PretrainRun(PretrainMethod Method, int Seed, double Learnin
 /// unfrozen"). ReLoRA/ReMoRA merge the adapter into the frozen weight every <see cref="PretrainSpec.MergeEvery"/> steps,
 /// re-initialise it, reset its Adam moments and warm the learning rate up again; ReMoRA also alternates MoRA's
 /// compression between sharing (type 1) and adjacent sharing (type 2).
-/// <para>Learning rates: each method's is the one of <see cref="PretrainSpec.LrGrid"/> with the lowest held-out
-/// perplexity after <see cref="PretrainSpec.TuneSteps"/> steps on <see cref="PretrainSpec.TuneSeed"/> (not an
-/// evaluation seed); a diverged run is never chosen. The sweep is written to <c>lr-sweep.csv</c>.</para>
+/// <para>Learning rates: each method's is the one of <see cref="PretrainSpec.LrGrid"/> with the lowest validation
+/// perplexity (documents apart from the held-out ones that are reported) after <see cref="PretrainSpec.TuneSteps"/> steps
+/// on <see cref="PretrainSpec.TuneSeed"/> (not an evaluation seed); a diverged run is never chosen. The sweep is written to <c>lr-sweep.csv</c>.</para>
 /// <para>Layout: <c>sweep/{method}-lr{lr}/</c>, <c>runs/{method}-seed{s}/</c> (log, manifest, checkpoints,
 /// <c>result.json</c>), <c>pretrain.csv</c>, <c>pretrain-summary.csv</c>, <c>pretrain-paired.csv</c>, <c>lr-sweep.csv</c>.
 /// Run again with the same settings it reuses finished runs and resumes interrupted ones from their checkpoints.</para>
@@ -194,12 +198,15 @@ public static class PretrainExperiment
             d.BelowZero ? "better (interval below 0)" : d.AboveZero ? "worse (interval above 0)" : d.N < 2 ? "not resolved (one seed)" : "not resolved (interval spans 0)";
     }
 
-    /// <summary>The corpus and its training / held-out blocks.</summary>
-    public static (PretrainCorpus Corpus, List<LmExample> Train, List<LmExample> HeldOut) Data(PretrainSpec spec)
+    /// <summary>The corpus and its training / held-out blocks, and the validation blocks the sweep is scored on (the
+    /// held-out blocks when <see cref="PretrainSpec.ValidationDocuments"/> is 0).</summary>
+    public static (PretrainCorpus Corpus, List<LmExample> Train, List<LmExample> HeldOut, List<LmExample> Validation) Data(PretrainSpec spec)
     {
-        var corpus = SyntheticLanguage.Generate(spec.CorpusSeed, spec.TrainDocuments, spec.HeldOutDocuments);
+        var corpus = SyntheticLanguage.Generate(spec.CorpusSeed, spec.TrainDocuments, spec.HeldOutDocuments, spec.ValidationDocuments);
         var tok = new CharTokenizer(strict: true);
-        return (corpus, LmData.FromCorpus(tok, corpus.Train, spec.BlockSize), LmData.FromCorpus(tok, corpus.HeldOut, spec.BlockSize));
+        var heldOut = LmData.FromCorpus(tok, corpus.HeldOut, spec.BlockSize);
+        return (corpus, LmData.FromCorpus(tok, corpus.Train, spec.BlockSize), heldOut,
+            corpus.Validation.Count > 0 ? LmData.FromCorpus(tok, corpus.Validation, spec.BlockSize) : heldOut);
     }
 
     public static Results Run(PretrainSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
@@ -209,7 +216,7 @@ public static class PretrainExperiment
         outDir = Path.GetFullPath(outDir);
         Directory.CreateDirectory(outDir);
         ExperimentFolder.Claim(outDir, spec, "pretraining");
-        var (corpus, train, heldOut) = Data(spec);
+        var (corpus, train, heldOut, validation) = Data(spec);
         output.WriteLine($"corpus: {corpus.Train.Count} training documents ({train.Count} blocks of {spec.BlockSize} characters), " +
                          $"{corpus.HeldOut.Count} held-out documents ({heldOut.Count} blocks); e.g. \"{corpus.Train[0][..Math.Min(90, corpus.Train[0].Length)]}…\"");
 
@@ -218,12 +225,12 @@ public static class PretrainExperiment
         foreach (var method in spec.Methods)
         {
             var rows = spec.LrGrid.Select(lr => Train(spec, Path.Combine(outDir, "sweep"), $"{method.Name()}-lr{Lr(lr)}", method, lr, spec.TuneSeed,
-                spec.TuneSteps, 1, train, heldOut, output, cancel)).ToList();
+                spec.TuneSteps, 1, train, validation, output, cancel)).ToList();
             sweep.AddRange(rows);
             var ok = rows.Where(r => !r.Diverged && double.IsFinite(r.HeldOutPerplexity)).ToList();
             if (ok.Count == 0) throw new InvalidOperationException($"{method.Name()}: every learning rate of the grid diverged; try smaller ones");
             chosen[method] = ok.MinBy(r => r.HeldOutPerplexity)!.LearningRate;
-            output.WriteLine($"{method.Name()}: learning rate {Lr(chosen[method])} chosen (lowest held-out perplexity after {spec.TuneSteps} steps, seed {spec.TuneSeed})");
+            output.WriteLine($"{method.Name()}: learning rate {Lr(chosen[method])} chosen (lowest {(spec.ValidationDocuments > 0 ? "validation" : "held-out")} perplexity after {spec.TuneSteps} steps, seed {spec.TuneSeed})");
         }
         WriteSweep(outDir, sweep, chosen);
 
@@ -284,6 +291,7 @@ public static class PretrainExperiment
         string dir = SafePath.Under(root, name, "run name");
         if (ExperimentFolder.ReadResult<PretrainRun>(dir) is { } done)
         {
+            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
             output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile}");
             return done;
         }
@@ -377,7 +385,7 @@ public static class PretrainExperiment
             foreach (var (a, b, d) in results.Paired)
                 sb.AppendLine($"  {a.Name()} − {b.Name()}: {d.Format(1, "0.000")}  → {a.Name()} {Results.Verdict(d)}");
         }
-        sb.Append($"Learning rate per method: lowest held-out perplexity over [{string.Join(", ", spec.LrGrid.Select(Lr))}] after {spec.TuneSteps} steps on seed {spec.TuneSeed} ({SweepFile}).");
+        sb.Append($"Learning rate per method: lowest {(spec.ValidationDocuments > 0 ? $"validation perplexity ({spec.ValidationDocuments} documents apart from the held-out ones)" : "held-out perplexity")} over [{string.Join(", ", spec.LrGrid.Select(Lr))}] after {spec.TuneSteps} steps on seed {spec.TuneSeed} ({SweepFile}).");
         return sb.ToString();
     }
 

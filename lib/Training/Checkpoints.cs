@@ -92,7 +92,7 @@ public static class Checkpoints
     static readonly Dictionary<string, string> AddedLater = new() { ["RestartWarmupSteps"] = "0" };
 
     internal static CheckpointState Load(string dir, LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
-        AdamW optimizer, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null)
+        AdamW optimizer, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null, long? firstMergeStep = null)
     {
         string statePath = Path.Combine(dir, State);
         JsonObject state;
@@ -131,6 +131,11 @@ public static class Checkpoints
                 states[i].step = long.Parse(meta[$"{i}.step"], CultureInfo.InvariantCulture);
             }
             string mergedPath = Path.Combine(dir, Merged);
+            // A checkpoint past a merge that holds no merged weights (written before they were saved) would resume on the
+            // unmerged base and silently lose every update merged so far.
+            if (merged is { Count: > 0 } && !File.Exists(mergedPath) && firstMergeStep is { } first && state["step"]?.GetValue<long>() >= first)
+                throw new InvalidOperationException($"cannot resume from {dir}: it is past the merge at step {first} but holds no {Merged} " +
+                    "(written before merged weights were checkpointed), so the merged updates would be lost. Use a new output folder, or set Resume = false to start over.");
             if (merged is { Count: > 0 } && File.Exists(mergedPath))
             {
                 var (weights, _) = SafeTensors.Load(mergedPath);

@@ -143,7 +143,7 @@ public sealed class Trainer
             Directory.CreateDirectory(outDir);
             if (_config.Resume && Checkpoints.Latest(outDir) is { } latest)
             {
-                var state = Checkpoints.Load(latest, _model, trainable, optimizer, _config, MergedWeights());
+                var state = Checkpoints.Load(latest, _model, trainable, optimizer, _config, MergedWeights(), ReMerge?.Every);
                 ReMerge?.Restore(_model, state.Step);
                 (startStep, tokens, wallBefore) = (state.Step, state.Tokens, state.WallSeconds);
                 log = state.Log;

@@ -69,6 +69,11 @@ public class ReferenceMergeTests
         using var m = randn(16, 16, dtype: ScalarType.Float64);
         var e = Assert.Throws<NotSupportedException>(() => reference.DeltaWeight(m));
         Assert.Contains("UnboundLocalError", e.Message);
+        // The bench asks Runs first, so a small shape leaves the reference column empty instead of crashing.
+        Assert.False(ReferenceMerge.Runs(16, 16, MoraType.Rotation));
+        Assert.True(ReferenceMerge.Runs(17, 16, MoraType.Rotation));
+        Assert.True(ReferenceMerge.Runs(16, 16, MoraType.Sharing));
+        Assert.False(ReferenceMerge.Runs(64, 8, MoraType.Truncation));
     }
 
     [Fact]

@@ -67,6 +67,30 @@ public class LearningRateSweepTests
     }
 
     [Fact]
+    public void EveryRateDivergingIsAnErrorAfterTryingLowerOnes()
+    {
+        var calls = new List<double>();
+        var e = Assert.Throws<ArgumentException>(() => LearningRateSweep.Choose("lora", 4, [1e-2, 1e-1], lr => { calls.Add(lr); return LearningRateSweep.Diverged; }));
+        Assert.Equal("AdapterLrGrid", e.ParamName);
+        Assert.Contains("every learning rate tried for lora at r = 4 diverged", e.Message);
+        Assert.Equal(2 + LearningRateSweep.MaxExtensions, calls.Count);    // the two extensions went below the grid
+        Assert.Equal(1e-4, calls.Min(), 12);
+        Assert.Equal("FullLrGrid", Assert.Throws<ArgumentException>(() => LearningRateSweep.Choose("full", 0, [1e-3], _ => LearningRateSweep.Diverged)).ParamName);
+        // One rate below the grid that trains is chosen.
+        var (chosen, _) = LearningRateSweep.Choose("lora", 4, [1e-2, 1e-1], lr => lr < 5e-3 ? (lr > 5e-4 ? 0.3 : 0.2, 1.0) : LearningRateSweep.Diverged);
+        Assert.Equal(1e-3, chosen, 12);
+    }
+
+    [Fact]
+    public void AReusedRunAtAnotherRateIsRefused()
+    {
+        ExperimentFolder.CheckReusedRate("runs/x", 0, 3e-3);            // written before rates were recorded: taken
+        ExperimentFolder.CheckReusedRate("runs/x", 3.16e-3, 3.16e-3);
+        var e = Assert.Throws<ArgumentException>(() => ExperimentFolder.CheckReusedRate("runs/lora-r1-seed0", 1e-2, 3.16e-3));
+        Assert.Contains("runs/lora-r1-seed0 finished at learning rate 0.01, but this job now trains it at 0.00316", e.Message);
+    }
+
+    [Fact]
     public void BadGridsAreNamed()
     {
         Assert.Contains("at least one", Assert.Throws<ArgumentException>(() => LearningRateSweep.CheckGrid([], "AdapterLrGrid")).Message);

@@ -35,7 +35,7 @@ public class RestartWarmupTests
     {
         using var rng = TestSupport.TorchSeed();
         var spec = PretrainSpec.FromPreset("smoke");
-        var (_, train, _) = PretrainExperiment.Data(spec);
+        var (_, train, _, _) = PretrainExperiment.Data(spec);
         string dir = TestSupport.TempDir();
         var config = new TrainConfig { Steps = 4, BatchSize = 2, CheckpointEvery = 2, OutputDir = dir, ShowProgress = false };
         using (var a = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1))
@@ -64,7 +64,7 @@ public class RestartWarmupTests
     {
         using var rng = TestSupport.TorchSeed();
         var spec = PretrainSpec.FromPreset("smoke");
-        var (_, train, _) = PretrainExperiment.Data(spec);
+        var (_, train, _, _) = PretrainExperiment.Data(spec);
         string straight = TestSupport.TempDir(), interrupted = TestSupport.TempDir();
         TrainConfig Config(string dir) => new()
         {
@@ -106,6 +106,21 @@ public class RestartWarmupTests
                 Assert.True(TestSupport.MaxAbs(pa, pd) == 0, $"{method.Name()}: {name} differs after resuming");
             if (method == PretrainMethod.Remora)
                 Assert.All(Peft.Adapters(d), l => Assert.Equal(((MoraLinear)l.Layer).Type, ((MoraLinear)Peft.Adapters(a).First(x => x.Name == l.Name).Layer).Type));
+
+            // A checkpoint past a merge without its merged weights (as written before they were saved) is refused, not
+            // resumed on the unmerged base.
+            string old = Path.Combine(interrupted, method.Name() + "-old");
+            using (var e = PretrainExperiment.NewModel(spec, method, 3))
+            {
+                using var stop = new CancellationTokenSource();
+                var t = new Trainer(e, Config(old), train) { ReMerge = method.Schedule(4) };
+                t.StepCompleted += s => { if (s == 7) stop.Cancel(); };
+                Assert.ThrowsAny<OperationCanceledException>(() => t.Run(stop.Token));
+            }
+            File.Delete(Path.Combine(Checkpoints.Latest(old)!, "merged.safetensors"));
+            using var f = PretrainExperiment.NewModel(spec, method, 3);
+            var refused = Assert.Throws<InvalidOperationException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
+            Assert.Contains("past the merge at step 4 but holds no merged.safetensors", refused.Message);
         }
     }
 }
