@@ -232,7 +232,7 @@ public static class PretrainExperiment
             chosen[method] = ok.MinBy(r => r.HeldOutPerplexity)!.LearningRate;
             output.WriteLine($"{method.Name()}: learning rate {Lr(chosen[method])} chosen (lowest {(spec.ValidationDocuments > 0 ? "validation" : "held-out")} perplexity after {spec.TuneSteps} steps, seed {spec.TuneSeed})");
         }
-        WriteSweep(outDir, sweep, chosen);
+        WriteSweep(outDir, spec, sweep, chosen);
 
         var runs = new List<PretrainRun>();
         foreach (int seed in spec.Seeds)
@@ -326,11 +326,14 @@ public static class PretrainExperiment
 
     static string F(double v, string format = "0.0000") => double.IsFinite(v) ? v.ToString(format, CultureInfo.InvariantCulture) : "";
 
-    static void WriteSweep(string outDir, IReadOnlyList<PretrainRun> sweep, IReadOnlyDictionary<PretrainMethod, double> chosen)
+    /// <summary>The sweep's table; its score column is the validation perplexity (the held-out one when the spec has no
+    /// validation split), named so.</summary>
+    static void WriteSweep(string outDir, PretrainSpec spec, IReadOnlyList<PretrainRun> sweep, IReadOnlyDictionary<PretrainMethod, double> chosen)
     {
-        var sb = new StringBuilder("method,lr,metric,heldout_ppl,steps,seed,diverged,chosen\n");
+        string metric = spec.ValidationDocuments > 0 ? "validation_ppl" : "heldout_ppl";
+        var sb = new StringBuilder($"method,lr,metric,{metric},steps,seed,diverged,chosen\n");
         foreach (var r in sweep)
-            sb.Append($"{r.Method.Name()},{Lr(r.LearningRate)},heldout_ppl,{F(r.HeldOutPerplexity)},{r.Steps},{r.Seed},{(r.Diverged ? 1 : 0)},{(chosen[r.Method] == r.LearningRate ? 1 : 0)}\n");
+            sb.Append($"{r.Method.Name()},{Lr(r.LearningRate)},{metric},{F(r.HeldOutPerplexity)},{r.Steps},{r.Seed},{(r.Diverged ? 1 : 0)},{(chosen[r.Method] == r.LearningRate ? 1 : 0)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, SweepFile), sb.ToString());
     }
 

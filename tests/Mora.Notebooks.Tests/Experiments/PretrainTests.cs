@@ -120,7 +120,7 @@ public class PretrainCliTests
         Assert.All(paired.Skip(1), l => Assert.Equal("2", l.Split(',')[1]));
 
         var sweep = File.ReadAllLines(Path.Combine(dir, "fig", PretrainExperiment.SweepFile));
-        Assert.Equal("method,lr,metric,heldout_ppl,steps,seed,diverged,chosen", sweep[0]);
+        Assert.Equal("method,lr,metric,validation_ppl,steps,seed,diverged,chosen", sweep[0]);   // scored on the validation split, not the reported one
         Assert.Equal(2 * methods.Length, sweep.Length - 1);
         foreach (var m in methods) Assert.Single(sweep.Skip(1), l => l.StartsWith(m + ",") && l.EndsWith(",1"));
         Assert.All(sweep.Skip(1), l => Assert.Equal("0", l.Split(',')[5]));            // the tuning seed, not an evaluation seed
