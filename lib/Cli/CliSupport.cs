@@ -126,7 +126,10 @@ static class CliSupport
             string table = run(outDir, cancel.Token);
             Directory.CreateDirectory(figures);
             foreach (var file in tables)
-                AtomicFile.WriteText(Path.Combine(figures, file), File.ReadAllText(Path.Combine(outDir, file)));
+            {
+                byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, file));     // tables and figures (PNG) alike
+                AtomicFile.Write(Path.Combine(figures, file), s => s.Write(bytes));
+            }
             AtomicFile.WriteText(Path.Combine(figures, "table.txt"), table + "\n");
             WriteCommand(Path.Combine(figures, "COMMAND.txt"), commandLine);
             var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, name);

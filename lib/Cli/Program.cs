@@ -10,7 +10,7 @@ var root = new RootCommand(
     $"Call it from the repository root as `{CliSupport.Invocation} <command> [options]`.\n" +
     "With no command it runs the default job: a small memorisation reproduction (LoRA vs MoRA vs full fine-tuning on UUID pairs, CPU, under a minute on 2 idle cores).")
 {
-    InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(), MemorizationCommand.Create(args), Gsm8kCommand.Create(args),
+    InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(), MemorizationCommand.Create(args), Gsm8kCommand.Create(args), ContinualCommand.Create(args),
     BenchCommand.Create(args), PlotCommand.Create(), BundleCommand.Create(),
 };
 root.SetAction(_ => MemorizationCommand.DefaultJob());
