@@ -26,19 +26,22 @@ public sealed record ContinualSpec : ExperimentSpec
 {
     public ContinualSpec()
     {
-        PretrainSteps = 600; Steps = 200; BatchSize = 16; AdapterLr = 1e-2; FullLr = 1e-3; PretrainLr = 3e-3; EvalPoints = 4;
+        PretrainSteps = 400; Steps = 120; BatchSize = 16; AdapterLr = 1e-2; FullLr = 1e-3; PretrainLr = 3e-3; EvalPoints = 3;
         Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full];
         Seeds = [0, 1, 2, 3, 4];
     }
 
     /// <summary>Companies of the new domain (three facts each).</summary>
-    public int NewEntities { get; init; } = 24;
+    public int NewEntities { get; init; } = 12;
     /// <summary>Prose documents about each new company (each states its three facts in drawn templates and order).</summary>
     public int DocumentsPerEntity { get; init; } = 8;
     /// <summary>People of the original domain (prose and questions in pretraining).</summary>
-    public int OriginalEntities { get; init; } = 160;
+    public int OriginalEntities { get; init; } = 40;
     /// <summary>Other companies in pretraining (prose and questions), so the base knows how company questions are answered.</summary>
     public int FormatEntities { get; init; } = 40;
+    /// <summary>Questions about the format companies (the pretraining ones, never a new company) mixed into the new domain's
+    /// training set, so that continued training on prose alone does not erase how questions are answered (0 = none).</summary>
+    public int ReplayQuestions { get; init; } = 120;
     /// <summary>Prose documents per entity in pretraining.</summary>
     public int PretrainDocumentsPerEntity { get; init; } = 4;
     /// <summary>Original-domain questions scored for retention (the first ones; they were trained in pretraining).</summary>
@@ -47,7 +50,7 @@ public sealed record ContinualSpec : ExperimentSpec
     /// <summary>The seed the learning rates are tuned on; not an evaluation seed.</summary>
     public int TuningSeed { get; init; } = 100;
     /// <summary>Steps of each sweep run (the short budget).</summary>
-    public int SweepSteps { get; init; } = 100;
+    public int SweepSteps { get; init; } = 60;
     public IReadOnlyList<double> AdapterLrs { get; init; } = [1e-3, 3e-3, 1e-2, 3e-2];
     public IReadOnlyList<double> FullLrs { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3];
 
@@ -59,7 +62,7 @@ public sealed record ContinualSpec : ExperimentSpec
         "smoke" => new()
         {
             Preset = "smoke", NewEntities = 4, DocumentsPerEntity = 2, OriginalEntities = 12, FormatEntities = 4, PretrainDocumentsPerEntity = 2,
-            OriginalQuestions = 6, PretrainSteps = 20, Steps = 8, SweepSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
+            OriginalQuestions = 6, ReplayQuestions = 6, PretrainSteps = 20, Steps = 8, SweepSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
             AdapterLrs = [3e-3, 3e-2], FullLrs = [3e-4, 3e-3],
         },
         "default" => new(),
@@ -74,6 +77,8 @@ public sealed record ContinualSpec : ExperimentSpec
         Positive(OriginalEntities, nameof(OriginalEntities)); Positive(FormatEntities, nameof(FormatEntities));
         Positive(PretrainDocumentsPerEntity, nameof(PretrainDocumentsPerEntity)); Positive(OriginalQuestions, nameof(OriginalQuestions));
         Positive(SweepSteps, nameof(SweepSteps));
+        if (ReplayQuestions < 0 || ReplayQuestions > 3 * FormatEntities)
+            throw new ArgumentException($"{nameof(ReplayQuestions)} must be in 0 … {3 * FormatEntities} (the questions of {FormatEntities} format companies), got {ReplayQuestions}", nameof(ReplayQuestions));
         if (OriginalQuestions > 3 * OriginalEntities)
             throw new ArgumentException($"{nameof(OriginalQuestions)} {OriginalQuestions} exceeds the {3 * OriginalEntities} questions of {OriginalEntities} people", nameof(OriginalQuestions));
         foreach (var (grid, name) in new[] { (AdapterLrs, nameof(AdapterLrs)), (FullLrs, nameof(FullLrs)) })
@@ -96,7 +101,7 @@ public sealed record ContinualSpec : ExperimentSpec
 /// <summary>One run's result: the chosen rate, acquisition (questions on the new facts) and forgetting (held-out loss and
 /// retained answers of the original domain), before (the base) and after.</summary>
 public sealed record ContinualRun(string Method, int Rank, int Seed, double LearningRate, long TrainableParameters,
-    double NewExactMatch, double NewCharAccuracy, double NewCharAccuracyBefore,
+    double NewExactMatch, double NewCharAccuracy, double NewCharAccuracyBefore, double NewAnswerLoss, double NewAnswerLossBefore,
     double HeldOutLossBefore, double HeldOutLossAfter, double OriginalExactMatchBefore, double OriginalExactMatchAfter,
     double FinalLoss, double WallSeconds)
 {
@@ -118,6 +123,8 @@ public sealed class ContinualData
     public IReadOnlyList<LmExample> HeldOut { get; }
     /// <summary>Original-domain questions scored for retention (trained in pretraining).</summary>
     public IReadOnlyList<FactQuestion> OriginalQuestions { get; }
+    /// <summary>Format-company questions replayed during continued training (<see cref="ContinualSpec.ReplayQuestions"/>).</summary>
+    public IReadOnlyList<LmExample> Replay { get; }
     readonly HashSet<string> _names;
     readonly ContinualSpec _spec;
 
@@ -134,17 +141,18 @@ public sealed class ContinualData
         HeldOutDocuments = FictionalFacts.Documents(People, 1, seed: 35_000);
         HeldOut = HeldOutDocuments.Select(Document).ToList();
         OriginalQuestions = FictionalFacts.Questions(People).Take(spec.OriginalQuestions).ToList();
+        Replay = FictionalFacts.Questions(FormatCompanies).Take(spec.ReplayQuestions).Select(q => LmData.FromPair(Tokenizer, q.Question, q.Answer, maskPrompt: true)).ToList();
     }
 
     LmExample Document(string text) => new([Tokenizer.BosId, .. Tokenizer.Encode(text), Tokenizer.EosId], 0);
 
     /// <summary>The new domain of <paramref name="seed"/>: its companies (names distinct from the original domain's), their
-    /// prose as training examples, and the questions on their facts.</summary>
+    /// prose, the training examples (the prose, then the replayed format-company questions), and the questions on their facts.</summary>
     public (IReadOnlyList<FictionalEntity> Companies, IReadOnlyList<string> Documents, IReadOnlyList<LmExample> Train, IReadOnlyList<FactQuestion> Questions) NewDomain(int seed)
     {
         var companies = FictionalFacts.Generate(EntityKind.Company, _spec.NewEntities, seed: 40_000 + seed, new HashSet<string>(_names));
         var documents = FictionalFacts.Documents(companies, _spec.DocumentsPerEntity, seed: 50_000 + seed);
-        return (companies, documents, documents.Select(Document).ToList(), FictionalFacts.Questions(companies));
+        return (companies, documents, documents.Select(Document).Concat(Replay).ToList(), FictionalFacts.Questions(companies));
     }
 
     public static IReadOnlyList<(string Prompt, string Answer)> Prompts(IEnumerable<FactQuestion> questions) => questions.Select(q => (q.Question, q.Answer)).ToList();
@@ -163,7 +171,7 @@ public static class ContinualExperiment
 {
     public const string TableFile = "continual.csv", SummaryFile = "continual-summary.csv", PairedFile = "continual-paired.csv", SweepFile = "lr-sweep.csv";
     /// <summary>The metrics each evaluation logs.</summary>
-    public const string NewExact = "new_exact_match", NewChar = "new_char_acc", HeldOutLoss = "heldout_loss", OriginalExact = "orig_exact_match";
+    public const string NewExact = "new_exact_match", NewChar = "new_char_acc", NewAnswerLoss = "new_answer_loss", HeldOutLoss = "heldout_loss", OriginalExact = "orig_exact_match";
 
     /// <summary>Everything the job produced.</summary>
     public sealed record Result(ContinualSpec Spec, IReadOnlyList<ContinualRun> Runs, IReadOnlyList<SweepRow> Sweep, IReadOnlyDictionary<string, double> ChosenLr,
@@ -187,7 +195,7 @@ public static class ContinualExperiment
         Directory.CreateDirectory(outDir);
         ExperimentFolder.Claim(outDir, spec, "continual");
         output.WriteLine($"original domain: {data.People.Count} people ({data.Pretraining.Count} pretraining examples with {data.FormatCompanies.Count} format companies), " +
-                         $"{data.HeldOut.Count} held-out documents; new domain: {spec.NewEntities} companies × {spec.DocumentsPerEntity} documents per seed");
+                         $"{data.HeldOut.Count} held-out documents; new domain: {spec.NewEntities} companies × {spec.DocumentsPerEntity} documents per seed, with {data.Replay.Count} replayed format-company questions");
 
         var (baseDir, before) = PretrainBase(spec, outDir, data, output, cancel);
 
@@ -273,7 +281,8 @@ public static class ContinualExperiment
         var newPrompts = ContinualData.Prompts(questions);
         var origPrompts = ContinualData.Prompts(data.OriginalQuestions);
         using var model = ModelIO.Load(baseDir);
-        double charBefore = Metrics.Answers(model, tok, newPrompts).CharAccuracy;
+        var answers = questions.Select(q => LmData.FromPair(tok, q.Question, q.Answer, maskPrompt: true)).ToList();
+        double charBefore = Metrics.Answers(model, tok, newPrompts).CharAccuracy, answerLossBefore = Metrics.HeldOutLoss(model, answers, tok.PadId);
         var adapter = method.Adapter(r);
         torch.manual_seed(seed);
         Peft.Inject(model, adapter);
@@ -282,7 +291,7 @@ public static class ContinualExperiment
             var acquired = Metrics.Answers(m, tok, newPrompts);
             return new Dictionary<string, double>
             {
-                [NewExact] = acquired.ExactMatch, [NewChar] = acquired.CharAccuracy,
+                [NewExact] = acquired.ExactMatch, [NewChar] = acquired.CharAccuracy, [NewAnswerLoss] = Metrics.HeldOutLoss(m, answers, tok.PadId),
                 [HeldOutLoss] = Metrics.HeldOutLoss(m, data.HeldOut, tok.PadId), [OriginalExact] = Metrics.Answers(m, tok, origPrompts).ExactMatch,
             };
         }
@@ -292,11 +301,11 @@ public static class ContinualExperiment
             Steps = steps, BatchSize = spec.BatchSize, LearningRate = lr, WarmupSteps = Math.Min(20, steps / 10), Seed = seed, OutputDir = dir,
             Device = spec.Device, EvalEvery = evalEvery, CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
-        output.WriteLine($"{folder}/{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {lr:G3}, {steps} steps on {train.Count} documents");
+        output.WriteLine($"{folder}/{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {lr:G3}, {steps} steps on {train.Count} examples (new prose and {data.Replay.Count} replayed questions)");
         var result = new Trainer(model, config, train, Evaluate, adapter, tok.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
         var m = result.FinalMetrics;
         var run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
-            m[NewExact], m[NewChar], charBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
+            m[NewExact], m[NewChar], charBefore, m[NewAnswerLoss], answerLossBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
             result.Log.Rows[^1].Loss, result.WallSeconds);
         ExperimentFolder.WriteResult(dir, run);
         return run;
@@ -315,7 +324,7 @@ public static class ContinualExperiment
     /// <summary>The measures the tables report, with how each reads from a run.</summary>
     public static IReadOnlyList<(string Name, Func<ContinualRun, double> Of)> Measures { get; } =
     [
-        (NewExact, r => r.NewExactMatch), (NewChar, r => r.NewCharAccuracy), ("heldout_loss_after", r => r.HeldOutLossAfter),
+        (NewExact, r => r.NewExactMatch), (NewChar, r => r.NewCharAccuracy), (NewAnswerLoss, r => r.NewAnswerLoss), ("heldout_loss_after", r => r.HeldOutLossAfter),
         ("forgetting", r => r.Forgetting), (OriginalExact, r => r.OriginalExactMatchAfter),
     ];
 
@@ -338,9 +347,9 @@ public static class ContinualExperiment
 
     static void WriteTables(string outDir, IReadOnlyList<ContinualRun> runs)
     {
-        var sb = new StringBuilder("method,rank,seed,lr,trainable_parameters,new_exact_match,new_char_acc,new_char_acc_before,heldout_loss_before,heldout_loss_after,forgetting,orig_exact_match_before,orig_exact_match_after,final_loss\n");
+        var sb = new StringBuilder("method,rank,seed,lr,trainable_parameters,new_exact_match,new_char_acc,new_char_acc_before,new_answer_loss,new_answer_loss_before,heldout_loss_before,heldout_loss_after,forgetting,orig_exact_match_before,orig_exact_match_after,final_loss\n");
         foreach (var r in runs)
-            sb.Append($"{r.Method},{r.Rank},{r.Seed},{G(r.LearningRate)},{r.TrainableParameters},{F(r.NewExactMatch)},{F(r.NewCharAccuracy)},{F(r.NewCharAccuracyBefore)},{F(r.HeldOutLossBefore)},{F(r.HeldOutLossAfter)},{F(r.Forgetting)},{F(r.OriginalExactMatchBefore)},{F(r.OriginalExactMatchAfter)},{F(r.FinalLoss)}\n");
+            sb.Append($"{r.Method},{r.Rank},{r.Seed},{G(r.LearningRate)},{r.TrainableParameters},{F(r.NewExactMatch)},{F(r.NewCharAccuracy)},{F(r.NewCharAccuracyBefore)},{F(r.NewAnswerLoss)},{F(r.NewAnswerLossBefore)},{F(r.HeldOutLossBefore)},{F(r.HeldOutLossAfter)},{F(r.Forgetting)},{F(r.OriginalExactMatchBefore)},{F(r.OriginalExactMatchAfter)},{F(r.FinalLoss)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
 
         var summary = new StringBuilder("method,rank,seeds,lr,trainable_parameters," + string.Join(",", Measures.Select(m => $"{m.Name}_mean,{m.Name}_low,{m.Name}_high")) + "\n");
@@ -393,12 +402,12 @@ public static class ContinualExperiment
         sb.AppendLine($"Continual pretraining on a new domain ({spec.NewEntities} fictional companies × 3 facts, {spec.DocumentsPerEntity} prose documents each; {spec.Model} model, {spec.Steps} steps; " +
                       $"seeds {string.Join(",", spec.Seeds)}; mean [95 % t interval] over seeds)");
         sb.AppendLine($"base: held-out loss on the original domain {before.HeldOutLoss:F4} nats/char, original answers exact match {100 * before.OriginalExactMatch:F1} %");
-        sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
+        sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
         foreach (var g in Groups(runs))
         {
             var l = g.ToList();
             sb.AppendLine($"{g.Key.Method,-14} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString(CultureInfo.InvariantCulture)),3} {l[0].TrainableParameters,9:N0} {G(l[0].LearningRate),7} " +
-                          $"{SeedStatistics.Mean95(l.Select(x => x.NewExactMatch)).Format(100),20} {SeedStatistics.Mean95(l.Select(x => x.NewCharAccuracy)).Format(100),20} " +
+                          $"{SeedStatistics.Mean95(l.Select(x => x.NewExactMatch)).Format(100),20} {SeedStatistics.Mean95(l.Select(x => x.NewCharAccuracy)).Format(100),20} {SeedStatistics.Mean95(l.Select(x => x.NewAnswerLoss)).Format(1, "0.0000"),24} " +
                           $"{SeedStatistics.Mean95(l.Select(x => x.HeldOutLossAfter)).Format(1, "0.0000"),24} {SeedStatistics.Mean95(l.Select(x => x.Forgetting)).Format(1, "0.0000"),24} " +
                           $"{SeedStatistics.Mean95(l.Select(x => x.OriginalExactMatchAfter)).Format(100),20}");
         }
