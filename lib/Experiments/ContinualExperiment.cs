@@ -26,7 +26,7 @@ public sealed record ContinualSpec : ExperimentSpec
 {
     public ContinualSpec()
     {
-        PretrainSteps = 400; Steps = 120; BatchSize = 16; AdapterLr = 1e-2; FullLr = 1e-3; PretrainLr = 3e-3; EvalPoints = 3;
+        PretrainSteps = 400; Steps = 100; BatchSize = 16; AdapterLr = 1e-2; FullLr = 1e-3; PretrainLr = 3e-3; EvalPoints = 2;
         Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full];
         Seeds = [0, 1, 2, 3, 4];
     }
@@ -50,12 +50,13 @@ public sealed record ContinualSpec : ExperimentSpec
     /// <summary>The seed the learning rates are tuned on; not an evaluation seed.</summary>
     public int TuningSeed { get; init; } = 100;
     /// <summary>Steps of each sweep run (the short budget).</summary>
-    public int SweepSteps { get; init; } = 60;
+    public int SweepSteps { get; init; } = 40;
     public IReadOnlyList<double> AdapterLrs { get; init; } = [1e-3, 3e-3, 1e-2, 3e-2];
     public IReadOnlyList<double> FullLrs { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3];
 
-    /// <summary>smoke (tests, seconds), default, cpu (the committed run, about 25 minutes on 2 cores).</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "default", "cpu"];
+    /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
+    /// default and cpu (the committed run: 5 seeds, about 25 minutes on 2 shared cores).</summary>
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "notebook", "default", "cpu"];
 
     public static ContinualSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
@@ -64,6 +65,10 @@ public sealed record ContinualSpec : ExperimentSpec
             Preset = "smoke", NewEntities = 4, DocumentsPerEntity = 2, OriginalEntities = 12, FormatEntities = 4, PretrainDocumentsPerEntity = 2,
             OriginalQuestions = 6, ReplayQuestions = 6, PretrainSteps = 20, Steps = 8, SweepSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
             AdapterLrs = [3e-3, 3e-2], FullLrs = [3e-4, 3e-3],
+        },
+        "notebook" => new()
+        {
+            Preset = "notebook", NewEntities = 8, PretrainSteps = 250, SweepSteps = 30, Steps = 60, EvalPoints = 2, Seeds = [0, 1, 2],
         },
         "default" => new(),
         "cpu" => new() { Preset = "cpu" },
