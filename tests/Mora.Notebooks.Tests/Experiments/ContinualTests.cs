@@ -96,8 +96,8 @@ public class ContinualCliTests
         Assert.Equal(6, sweep.Count);
         foreach (var g in sweep.GroupBy(s => s[0]))
         {
-            Assert.Single(g, s => s[6] == "yes");
-            string lr = g.Single(s => s[6] == "yes")[2];
+            Assert.Single(g, s => s[7] == "yes");
+            string lr = g.Single(s => s[7] == "yes")[2];
             Assert.All(table.Skip(1).Select(l => l.Split(',')).Where(r => r[0] == g.Key), r => Assert.Equal(lr, r[3]));
         }
         Assert.True(Directory.Exists(Path.Combine(dir, "out", "sweep", "lora-r8-lr0.003-seed100")));
