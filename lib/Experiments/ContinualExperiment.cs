@@ -53,7 +53,7 @@ public sealed record ContinualSpec : ExperimentSpec
     /// <summary>Steps of each sweep run (the short budget).</summary>
     public int SweepSteps { get; init; } = 60;
     public IReadOnlyList<double> AdapterLrs { get; init; } = [1e-3, 3e-3, 1e-2, 3e-2];
-    public IReadOnlyList<double> FullLrs { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3];
+    public IReadOnlyList<double> FullLrs { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2];
 
     /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
     /// default and cpu (the committed run: 5 seeds, about 10–25 minutes on 2 shared cores with OMP_NUM_THREADS=1).</summary>
@@ -67,10 +67,7 @@ public sealed record ContinualSpec : ExperimentSpec
             OriginalQuestions = 6, ReplayQuestions = 6, PretrainSteps = 20, Steps = 8, SweepSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
             AdapterLrs = [3e-3, 3e-2], FullLrs = [3e-4, 3e-3],
         },
-        "notebook" => new()
-        {
-            Preset = "notebook", NewEntities = 8, PretrainSteps = 250, SweepSteps = 30, Steps = 60, EvalPoints = 2, Seeds = [0, 1, 2],
-        },
+        "notebook" => new() { Preset = "notebook", Seeds = [0, 1, 2] },     // the cpu run's settings at 3 seeds
         "default" => new(),
         "cpu" => new() { Preset = "cpu" },
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
@@ -279,6 +276,8 @@ public static class ContinualExperiment
         string dir = SafePath.Under(Path.Combine(outDir, folder), name, "run name");
         if (ExperimentFolder.ReadResult<ContinualRun>(dir) is { } done)
         {
+            if (done.LearningRate != lr)
+                throw new ArgumentException($"{ExperimentFolder.Show(dir)} finished with learning rate {done.LearningRate:G3}, but the sweep now chooses {lr:G3}; delete that run folder to run it again", "outDir");
             output.WriteLine($"{folder}/{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
             return done;
         }
