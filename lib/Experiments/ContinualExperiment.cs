@@ -390,9 +390,9 @@ public static class ContinualExperiment
     static void WriteFigures(ContinualSpec spec, string outDir, IReadOnlyList<ContinualRun> runs)
     {
         string root = Path.Combine(outDir, "runs");
-        string seeds = $"mean over seeds {string.Join(",", spec.Seeds)}";
-        RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: answer character accuracy on the new facts ({seeds})", "step", NewChar, Path.Combine(outDir, "continual-acquisition"));
-        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: held-out loss on the original domain ({seeds})", "step", "nats per character", Path.Combine(outDir, "continual-forgetting"));
+        string seeds = $"mean of {spec.Seeds.Count} seed{(spec.Seeds.Count > 1 ? "s" : "")}";
+        RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(outDir, "continual-acquisition"));
+        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", "nats per character", Path.Combine(outDir, "continual-forgetting"));
     }
 
     /// <summary>The figure files <see cref="Run"/> writes next to its tables.</summary>
