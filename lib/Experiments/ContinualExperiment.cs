@@ -357,13 +357,14 @@ public static class ContinualExperiment
             sb.Append($"{r.Method},{r.Rank},{r.Seed},{G(r.LearningRate)},{r.TrainableParameters},{F(r.NewExactMatch)},{F(r.NewCharAccuracy)},{F(r.NewCharAccuracyBefore)},{F(r.NewAnswerLoss)},{F(r.NewAnswerLossBefore)},{F(r.HeldOutLossBefore)},{F(r.HeldOutLossAfter)},{F(r.Forgetting)},{F(r.OriginalExactMatchBefore)},{F(r.OriginalExactMatchAfter)},{F(r.FinalLoss)}\n");
         AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
 
-        var summary = new StringBuilder("method,rank,seeds,lr,trainable_parameters," + string.Join(",", Measures.Select(m => $"{m.Name}_mean,{m.Name}_low,{m.Name}_high")) + "\n");
+        var summary = new StringBuilder("method,rank,seeds,lr,trainable_parameters," + string.Join(",", Measures.Select(m => $"{m.Name}_mean,{m.Name}_low,{m.Name}_high")) +
+                                        ",new_char_acc_before_mean,new_answer_loss_before_mean,heldout_loss_before\n");
         foreach (var g in Groups(runs))
         {
             var list = g.ToList();
             summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{G(list[0].LearningRate)},{list[0].TrainableParameters}");
             foreach (var (_, of) in Measures) { var i = SeedStatistics.Mean95(list.Select(of)); summary.Append($",{F(i.Mean)},{F(i.Low)},{F(i.High)}"); }
-            summary.Append('\n');
+            summary.Append($",{F(list.Average(x => x.NewCharAccuracyBefore))},{F(list.Average(x => x.NewAnswerLossBefore))},{F(list[0].HeldOutLossBefore)}\n");
         }
         AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
 
@@ -406,7 +407,8 @@ public static class ContinualExperiment
         var sb = new StringBuilder();
         sb.AppendLine($"Continual pretraining on a new domain ({spec.NewEntities} fictional companies × 3 facts, {spec.DocumentsPerEntity} prose documents each; {spec.Model} model, {spec.Steps} steps; " +
                       $"seeds {string.Join(",", spec.Seeds)}; mean [95 % t interval] over seeds)");
-        sb.AppendLine($"base: held-out loss on the original domain {before.HeldOutLoss:F4} nats/char, original answers exact match {100 * before.OriginalExactMatch:F1} %");
+        sb.AppendLine($"base: held-out loss on the original domain {before.HeldOutLoss:F4} nats/char, original answers exact match {100 * before.OriginalExactMatch:F1} %; " +
+                      $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.NewCharAccuracyBefore):F1} %, answer loss {runs.Average(x => x.NewAnswerLossBefore):F4} nats/char");
         sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
         foreach (var g in Groups(runs))
         {
