@@ -131,7 +131,7 @@ static class CliSupport
             Directory.CreateDirectory(figures);
             foreach (var file in tables)
             {
-                var bytes = File.ReadAllBytes(Path.Combine(outDir, file));
+                byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, file));     // tables and figures (PNG) alike
                 AtomicFile.Write(Path.Combine(figures, file), s => s.Write(bytes));
             }
             AtomicFile.WriteText(Path.Combine(figures, "table.txt"), table + "\n");

@@ -11,7 +11,7 @@ var root = new RootCommand(
     "With no command it runs the default job: a small memorisation reproduction (LoRA vs MoRA vs full fine-tuning on UUID pairs, CPU, under a minute on 2 idle cores).")
 {
     InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(args), MemorizationCommand.Create(args), Gsm8kCommand.Create(args),
-    PretrainCommand.Create(args),
+    PretrainCommand.Create(args), ContinualCommand.Create(args),
     BenchCommand.Create(args), PlotCommand.Create(), ClaimsCommand.Create(), BundleCommand.Create(),
 };
 root.SetAction(_ => MemorizationCommand.DefaultJob());

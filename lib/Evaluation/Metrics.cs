@@ -52,6 +52,45 @@ public static class Metrics
         return Memorization(outputs.Select(tokenizer.Decode).ToList(), pairs.Select(p => p.Value).ToList());
     }
 
+    /// <summary>Greedy-decodes the answer to each question prompt (<c>[BOS] prompt</c>, as <see cref="LmData.FromPair"/> trains it)
+    /// and scores it against the expected answer: exact match and character accuracy (<see cref="CharAccuracy"/>).</summary>
+    public static MemorizationScore Answers(LlamaForCausalLM model, ITextTokenizer tokenizer, IReadOnlyList<(string Prompt, string Answer)> questions, int batchSize = 64)
+    {
+        if (questions.Count == 0) throw new ArgumentException("nothing to score", nameof(questions));
+        var prompts = questions.Select(q => LmData.PromptTokens(tokenizer, q.Prompt)).ToList();
+        int maxNew = questions.Max(q => tokenizer.Encode(q.Answer).Length) + 1;
+        var outputs = TextGenerator.Generate(model, prompts, new GenerationOptions { MaxNewTokens = maxNew, EosId = tokenizer.EosId, BatchSize = batchSize });
+        return Memorization(outputs.Select(tokenizer.Decode).ToList(), questions.Select(q => q.Answer).ToList());
+    }
+
+    /// <summary>Mean next-token cross-entropy (nats per predicted token) of <paramref name="examples"/> under the model, every
+    /// position that <see cref="LmData.Collate"/> gives a target counted once (the held-out loss; perplexity is its exp).
+    /// Eval mode, no gradients; the model's mode is restored.</summary>
+    public static double HeldOutLoss(LlamaForCausalLM model, IReadOnlyList<LmExample> examples, int padId, int batchSize = 32)
+    {
+        if (examples.Count == 0) throw new ArgumentException("no held-out examples", nameof(examples));
+        if (batchSize <= 0) throw new ArgumentException($"batch size must be positive, got {batchSize}", nameof(batchSize));
+        bool wasTraining = model.training;
+        model.eval();
+        try
+        {
+            using var _ = no_grad();
+            double sum = 0; long count = 0;
+            foreach (var chunk in examples.Chunk(batchSize))
+            {
+                using var scope = NewDisposeScope();
+                using var batch = LmData.Collate(chunk, padId, model.Device);
+                var logits = model.forward(batch.InputIds);
+                var loss = nn.functional.cross_entropy(logits.to(ScalarType.Float32).flatten(0, 1), batch.Targets.flatten(),
+                    ignore_index: LmData.IgnoreIndex, reduction: nn.Reduction.Sum);
+                sum += loss.item<float>();
+                count += batch.LossTokens;
+            }
+            return sum / count;
+        }
+        finally { model.train(wasTraining); }
+    }
+
     /// <summary>Scores generated solutions: the number each gives (<see cref="AnswerExtraction.FromGeneration"/>) against the reference.</summary>
     public static MathScore Math(IReadOnlyList<string> generated, IReadOnlyList<decimal> expected)
     {

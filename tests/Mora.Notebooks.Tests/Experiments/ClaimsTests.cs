@@ -67,6 +67,12 @@ public class ClaimsTests
         File.WriteAllText(Path.Combine(pre, "COMMAND.txt"), "dotnet run -c Release -- pretrain --preset cpu\n(run from a published copy)\n");
         File.WriteAllText(Path.Combine(pre, "table.txt"), "Held-out perplexity after pretraining from scratch (tiny model, 320 steps of 16×128 characters, rank budget r = 8, merge every 80 steps; seeds 1,2,3)\n" +
             "Learning rate per method: lowest validation perplexity (150 documents apart from the held-out ones) over [0.001] after 160 steps on seed 0 (lr-sweep.csv).\n");
+        string cont = Path.Combine(root, "figures", "continual-cpu");
+        Directory.CreateDirectory(cont);
+        File.WriteAllLines(Path.Combine(cont, "continual-paired.csv"), ["comparison,rank,measure,seeds,mean,low,high",
+            "mora-rotation - lora,8,new_exact_match,10,-0.0056,-0.0281,0.0170", "mora-rotation - lora,8,new_char_acc,10,0.0300,0.0100,0.0500"]);
+        File.WriteAllText(Path.Combine(cont, "table.txt"), "Continual pretraining on a new domain (12 fictional companies × 3 facts; tiny model, 150 steps; seeds 0,1; mean)\n");
+        File.WriteAllText(Path.Combine(cont, "COMMAND.txt"), "OMP_NUM_THREADS=1 dotnet run -c Release -- continual --preset cpu\n");
         return root;
     }
 
@@ -75,7 +81,11 @@ public class ClaimsTests
     {
         var rng = new Random(TestSupport.Seed());
         var better = Claims.Evaluate(FakeRepo(rng, moraGain: 0.2));
-        Assert.Equal(5, better.Count);   // two memorisation regimes, one math row, two pretraining rows
+        Assert.Equal(6, better.Count);   // two memorisation regimes, one math row, two pretraining rows, one continual row
+        var continual = better.Single(r => r.Claim.StartsWith("Continual"));
+        Assert.Equal(Verdict.Supported, continual.Verdict);           // char. accuracy 1–5 points above LoRA
+        Assert.Contains("12 fictional companies × 3 facts; tiny model, 150 steps; mora-rotation, r = 8, tuned rates, 10 seeds", continual.Setting);
+        Assert.Contains("difference 3.0 [1.0, 5.0] points", continual.Measured);
         Assert.Equal(Verdict.Contradicted, better.Single(r => r.Claim.Contains("ReMoRA ≥ ReLoRA")).Verdict);
         Assert.Equal(Verdict.NotResolved, better.Single(r => r.Claim.Contains("MoRA ≥ LoRA")).Verdict);
         Assert.Equal("dotnet run -c Release -- pretrain --preset cpu", better[3].Command);   // the first line of COMMAND.txt
