@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using Mora.Evaluation;
 using Mora.Model;
+using System.Text.Json;
 
 namespace Mora.Experiments;
 
@@ -117,7 +118,12 @@ public static class Claims
     {
         string path = Path.Combine(folder, ExperimentFolder.SpecFile);
         if (File.Exists(path))
-            return System.Text.Json.JsonSerializer.Deserialize<TSpec>(File.ReadAllText(path)) ?? throw new FormatException($"{path}: empty");
+        {
+            // The device is blank in a stored spec (not part of an experiment's identity): read it as the default.
+            var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject ?? throw new FormatException($"{path}: not a JSON object");
+            node.Remove("Device");
+            return node.Deserialize<TSpec>() ?? throw new FormatException($"{path}: empty");
+        }
         string command = Command(folder);
         var args = command.Split(' ', StringSplitOptions.RemoveEmptyEntries);
         int at = Array.IndexOf(args, "--preset");

@@ -43,7 +43,8 @@ public class ClaimsTests
         var scores = MemorizationExperiment.Scores(spec, runs);
         File.WriteAllText(Path.Combine(memo, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(scores));
         File.WriteAllText(Path.Combine(memo, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
-        File.WriteAllText(Path.Combine(memo, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-regimes\n");
+        File.WriteAllText(Path.Combine(memo, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-regimes --steps 200\n");
+        ExperimentFolder.Claim(memo, spec with { Pairs = 7 }, "memorisation");   // spec.json as the job writes it (device blank); it wins over COMMAND.txt
         string math = Path.Combine(root, "figures", "gsm8k-cpu-hour");
         Directory.CreateDirectory(math);
         var lines = new List<string> { "method,rank,seed,trainable_parameters,accuracy_step80,accuracy_step160,final_loss" };
@@ -93,6 +94,7 @@ public class ClaimsTests
         Assert.Contains("rates tuned on a validation split", better[3].Setting);
         Assert.All(better.Take(2), r => Assert.Equal(Verdict.Supported, r.Verdict));
         Assert.Contains("r = 1 (low regime", better[0].Setting);
+        Assert.StartsWith("UUID pairs (7 a seed), medium model (hidden 256)", better[0].Setting);
         Assert.Contains("mora-rotation", better[0].Setting);
         Assert.Contains("r = 16 (high regime", better[1].Setting);
         Assert.Equal(Verdict.Supported, better[2].Verdict);           // math within ±0.1 point: on par
@@ -102,7 +104,7 @@ public class ClaimsTests
         Assert.StartsWith(Claims.Begin, md);
         Assert.EndsWith(Claims.End, md);
         Assert.Contains("[`figures/memorization-cpu-regimes/memorization-paired.csv`]", md);
-        Assert.Contains("- `dotnet run -c Release -- memorization --preset cpu-regimes`", md);
+        Assert.Contains("- `dotnet run -c Release -- memorization --preset cpu-regimes --steps 200`", md);
         string readme = $"# T\nbefore\n{Claims.Begin}\nold\n{Claims.End}\nafter\n";
         Assert.Equal($"# T\nbefore\n{md}\nafter\n", Claims.Splice(readme, md));
         Assert.Throws<FormatException>(() => Claims.Splice("no markers", md));
