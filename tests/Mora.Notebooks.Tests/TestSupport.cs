@@ -113,6 +113,24 @@ public static class TestSupport
         return d.item<double>();
     }
 
+    /// <summary>Starts <c>dotnet <paramref name="arguments"/></c> and kills its whole process tree (not a polite cancel)
+    /// as soon as <paramref name="file"/> exists (a checkpoint pointer, say); fails if the process ended first or the file
+    /// did not appear within 3 minutes.</summary>
+    public static void KillWhenExists(string arguments, string file)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet", arguments) { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        p.OutputDataReceived += (_, _) => { };
+        p.ErrorDataReceived += (_, _) => { };
+        p.BeginOutputReadLine(); p.BeginErrorReadLine();
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(file) && !p.HasExited && clock.Elapsed < TimeSpan.FromMinutes(3)) Thread.Sleep(20);
+        Assert.False(p.HasExited, $"the job finished before it could be killed (waiting for {file})");
+        Assert.True(File.Exists(file), $"no {file} after {clock.Elapsed}");
+        p.Kill(entireProcessTree: true);
+        p.WaitForExit();
+    }
+
     public static string TempDir()
     {
         string d = Path.Combine(Path.GetTempPath(), "mora-tests", Guid.NewGuid().ToString("N"));

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Mora.Data;
 using Mora.Evaluation;
@@ -126,19 +125,7 @@ public class ContinualCliTests
         const string args = "continual --preset smoke --steps 40 --eval-points 2 --seeds 0";
         var (code, output) = Cli($"{args} --out \"{straight}\"");
         Assert.True(code == 0, output);
-        var psi = new ProcessStartInfo("dotnet", $"\"{Dll}\" {args} --out \"{killed}\"") { RedirectStandardOutput = true, RedirectStandardError = true };
-        using (var p = Process.Start(psi)!)
-        {
-            p.OutputDataReceived += (_, _) => { };
-            p.ErrorDataReceived += (_, _) => { };
-            p.BeginOutputReadLine(); p.BeginErrorReadLine();
-            string pointer = Path.Combine(killed, "runs", "lora-r8-seed0", "checkpoints", "latest.json");
-            var clock = Stopwatch.StartNew();
-            while (!File.Exists(pointer) && !p.HasExited && clock.Elapsed < TimeSpan.FromMinutes(3)) Thread.Sleep(20);
-            Assert.False(p.HasExited, "the job finished before it could be killed");
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-        }
+        TestSupport.KillWhenExists($"\"{Dll}\" {args} --out \"{killed}\"", Path.Combine(killed, "runs", "lora-r8-seed0", "checkpoints", "latest.json"));
         Assert.False(File.Exists(Path.Combine(killed, ContinualExperiment.TableFile)));
         var (again, output2) = Cli($"{args} --out \"{killed}\"");
         Assert.True(again == 0, output2);

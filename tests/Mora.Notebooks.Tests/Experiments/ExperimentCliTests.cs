@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Mora.Experiments;
 
 namespace Mora.Tests;
@@ -155,20 +154,7 @@ public class ExperimentCliTests
         Assert.True(code == 0, output);
 
         // Kill the process (not a polite cancel) once the first fine-tuning run has a checkpoint.
-        var psi = new ProcessStartInfo("dotnet", $"\"{Dll}\" memorization --preset smoke --out \"{killed}\"")
-        { RedirectStandardOutput = true, RedirectStandardError = true };
-        using (var p = Process.Start(psi)!)
-        {
-            p.OutputDataReceived += (_, _) => { };
-            p.ErrorDataReceived += (_, _) => { };
-            p.BeginOutputReadLine(); p.BeginErrorReadLine();
-            string pointer = Path.Combine(killed, "runs", "lora-r8-seed0", "checkpoints", "latest.json");
-            var clock = Stopwatch.StartNew();
-            while (!File.Exists(pointer) && !p.HasExited && clock.Elapsed < TimeSpan.FromMinutes(3)) Thread.Sleep(20);
-            Assert.False(p.HasExited, "the job finished before it could be killed");
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-        }
+        TestSupport.KillWhenExists($"\"{Dll}\" memorization --preset smoke --out \"{killed}\"", Path.Combine(killed, "runs", "lora-r8-seed0", "checkpoints", "latest.json"));
         Assert.False(File.Exists(Path.Combine(killed, MemorizationExperiment.TableFile)));
         var (again, output2) = Cli($"memorization --preset smoke --out \"{killed}\"");
         Assert.True(again == 0, output2);
