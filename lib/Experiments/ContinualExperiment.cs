@@ -317,7 +317,7 @@ public static class ContinualExperiment
         return run;
     }
 
-    static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+    static string F(double v) => SeedReport.F(v);
     static string G(double v) => v.ToString("G3", CultureInfo.InvariantCulture);
 
     static void WriteSweep(string outDir, IReadOnlyList<SweepRow> rows)

@@ -136,24 +136,14 @@ public static class Gsm8kExperiment
         output.WriteLine($"{train.Count} training and {test.Count} test problems ({(spec.TrainFile is null ? "generated" : spec.TrainFile)}), tokenizer {tokenizer.GetType().Name}");
 
         string BaseFor(int seed) => spec.BaseModel ?? PretrainBase(spec, outDir, spec.BaseSeed ?? seed, tokenizer, test.Concat(validation).ToList(), output, cancel);
-        var rates = new Dictionary<(string, int), double>();
-        var points = new List<SweepPoint>();
-        foreach (var (method, r) in spec.Configurations())
+        string? tuningBase = null;   // made on the first tuning run
+        var rates = LearningRateSweep.TuneAll(spec, outDir, "the validation split", output, (method, r, lr, name) =>
         {
-            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
-            int seed = spec.TuneSeed;
-            string baseDir = BaseFor(seed);
-            var (chosen, tried) = LearningRateSweep.Choose(method.Name, r, grid, lr =>
-            {
-                var run = FineTune(spec, Path.Combine(outDir, "sweep"), $"{method.RunName(r, seed)}-lr{LearningRateSweep.Lr(lr)}", tokenizer, examples, validation,
-                    baseDir, method, r, seed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
-                return (run.AccuracyAt[spec.TuneSteps], run.FinalLoss);
-            });
-            rates[(method.Name, r)] = chosen;
-            points.AddRange(tried);
-            output.WriteLine($"{method.RunName(r, seed)}: learning rate {LearningRateSweep.Lr(chosen)} chosen on the validation split");
-        }
-        if (points.Count > 0) LearningRateSweep.Write(Path.Combine(outDir, LearningRateSweep.File), points);
+            tuningBase ??= BaseFor(spec.TuneSeed);
+            var run = FineTune(spec, Path.Combine(outDir, "sweep"), name, tokenizer, examples, validation,
+                tuningBase, method, r, spec.TuneSeed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
+            return (run.AccuracyAt[spec.TuneSteps], run.FinalLoss);
+        });
 
         var results = new List<Gsm8kRun>();
         foreach (int seed in spec.Seeds)
@@ -244,7 +234,7 @@ public static class Gsm8kExperiment
         return run;
     }
 
-    static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+    static string F(double v) => SeedReport.F(v);
 
     static void WriteTables(Gsm8kSpec spec, string outDir, IReadOnlyList<Gsm8kRun> runs)
     {

@@ -32,6 +32,29 @@ public static class LearningRateSweep
         $"learning rate per method and rank: best final {metric} after {steps} steps on tuning seed {seed} over {{{string.Join(", ", grid.Select(Lr))}}} " +
         $"(log-spaced; extended by one step past an end when the best is there, up to {MaxExtensions} times; ties to the lower training loss)";
 
+    /// <summary>The rate of every method and rank of <paramref name="spec"/>: its fixed rate when it has no grid, else the
+    /// rule's choice, with <paramref name="train"/> training one tuning run (method, rank, rate, run name
+    /// <c>{method}-r{r}-seed{tuning seed}-lr{rate}</c>) and returning its final metric (an accuracy) and training loss.
+    /// Writes every tuning run to <c>lr-sweep.csv</c> in <paramref name="outDir"/> and prints each choice, with
+    /// <paramref name="scoredOn"/> saying what the metric was measured on.</summary>
+    public static Dictionary<(string Method, int Rank), double> TuneAll(ExperimentSpec spec, string outDir, string scoredOn, TextWriter output,
+        Func<MethodSpec, int, double, string, (double Metric, double FinalLoss)> train)
+    {
+        var rates = new Dictionary<(string, int), double>();
+        var points = new List<SweepPoint>();
+        foreach (var (method, r) in spec.Configurations())
+        {
+            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
+            string run = method.RunName(r, spec.TuneSeed);
+            var (chosen, tried) = Choose(method.Name, r, grid, lr => train(method, r, lr, $"{run}-lr{Lr(lr)}"));
+            rates[(method.Name, r)] = chosen;
+            points.AddRange(tried);
+            output.WriteLine($"{run}: learning rate {Lr(chosen)} chosen on {scoredOn} ({string.Join(", ", tried.Select(p => $"{Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : $"{100 * p.Metric:0.0} %")}"))})");
+        }
+        if (points.Count > 0) Write(Path.Combine(outDir, File), points);
+        return rates;
+    }
+
     /// <summary>Runs the rule for one method and rank. <paramref name="train"/> trains one tuning run at a rate and returns its
     /// final metric (higher is better) and final training loss; it should reuse a finished run's result.</summary>
     public static (double Chosen, IReadOnlyList<SweepPoint> Points) Choose(string method, int rank, IReadOnlyList<double> grid,

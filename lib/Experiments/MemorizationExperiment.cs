@@ -130,30 +130,18 @@ public static class MemorizationExperiment
 
     /// <summary>The rate of each method and rank: tuned by <see cref="LearningRateSweep"/>'s rule on the tuning seed's own
     /// base and pairs (runs under <c>sweep/</c>, table <c>lr-sweep.csv</c>), or the fixed rate when no grid is given.</summary>
-    static Dictionary<(string, int), double> TuneRates(MemorizationSpec spec, string outDir, TextWriter output, CancellationToken cancel)
+    static Dictionary<(string Method, int Rank), double> TuneRates(MemorizationSpec spec, string outDir, TextWriter output, CancellationToken cancel)
     {
-        var rates = new Dictionary<(string, int), double>();
-        var points = new List<SweepPoint>();
-        MemorizationTask? task = null;
+        MemorizationTask? task = null;   // made on the first tuning run: a job with fixed rates pretrains no tuning base
         string? baseDir = null;
         int seed = spec.TuneSeed;
-        foreach (var (method, r) in spec.Configurations())
+        return LearningRateSweep.TuneAll(spec, outDir, "the tuning seed's pairs", output, (method, r, lr, name) =>
         {
-            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
             task ??= new MemorizationTask(UuidPairs.Generate(spec.Pairs, seed: 1000 + seed));
             baseDir ??= PretrainBase(spec, outDir, spec.BaseSeed ?? seed, output, cancel);
-            var (chosen, tried) = LearningRateSweep.Choose(method.Name, r, grid, lr =>
-            {
-                string name = $"{method.RunName(r, seed)}-lr{LearningRateSweep.Lr(lr)}";
-                var run = FineTune(spec, Path.Combine(outDir, "sweep"), name, task, baseDir, method, r, seed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
-                return (run.CharAccuracyAt[spec.TuneSteps], run.FinalLoss);
-            });
-            rates[(method.Name, r)] = chosen;
-            points.AddRange(tried);
-            output.WriteLine($"{method.RunName(r, seed)}: learning rate {LearningRateSweep.Lr(chosen)} chosen ({string.Join(", ", tried.Select(p => $"{LearningRateSweep.Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : $"{100 * p.Metric:0.0} %")}"))})");
-        }
-        if (points.Count > 0) LearningRateSweep.Write(Path.Combine(outDir, LearningRateSweep.File), points);
-        return rates;
+            var run = FineTune(spec, Path.Combine(outDir, "sweep"), name, task, baseDir, method, r, seed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
+            return (run.CharAccuracyAt[spec.TuneSteps], run.FinalLoss);
+        });
     }
 
     /// <summary>The base's character accuracy on this seed's pairs (written once in the base's folder).</summary>
@@ -234,7 +222,7 @@ public static class MemorizationExperiment
         return run;
     }
 
-    static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+    static string F(double v) => SeedReport.F(v);
 
     static void WriteTables(MemorizationSpec spec, string outDir, IReadOnlyList<MemorizationRun> runs, IReadOnlyList<MemorizationFloor> floors)
     {

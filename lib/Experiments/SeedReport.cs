@@ -16,7 +16,8 @@ public sealed record RunScores(string Method, int Rank, int Seed, long Trainable
 /// </summary>
 public static class SeedReport
 {
-    static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+    /// <summary>A table cell as every experiment's CSV writes a value: four decimals, blank for NaN (a step not evaluated).</summary>
+    public static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
 
     /// <summary>The summary CSV: method, rank, seeds, trainable_parameters, learning_rate, then for each metric its mean,
     /// ci_low, ci_high and sd.</summary>
