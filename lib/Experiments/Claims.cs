@@ -35,36 +35,57 @@ public static class Claims
     public static IReadOnlyList<ClaimResult> Evaluate(string repoRoot)
     {
         var results = new List<ClaimResult>();
-        string memo = Path.Combine(repoRoot, "figures", "memorization-cpu-regimes");
-        if (Directory.Exists(memo)) Memorisation(repoRoot, memo, results);
-        string math = Path.Combine(repoRoot, "figures", "gsm8k-cpu-hour");
-        if (Directory.Exists(math)) MathReasoning(repoRoot, math, results);
-        string pretrain = Path.Combine(repoRoot, "figures", "pretrain-cpu");
-        if (Directory.Exists(pretrain)) Pretraining(repoRoot, pretrain, results);
-        string continual = Path.Combine(repoRoot, "figures", "continual-cpu");
-        if (Directory.Exists(continual)) Continual(repoRoot, continual, results);
+        foreach (var source in Sources)
+        {
+            string folder = Path.Combine(repoRoot, source.Replace('/', Path.DirectorySeparatorChar));
+            if (!Directory.Exists(folder) || Superseded.TryGetValue(source, out var newer) && Directory.Exists(Path.Combine(repoRoot, newer))) continue;
+            var read = source.Split('/')[1].Split('-')[0] switch
+            {
+                "memorization" => (Action<string, string, List<ClaimResult>>)Memorisation,
+                "gsm8k" => MathReasoning,
+                "pretrain" => Pretraining,
+                "continual" => Continual,
+                var kind => throw new InvalidOperationException($"no claim reader for '{kind}' ({source})"),
+            };
+            read(repoRoot, folder, results);
+        }
         return results;
     }
 
-    /// <summary>The folders the claims are read from, in the paper's order (a missing folder leaves its claim out).</summary>
-    public static IReadOnlyList<string> Sources { get; } = ["figures/memorization-cpu-regimes", "figures/gsm8k-cpu-hour", "figures/pretrain-cpu", "figures/continual-cpu"];
+    /// <summary>The folders the claims are read from, in the paper's order (a missing folder leaves its claims out). Each
+    /// kind is read by the claim reader its name starts with.</summary>
+    public static IReadOnlyList<string> Sources { get; } =
+    [
+        "figures/memorization-cpu-regimes", "figures/memorization-cpu-low-regime",
+        "figures/gsm8k-cpu-regimes", "figures/gsm8k-cpu-hour",
+        "figures/pretrain-cpu", "figures/continual-cpu",
+    ];
+
+    /// <summary>Older results that speak to the same claim as a newer one: read only while the newer folder is missing.</summary>
+    public static IReadOnlyDictionary<string, string> Superseded { get; } = new Dictionary<string, string>
+    {
+        ["figures/gsm8k-cpu-hour"] = "figures/gsm8k-cpu-regimes",
+    };
 
     static void Memorisation(string repoRoot, string memo, List<ClaimResult> results)
     {
         var spec = SpecOf(memo, MemorizationSpec.FromPreset);
         var memoSummary = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.SummaryFile));
         var memoPaired = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.PairedFile));
-        string lastStep = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
-            .OrderBy(m => int.Parse(m["char_acc_step".Length..], CultureInfo.InvariantCulture)).Last();
+        var at = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
+            .Select(m => int.Parse(m["char_acc_step".Length..], CultureInfo.InvariantCulture)).Distinct().Order().ToList();
+        if (at.Count < 2) throw new FormatException($"{Path.Combine(memo, MemorizationExperiment.PairedFile)}: a curve's trend needs two evaluated steps, found {at.Count}");
+        string lastStep = $"char_acc_step{at[^1]}";
         foreach (var row in memoPaired.Rows.Where(r => r["metric"] == lastStep && r["method"].StartsWith("mora-", StringComparison.Ordinal)))
         {
             var d = Interval(row);
             int rank = int.Parse(row["rank"], CultureInfo.InvariantCulture);
-            string Mean(string method) => memoSummary.Rows.Where(r => r["method"] == method && r["rank"] == rank.ToString(CultureInfo.InvariantCulture))
-                .Select(r => $"{100 * double.Parse(r[lastStep + "_mean"], CultureInfo.InvariantCulture):0.0} %").Single();
+            IReadOnlyDictionary<string, string> Row(string method) => memoSummary.Rows.Single(r => r["method"] == method && r["rank"] == rank.ToString(CultureInfo.InvariantCulture));
+            string Mean(string method) => $"{100 * Num(Row(method)[lastStep + "_mean"]):0.0} %";
+            string Trend(string method) => SeedReport.Trend(Num(Row(method)[$"char_acc_step{at[^2]}_mean"]), Num(Row(method)[lastStep + "_mean"]), at[^1] - at[^2]);
             results.Add(new ClaimResult("Memorisation (§4.1): MoRA > LoRA at equal parameters",
-                $"UUID pairs ({spec.Pairs} a seed), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {row["method"]}, {Rates(spec)}, {d.N} seeds",
-                $"char. accuracy at step {lastStep["char_acc_step".Length..]}: {row["method"]} {Mean(row["method"])}, LoRA {Mean("lora")}; difference {d.Format(100)} points",
+                $"UUID pairs ({spec.Pairs} a seed), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {row["method"]}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
+                $"char. accuracy at step {at[^1]}: {row["method"]} {Mean(row["method"])} ({Trend(row["method"])}), LoRA {Mean("lora")} ({Trend("lora")}); difference {d.Format(100)} points",
                 Greater(d), Rel(repoRoot, Path.Combine(memo, MemorizationExperiment.PairedFile)), Command(memo)));
         }
     }
@@ -80,7 +101,7 @@ public static class Claims
             var baseline = lora.Where(r => r["rank"] == g.Key.Rank).ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture));
             var d = SeedStatistics.Paired95(g.ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => double.Parse(r[lastAcc], CultureInfo.InvariantCulture)), baseline);
             results.Add(new ClaimResult("Math reasoning (§4.3, GSM8K): MoRA on par with LoRA",
-                $"GSM8K-style problems ({spec.TestProblems} held out), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {Rates(spec)}, {d.N} seeds",
+                $"GSM8K-style problems ({spec.TestProblems} held out), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
                 $"exact match at step {lastAcc["accuracy_step".Length..]}: difference {d.Format(100)} points (on par: within ±{100 * ParMargin:0} points)",
                 OnPar(d), Rel(repoRoot, Path.Combine(math, Gsm8kExperiment.TableFile)), Command(math)));
         }

@@ -97,6 +97,9 @@ public class ClaimsTests
         Assert.StartsWith("UUID pairs (7 a seed), medium model (hidden 256)", better[0].Setting);
         Assert.Contains("mora-rotation", better[0].Setting);
         Assert.Contains("r = 16 (high regime", better[1].Setting);
+        Assert.Contains("200 steps", better[0].Setting);
+        // Each curve's state at the end, from the summary's last two evaluations (the fake curves rise linearly).
+        Assert.Matches(@"mora-rotation \d+\.\d % \(still rising: \+\d+\.\d points over the last 40 steps\), LoRA \d+\.\d % \(still rising", better[0].Measured);
         Assert.Equal(Verdict.Supported, better[2].Verdict);           // math within ±0.1 point: on par
         var worse = Claims.Evaluate(FakeRepo(rng, moraGain: -0.2));
         Assert.All(worse.Take(2), r => Assert.Equal(Verdict.Contradicted, r.Verdict));
@@ -108,6 +111,40 @@ public class ClaimsTests
         string readme = $"# T\nbefore\n{Claims.Begin}\nold\n{Claims.End}\nafter\n";
         Assert.Equal($"# T\nbefore\n{md}\nafter\n", Claims.Splice(readme, md));
         Assert.Throws<FormatException>(() => Claims.Splice("no markers", md));
+    }
+
+    /// <summary>A longer low-regime run is read as a further memorisation row; a newer GSM8K run supersedes the old one.</summary>
+    [Fact]
+    public void FurtherRunsJoinAndNewerOnesSupersede()
+    {
+        var rng = new Random(TestSupport.Seed());
+        string root = FakeRepo(rng, moraGain: 0.2);
+        string low = Path.Combine(root, "figures", "memorization-cpu-low-regime");
+        Directory.CreateDirectory(low);
+        var spec = MemorizationSpec.FromPreset("cpu-low-regime");
+        var runs = spec.Seeds.SelectMany(seed => spec.Configurations().Select(c =>
+            new MemorizationRun(c.Method.Name, c.Rank, seed, 1000, spec.EvalSteps.ToDictionary(s => s, s => s >= 500 ? 0.6 + 0.01 * rng.NextDouble() : 0.3), 0, 1, 1, 0.01))).ToList();
+        var scores = MemorizationExperiment.Scores(spec, runs);
+        File.WriteAllText(Path.Combine(low, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(scores));
+        File.WriteAllText(Path.Combine(low, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
+        File.WriteAllText(Path.Combine(low, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-low-regime\n");
+        string newer = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
+        Directory.CreateDirectory(newer);
+        File.WriteAllLines(Path.Combine(newer, Gsm8kExperiment.TableFile), ["method,rank,seed,trainable_parameters,learning_rate,accuracy_step100,final_loss",
+            .. new[] { 0, 1, 2, 3, 4 }.SelectMany(seed => new[] { $"lora,1,{seed},100,0.01,{0.3 + 0.01 * rng.NextDouble():0.0000},1", $"mora-rotation,1,{seed},100,0.01,{0.3 + 0.01 * rng.NextDouble():0.0000},1" })]);
+        File.WriteAllText(Path.Combine(newer, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset regimes\n");
+        var all = Claims.Evaluate(root);
+        var memo = all.Where(r => r.Claim.StartsWith("Memorisation")).ToList();
+        Assert.Equal(3, memo.Count);
+        Assert.Contains("r = 1 (low regime", memo[2].Setting);
+        Assert.Contains("600 steps", memo[2].Setting);
+        Assert.Contains("(flat: ", memo[2].Measured);                 // no change over the last 100 steps beyond noise of 1 point
+        Assert.Contains("figures/memorization-cpu-low-regime/", memo[2].Source);
+        var math = all.Single(r => r.Claim.StartsWith("Math"));        // the old tiny-model run is superseded, not listed beside it
+        Assert.Contains("figures/gsm8k-cpu-regimes/", math.Source);
+        Assert.Contains("r = 1 (low regime", math.Setting);
+        Assert.Equal(Verdict.Supported, math.Verdict);                 // within ±1 point of LoRA on every seed
+        Assert.DoesNotContain(all, r => r.Source.Contains("gsm8k-cpu-hour"));
     }
 
     [Fact]
