@@ -15,23 +15,18 @@ static class ContinualCommand
         var docs = n.Bind(new Option<int?>("--documents") { Description = "prose documents per new company" }, nameof(ContinualSpec.DocumentsPerEntity));
         var original = n.Bind(new Option<int?>("--original-entities") { Description = "people of the original domain (pretraining)" }, nameof(ContinualSpec.OriginalEntities));
         var replay = n.Bind(new Option<int?>("--replay-questions") { Description = "questions about the pretraining's format companies mixed into the new domain's training set (0 = prose alone)" }, nameof(ContinualSpec.ReplayQuestions));
-        var sweepSteps = n.Bind(new Option<int?>("--sweep-steps") { Description = "steps of each learning-rate sweep run" }, nameof(ContinualSpec.SweepSteps));
-        var tuningSeed = n.Bind(new Option<int?>("--tuning-seed") { Description = "the seed the learning rates are tuned on (not an evaluation seed)" }, nameof(ContinualSpec.TuningSeed));
-        var lrs = n.Bind(new Option<double[]>("--lrs") { Description = "learning-rate grid of LoRA and MoRA (log-spaced; the sweep picks one per method)", AllowMultipleArgumentsPerToken = true }, nameof(ContinualSpec.AdapterLrs));
-        var fullLrs = n.Bind(new Option<double[]>("--full-lrs") { Description = "learning-rate grid of full fine-tuning", AllowMultipleArgumentsPerToken = true }, nameof(ContinualSpec.FullLrs));
         var command = new Command("continual",
             "Continual pretraining on a new domain (paper §4.3 in spirit): pretrain a base on fictional people, continue on prose about new fictional companies with each method " +
             "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain).");
-        foreach (var option in o.All.Where(x => x != o.Lr && x != o.FullLr).Concat([newEntities, docs, original, replay, sweepSteps, tuningSeed, lrs, fullLrs])) command.Options.Add(option);
+        // Every rate is tuned (--lr-grid, --full-lr-grid, --tune-steps, --tune-seed): the fixed-rate options do not apply.
+        foreach (var option in o.All.Where(x => x != o.Lr && x != o.FullLr).Concat([newEntities, docs, original, replay])) command.Options.Add(option);
         command.SetAction(pr => CliSupport.Guard(o.Names, () =>
         {
             var spec = o.Apply(pr, ContinualSpec.FromPreset(pr.GetValue(o.Preset)!));
             spec = spec with
             {
                 NewEntities = pr.GetValue(newEntities) ?? spec.NewEntities, DocumentsPerEntity = pr.GetValue(docs) ?? spec.DocumentsPerEntity,
-                OriginalEntities = pr.GetValue(original) ?? spec.OriginalEntities, SweepSteps = pr.GetValue(sweepSteps) ?? spec.SweepSteps, ReplayQuestions = pr.GetValue(replay) ?? spec.ReplayQuestions,
-                TuningSeed = pr.GetValue(tuningSeed) ?? spec.TuningSeed,
-                AdapterLrs = pr.GetValue(lrs) is { Length: > 0 } a ? a : spec.AdapterLrs, FullLrs = pr.GetValue(fullLrs) is { Length: > 0 } f ? f : spec.FullLrs,
+                OriginalEntities = pr.GetValue(original) ?? spec.OriginalEntities, ReplayQuestions = pr.GetValue(replay) ?? spec.ReplayQuestions,
             };
             spec.Validate();
             string[] tables = [ContinualExperiment.TableFile, ContinualExperiment.SummaryFile, ContinualExperiment.PairedFile, ContinualExperiment.SweepFile, .. ContinualExperiment.FigureFiles];

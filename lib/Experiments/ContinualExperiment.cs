@@ -16,20 +16,22 @@ namespace Mora.Experiments;
 /// questions), then training continues on a new domain (prose about <see cref="NewEntities"/> new companies) with each
 /// method. Acquisition: exact match and character accuracy of greedy answers to questions about the new facts, asked in a
 /// phrasing no training text uses. Forgetting: the held-out loss on the original domain, before and after.
-/// <para>Each method's learning rate is tuned first: every value of its grid (<see cref="AdapterLrs"/> for LoRA and MoRA,
-/// <see cref="FullLrs"/> for full fine-tuning) trains for <see cref="SweepSteps"/> steps on <see cref="TuningSeed"/> (other
-/// new companies than any evaluation seed's); the rate with the lowest final answer loss on the new facts wins (the
-/// teacher-forced loss of the true answers after the questions: it measures acquisition like the greedy answers do, but
-/// does not jump by whole characters, so a short sweep on 36 questions can rank the rates; ties: the lower rate). <see cref="ExperimentSpec.AdapterLr"/> and <see cref="ExperimentSpec.FullLr"/> are not used.</para>
-/// <para>One base (initialised and pretrained from <see cref="BaseSeed"/>) serves every run; a seed draws its new companies,
-/// their documents, the data order and the adapters' initialisation.</para></summary>
+/// <para>Each method's learning rate is tuned first by the rule every reproduction uses (<see cref="LearningRateSweep"/>):
+/// every value of its grid (<see cref="ExperimentSpec.AdapterLrGrid"/>, <see cref="ExperimentSpec.FullLrGrid"/>) trains for
+/// <see cref="ExperimentSpec.TuneSteps"/> steps on <see cref="ExperimentSpec.TuneSeed"/> (other new companies than any
+/// evaluation seed's). The score it maximises is minus the final answer loss on the new facts: the teacher-forced loss of
+/// the true answers after the questions measures acquisition like the greedy answers do, but does not jump by whole
+/// characters, so a short sweep on 36 questions can rank the rates.</para>
+/// <para>One base (initialised and pretrained from <see cref="ExperimentSpec.BaseSeed"/>, which this experiment requires)
+/// serves every run; a seed draws its new companies, their documents, the data order and the adapters' initialisation.</para></summary>
 public sealed record ContinualSpec : ExperimentSpec
 {
     public ContinualSpec()
     {
         PretrainSteps = 400; Steps = 150; BatchSize = 16; AdapterLr = 1e-2; FullLr = 1e-3; PretrainLr = 3e-3; EvalPoints = 3;
-        Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full];
-        Seeds = [0, 1, 2, 3, 4];
+        Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full];
+        Seeds = [0, 1, 2, 3, 4]; BaseSeed = 0;
+        AdapterLrGrid = LearningRateSweep.LogGrid(1e-3, 4); FullLrGrid = LearningRateSweep.LogGrid(1e-4, 4); TuneSteps = 60; TuneSeed = 100;
     }
 
     /// <summary>Companies of the new domain (three facts each).</summary>
@@ -47,14 +49,6 @@ public sealed record ContinualSpec : ExperimentSpec
     public int PretrainDocumentsPerEntity { get; init; } = 4;
     /// <summary>Original-domain questions scored for retention (the first ones; they were trained in pretraining).</summary>
     public int OriginalQuestions { get; init; } = 60;
-    /// <summary>The seed of the one base every run continues from (here never null: the experiment always shares its base).</summary>
-    public new int BaseSeed { get; init; }
-    /// <summary>The seed the learning rates are tuned on; not an evaluation seed.</summary>
-    public int TuningSeed { get; init; } = 100;
-    /// <summary>Steps of each sweep run (the short budget).</summary>
-    public int SweepSteps { get; init; } = 60;
-    public IReadOnlyList<double> AdapterLrs { get; init; } = [1e-3, 3e-3, 1e-2, 3e-2];
-    public IReadOnlyList<double> FullLrs { get; init; } = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2];
 
     /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
     /// default (5 seeds) and cpu (the committed run: 10 seeds, about 10 minutes on 2 shared cores with OMP_NUM_THREADS=1).</summary>
@@ -65,8 +59,9 @@ public sealed record ContinualSpec : ExperimentSpec
         "smoke" => new()
         {
             Preset = "smoke", NewEntities = 4, DocumentsPerEntity = 2, OriginalEntities = 12, FormatEntities = 4, PretrainDocumentsPerEntity = 2,
-            OriginalQuestions = 6, ReplayQuestions = 6, PretrainSteps = 20, Steps = 8, SweepSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
-            AdapterLrs = [3e-3, 3e-2], FullLrs = [3e-4, 3e-3],
+            OriginalQuestions = 6, ReplayQuestions = 6, PretrainSteps = 20, Steps = 8, TuneSteps = 4, EvalPoints = 2, Seeds = [0, 1], BatchSize = 8,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full],
+            AdapterLrGrid = [3e-3, 3e-2], FullLrGrid = [3e-4, 3e-3],
         },
         "notebook" => new() { Preset = "notebook", Seeds = [0, 1, 2] },     // the cpu run's settings at 3 seeds
         "default" => new(),
@@ -80,26 +75,16 @@ public sealed record ContinualSpec : ExperimentSpec
         Positive(NewEntities, nameof(NewEntities)); Positive(DocumentsPerEntity, nameof(DocumentsPerEntity));
         Positive(OriginalEntities, nameof(OriginalEntities)); Positive(FormatEntities, nameof(FormatEntities));
         Positive(PretrainDocumentsPerEntity, nameof(PretrainDocumentsPerEntity)); Positive(OriginalQuestions, nameof(OriginalQuestions));
-        Positive(SweepSteps, nameof(SweepSteps));
         if (ReplayQuestions < 0 || ReplayQuestions > 3 * FormatEntities)
             throw new ArgumentException($"{nameof(ReplayQuestions)} must be in 0 … {3 * FormatEntities} (the questions of {FormatEntities} format companies), got {ReplayQuestions}", nameof(ReplayQuestions));
         if (OriginalQuestions > 3 * OriginalEntities)
             throw new ArgumentException($"{nameof(OriginalQuestions)} {OriginalQuestions} exceeds the {3 * OriginalEntities} questions of {OriginalEntities} people", nameof(OriginalQuestions));
-        foreach (var (grid, name) in new[] { (AdapterLrs, nameof(AdapterLrs)), (FullLrs, nameof(FullLrs)) })
-        {
-            if (grid is null || grid.Count == 0) throw new ArgumentException($"{name}: name at least one learning rate", name);
-            foreach (var lr in grid)
-                if (!(lr > 0) || double.IsInfinity(lr)) throw new ArgumentException($"{name}: a learning rate must be positive, got {lr}", name);
-            if (grid.Distinct().Count() != grid.Count) throw new ArgumentException($"{name}: a learning rate is listed twice", name);
-        }
-        if (Seeds.Contains(TuningSeed))
-            throw new ArgumentException($"{nameof(TuningSeed)} {TuningSeed} is also an evaluation seed; tune on another seed", nameof(TuningSeed));
+        if (BaseSeed is null) throw new ArgumentException($"{nameof(BaseSeed)}: this experiment continues every run from one shared base; name its seed", nameof(BaseSeed));
+        foreach (var (grid, name) in new[] { (AdapterLrGrid, nameof(AdapterLrGrid)), (FullLrGrid, nameof(FullLrGrid)) })
+            if (grid.Count == 0) throw new ArgumentException($"{name}: this experiment tunes every method's rate; name a grid", name);
         ValidateShared();
         return this;
     }
-
-    /// <summary>The learning-rate grid of <paramref name="method"/>.</summary>
-    public IReadOnlyList<double> LrGrid(MethodSpec method) => method.Method == AdapterMethod.Full ? FullLrs : AdapterLrs;
 }
 
 /// <summary>One run's result: the chosen rate, acquisition (questions on the new facts) and forgetting (held-out loss and
@@ -173,16 +158,13 @@ public sealed class ContinualData
 /// </summary>
 public static class ContinualExperiment
 {
-    public const string TableFile = "continual.csv", SummaryFile = "continual-summary.csv", PairedFile = "continual-paired.csv", SweepFile = "lr-sweep.csv";
+    public const string TableFile = "continual.csv", SummaryFile = "continual-summary.csv", PairedFile = "continual-paired.csv", SweepFile = LearningRateSweep.File;
     /// <summary>The metrics each evaluation logs.</summary>
     public const string NewExact = "new_exact_match", NewChar = "new_char_acc", NewAnswerLoss = "new_answer_loss", HeldOutLoss = "heldout_loss", OriginalExact = "orig_exact_match";
 
-    /// <summary>Everything the job produced.</summary>
-    public sealed record Result(ContinualSpec Spec, IReadOnlyList<ContinualRun> Runs, IReadOnlyList<SweepRow> Sweep, IReadOnlyDictionary<string, double> ChosenLr,
+    /// <summary>Everything the job produced; the sweep is in <see cref="SweepFile"/>.</summary>
+    public sealed record Result(ContinualSpec Spec, IReadOnlyList<ContinualRun> Runs, IReadOnlyDictionary<(string Method, int Rank), double> Rates,
         BaseMetrics Base, string Table);
-
-    /// <summary>A learning-rate sweep run's final numbers.</summary>
-    public sealed record SweepRow(string Method, int Rank, double LearningRate, double NewExactMatch, double NewCharAccuracy, double NewAnswerLoss, double HeldOutLoss, bool Chosen);
 
     /// <summary>The base model's held-out loss and retention score (the "before" of forgetting).</summary>
     public sealed record BaseMetrics(double HeldOutLoss, double OriginalExactMatch, double OriginalCharAccuracy);
@@ -203,29 +185,17 @@ public static class ContinualExperiment
 
         var (baseDir, before) = PretrainBase(spec, outDir, data, output, cancel);
 
-        // Learning-rate sweep on the tuning seed: per method (and rank), the rate with the lowest final answer loss on the new facts.
-        var sweep = new List<SweepRow>();
-        var chosen = new Dictionary<string, double>();
-        foreach (var method in spec.Methods)
-            foreach (int r in RanksOf(spec, method))
-            {
-                var rows = spec.LrGrid(method).Select(lr =>
-                {
-                    var run = FineTune(spec, data, outDir, "sweep", baseDir, before, method, r, spec.TuningSeed, lr, spec.SweepSteps, output, cancel);
-                    return new SweepRow(method.Name, run.Rank, lr, run.NewExactMatch, run.NewCharAccuracy, run.NewAnswerLoss, run.HeldOutLossAfter, false);
-                }).ToList();
-                var best = rows.OrderBy(x => x.NewAnswerLoss).ThenBy(x => x.LearningRate).First();
-                chosen[Key(method, r)] = best.LearningRate;
-                sweep.AddRange(rows.Select(x => x == best ? x with { Chosen = true } : x));
-                output.WriteLine($"{Key(method, r)}: learning rate {best.LearningRate:G3} chosen (final answer loss on the new facts {best.NewAnswerLoss:F4} nats/char on tuning seed {spec.TuningSeed})");
-            }
-        WriteSweep(outDir, sweep);
+        // The learning-rate rule every reproduction uses; the score is minus the final answer loss on the tuning seed's new facts.
+        var rates = LearningRateSweep.TuneAll(spec, outDir, "the tuning seed's new facts", output, (method, r, lr, name) =>
+        {
+            var run = FineTune(spec, data, outDir, "sweep", name, baseDir, before, method, r, spec.TuneSeed, lr, spec.TuneSteps, output, cancel, tuning: true);
+            return (-run.NewAnswerLoss, run.FinalLoss);
+        }, score => $"answer loss {-score:F4}");
 
         var results = new List<ContinualRun>();
         foreach (int seed in spec.Seeds)
-            foreach (var method in spec.Methods)
-                foreach (int r in RanksOf(spec, method))
-                    results.Add(FineTune(spec, data, outDir, "runs", baseDir, before, method, r, seed, chosen[Key(method, r)], spec.Steps, output, cancel));
+            foreach (var (method, r) in spec.Configurations())
+                results.Add(FineTune(spec, data, outDir, "runs", method.RunName(r, seed), baseDir, before, method, r, seed, rates[(method.Name, r)], spec.Steps, output, cancel));
         WriteTables(outDir, results);
         string table = FormatTable(spec, results, before);
         WriteFigures(spec, outDir, results);
@@ -233,12 +203,9 @@ public static class ContinualExperiment
         output.WriteLine(table);
         output.WriteLine($"tables: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))}, " +
                          $"{ExperimentFolder.Show(Path.Combine(outDir, PairedFile))}, {ExperimentFolder.Show(Path.Combine(outDir, SweepFile))}");
-        return new Result(spec, results, sweep, chosen, before, table);
+        return new Result(spec, results, rates, before, table);
     }
 
-    static IEnumerable<int> RanksOf(ContinualSpec spec, MethodSpec method) => method.Method == AdapterMethod.Full ? [spec.Ranks[0]] : spec.Ranks;
-
-    static string Key(MethodSpec method, int r) => method.Method == AdapterMethod.Full ? method.Name : $"{method.Name}-r{r}";
 
     static (string ModelDir, BaseMetrics Before) PretrainBase(ContinualSpec spec, string outDir, ContinualData data, TextWriter output, CancellationToken cancel)
     {
@@ -250,7 +217,7 @@ public static class ContinualExperiment
             return (modelDir, done);
         }
         var tok = data.Tokenizer;
-        torch.manual_seed(spec.BaseSeed);
+        torch.manual_seed(spec.BaseSeed!.Value);
         using var model = new LlamaForCausalLM(LlamaConfig.Preset(spec.Model, tok.VocabSize) with { BosTokenId = tok.BosId, EosTokenId = tok.EosId });
         if (spec.PretrainSteps > 0)
         {
@@ -258,7 +225,7 @@ public static class ContinualExperiment
             var config = new TrainConfig
             {
                 Steps = spec.PretrainSteps, BatchSize = 32, LearningRate = spec.PretrainLr, WarmupSteps = Math.Min(50, spec.PretrainSteps / 10),
-                Seed = spec.BaseSeed, OutputDir = dir, CheckpointEvery = Math.Max(1, spec.PretrainSteps / 4), Device = spec.Device, LogEvery = 25,
+                Seed = spec.BaseSeed.Value, OutputDir = dir, CheckpointEvery = Math.Max(1, spec.PretrainSteps / 4), Device = spec.Device, LogEvery = 25,
             };
             new Trainer(model, config, data.Pretraining, padId: tok.PadId) { Progress = new ConsoleProgress("base") }.Run(cancel);
         }
@@ -270,15 +237,13 @@ public static class ContinualExperiment
         return (modelDir, before);
     }
 
-    static ContinualRun FineTune(ContinualSpec spec, ContinualData data, string outDir, string folder, string baseDir, BaseMetrics before,
-        MethodSpec method, int r, int seed, double lr, int steps, TextWriter output, CancellationToken cancel)
+    static ContinualRun FineTune(ContinualSpec spec, ContinualData data, string outDir, string folder, string name, string baseDir, BaseMetrics before,
+        MethodSpec method, int r, int seed, double lr, int steps, TextWriter output, CancellationToken cancel, bool tuning = false)
     {
-        string name = folder == "sweep" ? $"{Key(method, r)}-lr{lr.ToString("G3", CultureInfo.InvariantCulture)}-seed{seed}" : method.RunName(r, seed);
         string dir = SafePath.Under(Path.Combine(outDir, folder), name, "run name");
         if (ExperimentFolder.ReadResult<ContinualRun>(dir) is { } done)
         {
-            if (done.LearningRate != lr)
-                throw new ArgumentException($"{ExperimentFolder.Show(dir)} finished with learning rate {done.LearningRate:G3}, but the sweep now chooses {lr:G3}; delete that run folder to run it again", "outDir");
+            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
             output.WriteLine($"{folder}/{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
             return done;
         }
@@ -308,24 +273,29 @@ public static class ContinualExperiment
             Device = spec.Device, EvalEvery = evalEvery, CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{folder}/{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {lr:G3}, {steps} steps on {train.Count} examples (new prose and {data.Replay.Count} replayed questions)");
-        var result = new Trainer(model, config, train, Evaluate, adapter, tok.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
-        var m = result.FinalMetrics;
-        var run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
-            m[NewExact], m[NewChar], charBefore, m[NewAnswerLoss], answerLossBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
-            result.Log.Rows[^1].Loss, result.WallSeconds);
+        ContinualRun run;
+        try
+        {
+            var result = new Trainer(model, config, train, Evaluate, adapter, tok.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
+            var m = result.FinalMetrics;
+            run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
+                m[NewExact], m[NewChar], charBefore, m[NewAnswerLoss], answerLossBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
+                result.Log.Rows[^1].Loss, result.WallSeconds);
+        }
+        catch (TrainingDivergedException e) when (tuning)
+        {
+            // Recorded with the worst answer loss, so the sweep ranks it last and a resumed sweep does not train it again.
+            output.WriteLine($"{folder}/{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
+            var (_, worst) = LearningRateSweep.Diverged;
+            run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, Peft.CountParameters(model).Trainable,
+                0, 0, charBefore, worst, answerLossBefore, before.HeldOutLoss, worst, before.OriginalExactMatch, 0, worst, 0);
+        }
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }
 
     static string F(double v) => SeedReport.F(v);
     static string G(double v) => v.ToString("G3", CultureInfo.InvariantCulture);
-
-    static void WriteSweep(string outDir, IReadOnlyList<SweepRow> rows)
-    {
-        var sb = new StringBuilder("method,rank,lr,new_exact_match,new_char_acc,new_answer_loss,heldout_loss,chosen\n");
-        foreach (var x in rows) sb.Append($"{x.Method},{x.Rank},{G(x.LearningRate)},{F(x.NewExactMatch)},{F(x.NewCharAccuracy)},{F(x.NewAnswerLoss)},{F(x.HeldOutLoss)},{(x.Chosen ? "yes" : "")}\n");
-        AtomicFile.WriteText(Path.Combine(outDir, SweepFile), sb.ToString());
-    }
 
     /// <summary>The measures the tables report, with how each reads from a run.</summary>
     public static IReadOnlyList<(string Name, Func<ContinualRun, double> Of)> Measures { get; } =
@@ -419,6 +389,8 @@ public static class ContinualExperiment
                           $"{SeedStatistics.Mean95(l.Select(x => x.HeldOutLossAfter)).Format(1, "0.0000"),24} {SeedStatistics.Mean95(l.Select(x => x.Forgetting)).Format(1, "0.0000"),24} " +
                           $"{SeedStatistics.Mean95(l.Select(x => x.OriginalExactMatchAfter)).Format(100),20}");
         }
+        sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid, spec.TuneSteps, spec.TuneSeed, "score (minus the teacher-forced answer loss on the tuning seed's new facts)")
+            + $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}.");
         var paired = Paired(runs);
         if (paired.Count > 0)
         {

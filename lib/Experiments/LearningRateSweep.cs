@@ -36,10 +36,12 @@ public static class LearningRateSweep
     /// rule's choice, with <paramref name="train"/> training one tuning run (method, rank, rate, run name
     /// <c>{method}-r{r}-seed{tuning seed}-lr{rate}</c>) and returning its final metric (an accuracy) and training loss.
     /// Writes every tuning run to <c>lr-sweep.csv</c> in <paramref name="outDir"/> and prints each choice, with
-    /// <paramref name="scoredOn"/> saying what the metric was measured on.</summary>
+    /// <paramref name="scoredOn"/> saying what the metric was measured on and <paramref name="show"/> how a metric prints
+    /// (default: as a percentage).</summary>
     public static Dictionary<(string Method, int Rank), double> TuneAll(ExperimentSpec spec, string outDir, string scoredOn, TextWriter output,
-        Func<MethodSpec, int, double, string, (double Metric, double FinalLoss)> train)
+        Func<MethodSpec, int, double, string, (double Metric, double FinalLoss)> train, Func<double, string>? show = null)
     {
+        show ??= m => $"{100 * m:0.0} %";
         var rates = new Dictionary<(string, int), double>();
         var points = new List<SweepPoint>();
         foreach (var (method, r) in spec.Configurations())
@@ -49,7 +51,7 @@ public static class LearningRateSweep
             var (chosen, tried) = Choose(method.Name, r, grid, lr => train(method, r, lr, $"{run}-lr{Lr(lr)}"));
             rates[(method.Name, r)] = chosen;
             points.AddRange(tried);
-            output.WriteLine($"{run}: learning rate {Lr(chosen)} chosen on {scoredOn} ({string.Join(", ", tried.Select(p => $"{Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : $"{100 * p.Metric:0.0} %")}"))})");
+            output.WriteLine($"{run}: learning rate {Lr(chosen)} chosen on {scoredOn} ({string.Join(", ", tried.Select(p => $"{Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : show(p.Metric))}"))})");
         }
         if (points.Count > 0) Write(Path.Combine(outDir, File), points);
         return rates;

@@ -88,7 +88,7 @@ public class FictionalFactsTests
         var data = new ContinualData(spec);
         var original = data.People.Concat(data.FormatCompanies).Select(e => e.Name).ToHashSet();
         Assert.DoesNotContain(companies, c => original.Contains(c.Name));
-        Assert.NotEqual(companies.Select(c => c.Name), data.NewDomain(spec.TuningSeed).Companies.Select(c => c.Name));
+        Assert.NotEqual(companies.Select(c => c.Name), data.NewDomain(spec.TuneSeed).Companies.Select(c => c.Name));
     }
 
     [Fact]
@@ -101,8 +101,10 @@ public class FictionalFactsTests
     }
 
     [Theory]
-    [InlineData(nameof(ContinualSpec.TuningSeed))]
-    [InlineData(nameof(ContinualSpec.AdapterLrs))]
+    [InlineData(nameof(ContinualSpec.TuneSeed))]
+    [InlineData(nameof(ContinualSpec.AdapterLrGrid))]
+    [InlineData(nameof(ContinualSpec.FullLrGrid))]
+    [InlineData(nameof(ContinualSpec.BaseSeed))]
     [InlineData(nameof(ContinualSpec.NewEntities))]
     [InlineData(nameof(ContinualSpec.OriginalQuestions))]
     public void BadSettingsNameTheProperty(string property)
@@ -110,8 +112,10 @@ public class FictionalFactsTests
         var spec = ContinualSpec.FromPreset("smoke");
         spec = property switch
         {
-            nameof(ContinualSpec.TuningSeed) => spec with { TuningSeed = spec.Seeds[0] },
-            nameof(ContinualSpec.AdapterLrs) => spec with { AdapterLrs = [1e-3, -1] },
+            nameof(ContinualSpec.TuneSeed) => spec with { TuneSeed = spec.Seeds[0] },
+            nameof(ContinualSpec.AdapterLrGrid) => spec with { AdapterLrGrid = [1e-3, -1] },
+            nameof(ContinualSpec.FullLrGrid) => spec with { FullLrGrid = [] },          // every rate is tuned here
+            nameof(ContinualSpec.BaseSeed) => spec with { BaseSeed = null },             // one shared base is the design
             nameof(ContinualSpec.NewEntities) => spec with { NewEntities = 0 },
             _ => spec with { OriginalQuestions = 1000 },
         };

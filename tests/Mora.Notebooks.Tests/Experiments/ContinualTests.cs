@@ -90,16 +90,20 @@ public class ContinualCliTests
         Assert.Equal(["lora", "mora-rotation", "full", "lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
         foreach (var row in table.Skip(1))
             foreach (var c in row.Split(',').Skip(5)) Assert.InRange(double.Parse(c, CultureInfo.InvariantCulture), -10, 10);
-        // The sweep: every grid value of every method on the tuning seed, exactly one chosen per method, and the runs use it.
-        var sweep = File.ReadAllLines(Path.Combine(dir, "fig", ContinualExperiment.SweepFile)).Skip(1).Select(l => l.Split(',')).ToList();
-        Assert.Equal(6, sweep.Count);
-        foreach (var g in sweep.GroupBy(s => s[0]))
+        // The sweep (the shared rule, LearningRateSweep): every grid value of every method on the tuning seed, plus the
+        // extensions past an end; exactly one chosen per method, and the runs use it.
+        var sweep = File.ReadAllLines(Path.Combine(dir, "fig", ContinualExperiment.SweepFile)).Select(l => l.Split(',')).ToList();
+        Assert.Equal("method,rank,learning_rate,metric,final_loss,chosen,at_edge", string.Join(",", sweep[0]));
+        Assert.Equal(3, sweep.Skip(1).Select(s => s[0]).Distinct().Count());
+        foreach (var g in sweep.Skip(1).GroupBy(s => s[0]))
         {
-            Assert.Single(g, s => s[7] == "yes");
-            string lr = g.Single(s => s[7] == "yes")[2];
+            Assert.InRange(g.Count(), 2, 2 + LearningRateSweep.MaxExtensions);
+            Assert.All(g, s => Assert.True(s[3] == "diverged" || double.Parse(s[3], CultureInfo.InvariantCulture) < 0));   // minus an answer loss
+            string lr = Assert.Single(g, s => s[5] == "1")[2];
             Assert.All(table.Skip(1).Select(l => l.Split(',')).Where(r => r[0] == g.Key), r => Assert.Equal(lr, r[3]));
         }
-        Assert.True(Directory.Exists(Path.Combine(dir, "out", "sweep", "lora-r8-lr0.003-seed100")));
+        Assert.True(Directory.Exists(Path.Combine(dir, "out", "sweep", "lora-r8-seed100-lr0.003")));
+        Assert.Contains("Rates: learning rate per method and rank: best final score (minus the teacher-forced answer loss", output);
         Assert.Equal(4, File.ReadAllLines(Path.Combine(dir, "fig", ContinualExperiment.SummaryFile)).Length);
         Assert.Equal(1 + ContinualExperiment.Measures.Count, File.ReadAllLines(Path.Combine(dir, "fig", ContinualExperiment.PairedFile)).Length);
         foreach (var f in new[] { "continual-acquisition", "continual-forgetting", "continual-new_char_acc", "continual-heldout_loss" })
@@ -138,11 +142,12 @@ public class ContinualCliTests
     [Theory]
     [InlineData("continual --preset huge", "--preset")]
     [InlineData("continual --preset smoke --steps 0", "--steps")]
-    [InlineData("continual --preset smoke --lrs 0.001 -1", "--lrs")]
-    [InlineData("continual --preset smoke --full-lrs 0.001 0.001", "--full-lrs")]
-    [InlineData("continual --preset smoke --tuning-seed 1", "--tuning-seed")]
+    [InlineData("continual --preset smoke --lr-grid 0.001 -1", "--lr-grid")]
+    [InlineData("continual --preset smoke --full-lr-grid 0.001 0.001", "--full-lr-grid")]
+    [InlineData("continual --preset smoke --tune-seed 1", "--tune-seed")]
     [InlineData("continual --preset smoke --new-entities 0", "--new-entities")]
-    [InlineData("continual --preset smoke --sweep-steps 0", "--sweep-steps")]
+    [InlineData("continual --preset smoke --tune-steps 0", "--tune-steps")]
+    [InlineData("continual --preset smoke --lr 0.01", "--lr")]                 // every rate is tuned: no fixed-rate option
     [InlineData("continual --preset smoke --methods lora bora", "--methods")]
     public void BadArgumentsExit2NamingTheOption(string args, string option)
     {
