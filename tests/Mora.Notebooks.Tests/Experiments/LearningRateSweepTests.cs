@@ -114,4 +114,23 @@ public class LearningRateSweepTests
         Assert.DoesNotContain(spec.TuneSeed, spec.Seeds);
         Assert.True(spec.AdapterLrGrid.Count >= 4 && spec.FullLrGrid.Count >= 4 && spec.Seeds.Count >= 5);
     }
+
+    /// <summary>The CPU-sized presets keep what makes a comparison carry a claim (two regimes or the low one, tuned rates on
+    /// at least 4 values, 5 seeds, one base) and the base settings of the run they extend, so its pretrained base is reused.</summary>
+    [Fact]
+    public void CpuSizedPresetsKeepTheComparisonAndTheBase()
+    {
+        var math = Gsm8kSpec.FromPreset("cpu-regimes").Validate();
+        var full = Gsm8kSpec.FromPreset("regimes").Validate();
+        Assert.Equal(["lora r1", "lora r16", "mora-sharing r16", "mora-rotation r1"], math.Configurations().Select(c => $"{c.Method} r{c.Rank}"));
+        Assert.True(math.AdapterLrGrid.Count >= 4 && math.Seeds.Count >= 5 && math.BaseSeed == 0 && math.ValidationProblems > 0);
+        Assert.Equal((full.Model, full.PretrainDocuments, full.PretrainSteps, full.PretrainLr, full.TestProblems, full.ValidationProblems, full.Context, full.Style),
+            (math.Model, math.PretrainDocuments, math.PretrainSteps, math.PretrainLr, math.TestProblems, math.ValidationProblems, math.Context, math.Style));
+        var low = MemorizationSpec.FromPreset("cpu-low-regime").Validate();
+        var both = MemorizationSpec.FromPreset("cpu-regimes");
+        Assert.Equal(["lora r1", "mora-rotation r1"], low.Configurations().Select(c => $"{c.Method} r{c.Rank}"));
+        Assert.True(low.Steps >= 3 * both.Steps && low.AdapterLrGrid.Count >= 4 && low.Seeds.Count >= 5);
+        Assert.Equal((both.Model, both.PretrainPairs, both.PretrainSteps, both.PretrainLr, both.BaseSeed, both.Pairs, both.BatchSize),
+            (low.Model, low.PretrainPairs, low.PretrainSteps, low.PretrainLr, low.BaseSeed, low.Pairs, low.BatchSize));
+    }
 }
