@@ -26,4 +26,20 @@ public class SeedReportTests
         Assert.StartsWith("still rising", SeedReport.Trend(0.30, 0.3101, 10));
         Assert.StartsWith("falling", SeedReport.Trend(0.3101, 0.30, 10));
     }
+
+    [Fact]
+    public void MemorisationTrendsReadTheLastTwoEvaluations()
+    {
+        var rng = new Random(TestSupport.Seed());
+        var spec = MemorizationSpec.FromPreset("smoke-tuned");   // evaluations at steps 20 and 40
+        double jitter = 0.001 * rng.NextDouble();
+        var runs = spec.Seeds.SelectMany(seed => new[]
+        {
+            new MemorizationRun("lora", 8, seed, 100, new Dictionary<int, double> { [20] = 0.30 + jitter, [40] = 0.40 + jitter }, 0, 1, 1),
+            new MemorizationRun("full", 0, seed, 100, new Dictionary<int, double> { [20] = 0.90, [40] = 0.97 }, 0, 1, 1),
+        }).ToList();
+        Assert.Equal([$"lora r=8: {100 * (0.40 + jitter):0.0} % at step 40, still rising: +10.0 points over the last 20 steps", "full: 97.0 % at step 40, reached 95 %"],
+            MemorizationExperiment.Trends(spec, runs));
+        Assert.Equal("spec", Assert.Throws<ArgumentException>(() => MemorizationExperiment.Trends(spec with { EvalPoints = 1 }, runs).ToList()).ParamName);
+    }
 }
