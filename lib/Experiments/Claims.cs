@@ -38,6 +38,8 @@ public static class Claims
         foreach (var source in Sources)
         {
             string folder = Path.Combine(repoRoot, source.Replace('/', Path.DirectorySeparatorChar));
+            // A newer result supersedes an older one as soon as its folder exists; an incomplete one is then an error that names
+            // the missing file, not a silent return to the older result.
             if (!Directory.Exists(folder) || Superseded.TryGetValue(source, out var newer) && Directory.Exists(Path.Combine(repoRoot, newer))) continue;
             var read = source.Split('/')[1].Split('-')[0] switch
             {

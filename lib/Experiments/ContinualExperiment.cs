@@ -80,8 +80,9 @@ public sealed record ContinualSpec : ExperimentSpec
         if (OriginalQuestions > 3 * OriginalEntities)
             throw new ArgumentException($"{nameof(OriginalQuestions)} {OriginalQuestions} exceeds the {3 * OriginalEntities} questions of {OriginalEntities} people", nameof(OriginalQuestions));
         if (BaseSeed is null) throw new ArgumentException($"{nameof(BaseSeed)}: this experiment continues every run from one shared base; name its seed", nameof(BaseSeed));
-        foreach (var (grid, name) in new[] { (AdapterLrGrid, nameof(AdapterLrGrid)), (FullLrGrid, nameof(FullLrGrid)) })
-            if (grid.Count == 0) throw new ArgumentException($"{name}: this experiment tunes every method's rate; name a grid", name);
+        foreach (var (grid, full, name) in new[] { (AdapterLrGrid, false, nameof(AdapterLrGrid)), (FullLrGrid, true, nameof(FullLrGrid)) })
+            if (grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
+                throw new ArgumentException($"{name}: this experiment tunes every method's rate; name a grid", name);
         ValidateShared();
         return this;
     }
@@ -149,7 +150,7 @@ public sealed class ContinualData
 
 /// <summary>
 /// The continual-pretraining experiment as one resumable job. Layout under the output folder: <c>base/</c> (pretraining run,
-/// then <c>model/</c> and <c>result.json</c> with the base's held-out loss and retention), <c>sweep/{method}-lr{lr}-seed{tuning}/</c> (learning-rate sweep runs),
+/// then <c>model/</c> and <c>result.json</c> with the base's held-out loss and retention), <c>sweep/{method}-r{r}-seed{tuning}-lr{lr}/</c> (learning-rate sweep runs),
 /// <c>runs/{method}-r{r}-seed{s}/</c> (evaluation runs), each with <c>result.json</c> when finished; and the tables
 /// <c>lr-sweep.csv</c>, <c>continual.csv</c> (per run), <c>continual-summary.csv</c> (mean and 95 % interval over seeds),
 /// <c>continual-paired.csv</c> (per-seed paired MoRA − LoRA), and the figures <c>continual-acquisition</c> and

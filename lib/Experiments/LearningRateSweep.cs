@@ -34,7 +34,8 @@ public static class LearningRateSweep
 
     /// <summary>The rate of every method and rank of <paramref name="spec"/>: its fixed rate when it has no grid, else the
     /// rule's choice, with <paramref name="train"/> training one tuning run (method, rank, rate, run name
-    /// <c>{method}-r{r}-seed{tuning seed}-lr{rate}</c>) and returning its final metric (an accuracy) and training loss.
+    /// <c>{method}-r{r}-seed{tuning seed}-lr{rate}</c>) and returning its final metric (higher is better: an accuracy, or minus a
+    /// loss) and training loss.
     /// Writes every tuning run to <c>lr-sweep.csv</c> in <paramref name="outDir"/> and prints each choice, with
     /// <paramref name="scoredOn"/> saying what the metric was measured on and <paramref name="show"/> how a metric prints
     /// (default: as a percentage).</summary>

@@ -20,12 +20,13 @@ public static class SeedReport
     public static string F(double v) => double.IsNaN(v) ? "" : v.ToString("0.0000", CultureInfo.InvariantCulture);
 
     /// <summary>Where a mean learning curve stands at its last evaluation, by the stopping rule the memorisation runs are held
-    /// to (train until the best method reaches 95 % or the curves are flat): "reached 95 %", "flat" (under 1 point over the
-    /// last interval), "falling: −x points …" or "still rising: +x points over the last n steps". Scores are fractions.</summary>
+    /// to (train until the best method reaches 95 % or the curves are flat): "reached 95 %", "flat" (under 1 point, to one
+    /// decimal, over the last interval), "falling: −x points …" or "still rising: +x points over the last n steps". Scores are fractions.</summary>
     public static string Trend(double before, double end, int interval)
     {
         if (interval <= 0) throw new ArgumentOutOfRangeException(nameof(interval), interval, "the last interval must be at least one step");
-        double change = 100 * (end - before);
+        // Classified as printed (one decimal), so "+1.0 points" is never called flat.
+        double change = Math.Round(100 * (end - before), 1, MidpointRounding.AwayFromZero);
         return end >= 0.95 ? "reached 95 %"
             : Math.Abs(change) < 1 ? $"flat: {change:+0.0;-0.0} points over the last {interval} steps"
             : change < 0 ? $"falling: {change:0.0} points over the last {interval} steps"

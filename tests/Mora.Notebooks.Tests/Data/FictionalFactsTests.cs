@@ -122,4 +122,14 @@ public class FictionalFactsTests
         var e = Assert.Throws<ArgumentException>(() => spec.Validate());
         Assert.Equal(property, e.ParamName);
     }
+
+    [Fact]
+    public void AGridIsNeededOnlyForTheMethodsRun()
+    {
+        var spec = ContinualSpec.FromPreset("smoke");
+        (spec with { Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], FullLrGrid = [] }).Validate();   // no full fine-tuning: no full grid
+        (spec with { Methods = [MethodSpec.Full], AdapterLrGrid = [] }).Validate();                                    // no adapter: no adapter grid
+        var e = Assert.Throws<ArgumentException>(() => (spec with { Methods = [MethodSpec.Lora], AdapterLrGrid = [] }).Validate());
+        Assert.Equal(nameof(ContinualSpec.AdapterLrGrid), e.ParamName);
+    }
 }

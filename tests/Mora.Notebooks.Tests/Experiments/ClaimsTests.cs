@@ -132,7 +132,9 @@ public class ClaimsTests
         Directory.CreateDirectory(newer);
         File.WriteAllLines(Path.Combine(newer, Gsm8kExperiment.TableFile), ["method,rank,seed,trainable_parameters,learning_rate,accuracy_step100,final_loss",
             .. new[] { 0, 1, 2, 3, 4 }.SelectMany(seed => new[] { $"lora,1,{seed},100,0.01,{0.3 + 0.01 * rng.NextDouble():0.0000},1", $"mora-rotation,1,{seed},100,0.01,{0.3 + 0.01 * rng.NextDouble():0.0000},1" })]);
-        File.WriteAllText(Path.Combine(newer, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset regimes\n");
+        // A newer folder without its command is an error naming it, not a silent return to the older result.
+        Assert.Contains(Path.Combine("gsm8k-cpu-regimes", "COMMAND.txt"), Assert.Throws<FileNotFoundException>(() => Claims.Evaluate(root)).Message);
+        File.WriteAllText(Path.Combine(newer, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-regimes\n");
         var all = Claims.Evaluate(root);
         var memo = all.Where(r => r.Claim.StartsWith("Memorisation")).ToList();
         Assert.Equal(3, memo.Count);
@@ -143,6 +145,7 @@ public class ClaimsTests
         var math = all.Single(r => r.Claim.StartsWith("Math"));        // the old tiny-model run is superseded, not listed beside it
         Assert.Contains("figures/gsm8k-cpu-regimes/", math.Source);
         Assert.Contains("r = 1 (low regime", math.Setting);
+        Assert.Contains("200 steps", math.Setting);                     // the settings of the preset its COMMAND.txt names
         Assert.Equal(Verdict.Supported, math.Verdict);                 // within ±1 point of LoRA on every seed
         Assert.DoesNotContain(all, r => r.Source.Contains("gsm8k-cpu-hour"));
     }

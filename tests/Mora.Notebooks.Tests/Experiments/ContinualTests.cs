@@ -147,7 +147,7 @@ public class ContinualCliTests
     [InlineData("continual --preset smoke --tune-seed 1", "--tune-seed")]
     [InlineData("continual --preset smoke --new-entities 0", "--new-entities")]
     [InlineData("continual --preset smoke --tune-steps 0", "--tune-steps")]
-    [InlineData("continual --preset smoke --lr 0.01", "--lr")]                 // every rate is tuned: no fixed-rate option
+    [InlineData("continual --preset smoke --lr 0.01", "'--lr'")]               // every rate is tuned: no fixed-rate option
     [InlineData("continual --preset smoke --methods lora bora", "--methods")]
     public void BadArgumentsExit2NamingTheOption(string args, string option)
     {

@@ -21,10 +21,13 @@ public class SeedReportTests
         var rng = new Random(TestSupport.Seed());
         double a = rng.NextDouble(), b = rng.NextDouble();
         Assert.Equal("interval", Assert.Throws<ArgumentOutOfRangeException>(() => SeedReport.Trend(a, b, 0)).ParamName);
-        // Any pair of fractions gets exactly one of the four words, and 1-point boundaries are symmetric.
-        Assert.Contains(SeedReport.Trend(a, b, 10).Split(':')[0], new[] { "reached 95 %", "flat", "falling", "still rising" });
-        Assert.StartsWith("still rising", SeedReport.Trend(0.30, 0.3101, 10));
-        Assert.StartsWith("falling", SeedReport.Trend(0.3101, 0.30, 10));
+        // The 1-point boundary, both ways, as printed to one decimal: 1.0 point is a change, 0.9 is flat.
+        double at = 0.3 * a;
+        Assert.StartsWith("still rising: +1.0", SeedReport.Trend(at, at + 0.01, 10));
+        Assert.StartsWith("falling: -1.0", SeedReport.Trend(at + 0.01, at, 10));
+        Assert.StartsWith("still rising: +1.0", SeedReport.Trend(at, at + 0.00996, 10));
+        Assert.StartsWith("flat: +0.9", SeedReport.Trend(at, at + 0.0094, 10));
+        Assert.StartsWith("flat: -0.9", SeedReport.Trend(at + 0.0094, at, 10));
     }
 
     [Fact]
