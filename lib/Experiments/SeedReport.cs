@@ -25,10 +25,11 @@ public static class SeedReport
     public static string Trend(double before, double end, int interval)
     {
         if (interval <= 0) throw new ArgumentOutOfRangeException(nameof(interval), interval, "the last interval must be at least one step");
-        // Classified as printed (one decimal), so "+1.0 points" is never called flat.
-        double change = Math.Round(100 * (end - before), 1, MidpointRounding.AwayFromZero);
+        // Classified as printed (one decimal), so "+1.0 points" is never called flat; through decimal, so a difference of
+        // four-decimal means such as 9.55 points rounds as written, not as its binary neighbour 9.5499….
+        decimal change = Math.Round((decimal)(100 * (end - before)), 1, MidpointRounding.AwayFromZero);
         return end >= 0.95 ? "reached 95 %"
-            : Math.Abs(change) < 1 ? $"flat: {change:+0.0;-0.0} points over the last {interval} steps"
+            : Math.Abs(change) < 1m ? $"flat: {change:+0.0;-0.0} points over the last {interval} steps"
             : change < 0 ? $"falling: {change:0.0} points over the last {interval} steps"
             : $"still rising: {change:+0.0} points over the last {interval} steps";
     }

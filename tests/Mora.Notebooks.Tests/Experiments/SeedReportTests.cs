@@ -12,6 +12,7 @@ public class SeedReportTests
     [InlineData(0.505, 0.500, 100, "flat: -0.5 points over the last 100 steps")]
     [InlineData(0.60, 0.55, 50, "falling: -5.0 points over the last 50 steps")]
     [InlineData(0.475, 0.571, 40, "still rising: +9.6 points over the last 40 steps")]
+    [InlineData(0.4756, 0.5711, 40, "still rising: +9.6 points over the last 40 steps")]   // 9.55 as written (binary: 9.5499…)
     public void TrendFollowsTheStoppingRule(double before, double end, int interval, string expected) =>
         Assert.Equal(expected, SeedReport.Trend(before, end, interval));
 
