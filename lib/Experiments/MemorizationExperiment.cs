@@ -31,8 +31,8 @@ public sealed record MemorizationSpec : ExperimentSpec
     /// r = 16 is 6 %, as its r = 256;
     /// MoRA with the paper's design for each: rotation at the low rank, sharing at the high one; each method's rate tuned;
     /// one pretrained base, 5 fine-tuning seeds; about 1.5 h on one core), cpu-low-regime (the low regime of cpu-regimes, r = 1,
-    /// trained three times as long, 600 steps, to see where LoRA and MoRA rotation level off; the same base, rates re-tuned
-    /// on a 150-step budget; about 1.2 h on one core).</summary>
+    /// trained three times as long, 600 steps, to see how far LoRA and MoRA rotation go; the same base, rates re-tuned
+    /// on a 150-step budget; about 1 h on one core beside other jobs).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "cpu-regimes", "cpu-low-regime"];
 
     public static MemorizationSpec FromPreset(string name) => name.ToLowerInvariant() switch
