@@ -38,9 +38,10 @@ public sealed record Gsm8kSpec : ExperimentSpec
 
     /// <summary>smoke (tests), smoke-tuned (the tuning path at test size), default, cpu-hour (the first committed results: tiny
     /// model, one untuned rate, 2 seeds), regimes (the paper's two rank regimes on the medium model, hidden 256: r = 1 and
-    /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds, full fine-tuning beside them; about 4.5 h on one
-    /// core: meant for a GPU), cpu-regimes (the same comparison sized for 2 CPU cores, about 1.5 h on one: the same base,
-    /// batch 8 for 200 steps, tuning runs of 60 steps, no full fine-tuning).</summary>
+    /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds, full fine-tuning beside them; from its first tuning
+    /// runs an estimated 4.5 h on one core: meant for a GPU), cpu-regimes (the same comparison sized for 2 CPU cores, the
+    /// committed run: the same base, batch 8 for 200 steps, tuning runs of 60 steps, no full fine-tuning; 95 min on one
+    /// core beside other jobs, base copied).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "regimes", "cpu-regimes"];
 
     public static Gsm8kSpec FromPreset(string name) => name.ToLowerInvariant() switch
