@@ -274,23 +274,20 @@ public static class ContinualExperiment
             Device = spec.Device, EvalEvery = evalEvery, CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{folder}/{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {lr:G3}, {steps} steps on {train.Count} examples (new prose and {data.Replay.Count} replayed questions)");
-        ContinualRun run;
-        try
+        var run = LearningRateSweep.TrainOrRecordDiverged(tuning, $"{folder}/{name}", output, () =>
         {
             var result = new Trainer(model, config, train, Evaluate, adapter, tok.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
             var m = result.FinalMetrics;
-            run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
+            return new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
                 m[NewExact], m[NewChar], charBefore, m[NewAnswerLoss], answerLossBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
                 result.Log.Rows[^1].Loss, result.WallSeconds);
-        }
-        catch (TrainingDivergedException e) when (tuning)
+        }, () =>
         {
-            // Recorded with the worst answer loss, so the sweep ranks it last and a resumed sweep does not train it again.
-            output.WriteLine($"{folder}/{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
+            // The worst answer loss (negated, the sweep's worst score) ranks it last.
             var (_, worst) = LearningRateSweep.Diverged;
-            run = new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, Peft.CountParameters(model).Trainable,
+            return new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, Peft.CountParameters(model).Trainable,
                 0, 0, charBefore, worst, answerLossBefore, before.HeldOutLoss, worst, before.OriginalExactMatch, 0, worst, 0);
-        }
+        });
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }

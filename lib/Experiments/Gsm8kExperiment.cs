@@ -223,21 +223,18 @@ public static class Gsm8kExperiment
             EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
-        Gsm8kRun run;
-        try
+        var run = LearningRateSweep.TrainOrRecordDiverged(tuning, name, output, () =>
         {
             var result = new Trainer(model, config, examples, evaluate, adapter, tokenizer.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
             var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("accuracy")).ToDictionary(x => (int)x.Step, x => x.Metrics["accuracy"]);
-            run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
+            return new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
                 evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN), result.Log.Rows[^1].Loss, result.WallSeconds, lr);
-        }
-        catch (TrainingDivergedException e) when (tuning)
+        }, () =>
         {
-            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
             var (metric, loss) = LearningRateSweep.Diverged;
-            run = new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
+            return new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
                 evalSteps.ToDictionary(s => s, _ => metric), loss, 0, lr);
-        }
+        });
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }

@@ -123,6 +123,20 @@ public static class LearningRateSweep
     /// score, written to its result so a resumed sweep does not train it again, and printed as "diverged".</summary>
     public static (double Metric, double FinalLoss) Diverged => (double.MinValue, double.MaxValue);
 
+    /// <summary>Trains one run with <paramref name="train"/>. A tuning run that diverges is an outcome of the sweep, not an
+    /// error: it is printed and <paramref name="diverged"/> builds its record (with <see cref="Diverged"/>'s worst score, so
+    /// it is never the choice and, once written, a resumed sweep does not train it again). An evaluation run's divergence
+    /// propagates.</summary>
+    public static TRun TrainOrRecordDiverged<TRun>(bool tuning, string name, TextWriter output, Func<TRun> train, Func<TRun> diverged)
+    {
+        try { return train(); }
+        catch (Mora.Training.TrainingDivergedException e) when (tuning)
+        {
+            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
+            return diverged();
+        }
+    }
+
     static string Cell(double v) => v is double.MinValue or double.MaxValue or double.NegativeInfinity or double.PositiveInfinity ? "diverged" : v.ToString("0.0000", CultureInfo.InvariantCulture);
 
     /// <summary>Writes the sweep's rows (atomically).</summary>

@@ -208,23 +208,19 @@ public static class MemorizationExperiment
             EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
         };
         output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
-        MemorizationRun run;
-        try
+        var run = LearningRateSweep.TrainOrRecordDiverged(tuning, name, output, () =>
         {
             var result = new Trainer(model, config, task.Train, task.Evaluate, adapter) { Progress = new ConsoleProgress(name) }.Run(cancel);
             var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("char_acc")).ToDictionary(x => (int)x.Step, x => x.Metrics["char_acc"]);
-            run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
+            return new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
                 evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN),
                 result.FinalMetrics["exact_match"], result.Log.Rows[^1].Loss, result.WallSeconds, lr);
-        }
-        catch (TrainingDivergedException e) when (tuning)
+        }, () =>
         {
-            // A rate too high for this method is an outcome of the sweep, not an error: recorded, and never the choice.
-            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
             var (metric, loss) = LearningRateSweep.Diverged;
-            run = new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
+            return new MemorizationRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
                 evalSteps.ToDictionary(s => s, _ => metric), 0, loss, 0, lr);
-        }
+        });
         ExperimentFolder.WriteResult(dir, run);
         return run;
     }
