@@ -29,7 +29,8 @@ static class InfoCommand
             Console.WriteLine($"  preloaded: {string.Join(", ", lt.Preloaded.Select(Path.GetFileName))}");
         }
         else Console.WriteLine($"libtorch: the package natives (build TorchBackend={lt.Backend}; set {LibTorchBinding.EnvironmentVariable} to use an installed PyTorch's)");
-        Console.WriteLine($"CUDA available: {cuda.is_available()}  default device: {ComputeDevice.Default()}  threads: {get_num_threads()}");
+        Console.WriteLine($"CUDA available: {cuda.is_available()}  default device: {ComputeDevice.Default()}");
+        Console.WriteLine(CpuThreads.Configure());
         using var a = randn(128, 64, dtype: ScalarType.Float64);
         using var q = linalg.qr(a).Q;
         using var err = (q.t().matmul(q) - eye(64, dtype: ScalarType.Float64)).abs().max();

@@ -48,6 +48,7 @@ public readonly record struct ComputeDevice
     public static ComputeDevice Default()
     {
         TorchRuntime.Ensure();
+        CpuThreads.Configure();
         return torch.cuda.is_available() ? Cuda() : Cpu;
     }
 
@@ -69,6 +70,7 @@ public readonly record struct ComputeDevice
     public torch.Device ToTorch(string paramName = "device")
     {
         EnsureAvailable(paramName);
+        CpuThreads.Configure();     // the kit's CPU thread rule, once per process, before the first tensor on this device
         return IsCuda ? new torch.Device(DeviceType.CUDA, CudaIndex ?? -1) : torch.CPU;
     }
 

@@ -8,7 +8,11 @@ public static class TestSupport
 {
     /// <summary>Applies the TorchSharp native fix before any test touches a tensor.</summary>
     [ModuleInitializer]
-    internal static void Init() => TorchRuntime.Ensure();
+    internal static void Init()
+    {
+        TorchRuntime.Ensure();
+        CpuThreads.Configure();
+    }
 
     /// <summary>The repository root (the folder holding Mora.Notebooks.csproj).</summary>
     public static string RepoRoot
