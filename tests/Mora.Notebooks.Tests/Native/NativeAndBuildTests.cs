@@ -92,6 +92,25 @@ public class NativeAndBuildTests
         return (p.ExitCode, stdout.Result + stderr.Result);
     }
 
+    /// <summary>A first build on an empty NuGet cache says what it downloads, on the console, in a form `dotnet run` (which
+    /// builds quietly) still shows; with the cache filled it says nothing.</summary>
+    [Fact]
+    public void AFirstBuildSaysWhatItDownloadsEvenWhenQuiet()
+    {
+        string empty = Directory.CreateTempSubdirectory("mora-empty-nuget-").FullName;
+        try
+        {
+            var (code, output) = Run("dotnet", "msbuild Mora.Notebooks.csproj -nologo -v:q -t:FirstRestoreNote", environment: new Dictionary<string, string?> { ["NUGET_PACKAGES"] = empty });
+            Assert.True(code == 0, output);
+            Assert.Contains("first build: NuGet is downloading TorchSharp", output);
+            Assert.Contains("1.1 GB", output);
+            var (code2, cached) = Run("dotnet", "msbuild Mora.Notebooks.csproj -nologo -v:q -t:FirstRestoreNote");
+            Assert.True(code2 == 0, cached);
+            Assert.DoesNotContain("first build", cached);
+        }
+        finally { Directory.Delete(empty, true); }
+    }
+
     /// <summary>The one documented setting selects the package; CUDA packages are not restorable here, so the test
     /// evaluates the project's items without restoring.</summary>
     [Theory]
