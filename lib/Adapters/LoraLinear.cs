@@ -195,6 +195,6 @@ public sealed class DoraLinear : LoraLinear
     public override IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
     {
         foreach (var p in base.AdapterParameters()) yield return p;
-        yield return ("lora_magnitude_vector.weight", lora_magnitude_vector);
+        yield return ("lora_magnitude_vector", lora_magnitude_vector);    // PEFT's name in the state dict and in its files
     }
 }
