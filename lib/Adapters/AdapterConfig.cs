@@ -1,3 +1,5 @@
+using System.Text.RegularExpressions;
+
 namespace Mora.Adapters;
 
 /// <summary>Which parameter-efficient method (or none) adapts the targeted layers.</summary>
@@ -13,29 +15,72 @@ public enum AdapterMethod
     Full,
 }
 
+/// <summary>PEFT's <c>init_lora_weights</c> values that leave the base weights alone (the ones that change them,
+/// "pissa", "olora", "loftq", "corda", are refused when read). Only a fresh adapter is affected: a loaded adapter's
+/// tensors replace the initial values, as in PEFT.</summary>
+public enum LoraInit
+{
+    /// <summary><c>true</c>: A Kaiming-uniform (a = √5, as nn.Linear), B = 0 (PEFT's default, after microsoft/LoRA).</summary>
+    Default,
+    /// <summary><c>"gaussian"</c>: A ~ N(0, (1/r)²), B = 0 (PEFT's <c>reset_lora_parameters</c>).</summary>
+    Gaussian,
+    /// <summary><c>false</c>: A and B both keep nn.Linear's initialisation (Kaiming-uniform), so ΔW ≠ 0 at the start.</summary>
+    None,
+}
+
 /// <summary>
 /// One adapter recipe, swappable with one argument: <c>config with { Method = AdapterMethod.Mora }</c>.
-/// The names follow PEFT's LoraConfig and the MoRA fork (r, lora_alpha, target_modules, use_rslora, use_mora, mora_type).
+/// The names follow PEFT's LoraConfig and the MoRA fork (r, lora_alpha, target_modules, use_rslora, rank_pattern,
+/// alpha_pattern, layers_to_transform, layers_pattern, exclude_modules, use_mora, mora_type), and so do their
+/// meanings: which modules are adapted and with which r and α is decided by <see cref="Peft.Plan"/> exactly as PEFT's
+/// <c>check_target_module_exists</c> and <c>_create_and_replace</c> decide it.
 /// </summary>
 public sealed record AdapterConfig
 {
-    /// <summary>The choice of <see cref="TargetModules"/> that adapts every linear layer except <see cref="ExcludeModules"/>.</summary>
+    /// <summary>The choice of <see cref="TargetModules"/> that adapts every linear layer except the output head
+    /// (PEFT's "all-linear").</summary>
     public const string AllLinear = "all-linear";
 
+    /// <summary>The names of output heads that "all-linear" leaves out (PEFT leaves out the model's output embedding,
+    /// <c>lm_head</c> in every LLaMA-style model), matched against a module's last name.</summary>
+    public static readonly IReadOnlyList<string> HeadNames = ["lm_head", "output", "head"];
+
     public AdapterMethod Method { get; init; } = AdapterMethod.Lora;
-    /// <summary>LoRA rank r; for MoRA the rank whose parameter budget (d + k)·r sets r̂.</summary>
+    /// <summary>LoRA rank r (PEFT's <c>r</c>); for MoRA the rank whose parameter budget (d + k)·r sets r̂.</summary>
     public int R { get; init; } = 8;
-    /// <summary>LoRA/DoRA α; scaling α/r (or α/√r with <see cref="UseRsLora"/>). MoRA ignores it (scaling 1).</summary>
+    /// <summary>LoRA/DoRA α (<c>lora_alpha</c>); scaling α/r (or α/√r with <see cref="UseRsLora"/>). MoRA ignores it (scaling 1).</summary>
     public double Alpha { get; init; } = 16;
     public bool UseRsLora { get; init; }
     public double Dropout { get; init; }
+    /// <summary>How a fresh LoRA/DoRA adapter starts (<c>init_lora_weights</c>).</summary>
+    public LoraInit Init { get; init; } = LoraInit.Default;
     public MoraType MoraType { get; init; } = MoraType.Rotation;
     public RHatRule RHatRule { get; init; } = RHatRule.RoundHalfUp;
-    /// <summary>Module names to adapt, matched against the last dotted parts of each module's path (q_proj matches
-    /// layers.0.self_attn.q_proj), or the single entry <see cref="AllLinear"/>.</summary>
+
+    /// <summary>PEFT's <c>target_modules</c> as a list: a module is adapted when its path equals an entry or ends
+    /// with "." + an entry (q_proj matches model.layers.0.self_attn.q_proj); or the single entry <see cref="AllLinear"/>.
+    /// Ignored when <see cref="TargetModulesRegex"/> is set.</summary>
     public IReadOnlyList<string> TargetModules { get; init; } = ["q_proj", "k_proj", "v_proj", "o_proj"];
-    /// <summary>Modules never adapted by <see cref="AllLinear"/> (the output head by default, as in PEFT).</summary>
-    public IReadOnlyList<string> ExcludeModules { get; init; } = ["lm_head", "output", "head"];
+    /// <summary>PEFT's <c>target_modules</c> as one string: a regular expression that must match the whole module
+    /// path (Python's <c>re.fullmatch</c>). When set it replaces <see cref="TargetModules"/>.</summary>
+    public string? TargetModulesRegex { get; init; }
+    /// <summary>PEFT's <c>exclude_modules</c> (PEFT ≥ 0.14) as a list: modules never adapted, by path or by "." + entry
+    /// at the end of the path, whatever the targets say. ("all-linear" leaves out <see cref="HeadNames"/> in any case.)</summary>
+    public IReadOnlyList<string> ExcludeModules { get; init; } = [];
+    /// <summary>PEFT's <c>exclude_modules</c> as one string: a regular expression matched against the whole path.</summary>
+    public string? ExcludeModulesRegex { get; init; }
+
+    /// <summary>PEFT's <c>rank_pattern</c>, in the file's order: a module whose path matches key (a regular expression,
+    /// see <see cref="Peft.Plan"/>) gets rank value instead of <see cref="R"/>.</summary>
+    public IReadOnlyList<KeyValuePair<string, int>> RankPattern { get; init; } = [];
+    /// <summary>PEFT's <c>alpha_pattern</c>, in the file's order: α per module instead of <see cref="Alpha"/>.</summary>
+    public IReadOnlyList<KeyValuePair<string, double>> AlphaPattern { get; init; } = [];
+    /// <summary>PEFT's <c>layers_to_transform</c>: only modules in these layer indices are adapted (null or empty: all).
+    /// As in PEFT it filters list targets matched by suffix only (not an exact path, not a regex).</summary>
+    public IReadOnlyList<int>? LayersToTransform { get; init; }
+    /// <summary>PEFT's <c>layers_pattern</c>: the name of the layer list the index follows ("layers"); null or empty:
+    /// any name.</summary>
+    public IReadOnlyList<string>? LayersPattern { get; init; }
 
     public static AdapterConfig Lora(int r = 8, double alpha = 16, params string[] targets) =>
         new() { Method = AdapterMethod.Lora, R = r, Alpha = alpha, TargetModules = targets.Length > 0 ? targets : [AllLinear] };
@@ -46,17 +91,87 @@ public sealed record AdapterConfig
     public static AdapterConfig Full(params string[] targets) =>
         new() { Method = AdapterMethod.Full, TargetModules = targets.Length > 0 ? targets : [AllLinear] };
 
-    /// <summary>Checks every field; throws <see cref="ArgumentException"/> naming the field.</summary>
+    /// <summary>True when the targets are the single entry <see cref="AllLinear"/> (and no regex).</summary>
+    public bool IsAllLinear => TargetModulesRegex is null && TargetModules is [AllLinear];
+
+    /// <summary>Checks every field; throws <see cref="ArgumentException"/> naming the field (its property name).</summary>
     public AdapterConfig Validate()
     {
         if (!Enum.IsDefined(Method)) throw new ArgumentException($"unknown adapter method {(int)Method}", nameof(Method));
         if (Method != AdapterMethod.Full && R <= 0) throw new ArgumentException($"rank r must be positive, got {R}", nameof(R));
-        if (Method is AdapterMethod.Lora or AdapterMethod.Dora && (double.IsNaN(Alpha) || Alpha <= 0))
+        if (Method is AdapterMethod.Lora or AdapterMethod.Dora && (double.IsNaN(Alpha) || double.IsInfinity(Alpha) || Alpha <= 0))
             throw new ArgumentException($"lora_alpha must be positive, got {Alpha}", nameof(Alpha));
         if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentException($"dropout must be in [0, 1), got {Dropout}", nameof(Dropout));
+        if (!Enum.IsDefined(Init)) throw new ArgumentException($"unknown init_lora_weights {(int)Init}", nameof(Init));
         if (!Enum.IsDefined(MoraType)) throw new ArgumentException($"unknown MoRA type {(int)MoraType}", nameof(MoraType));
-        if (TargetModules is null || TargetModules.Count == 0 || TargetModules.Any(string.IsNullOrWhiteSpace))
+        if (!Enum.IsDefined(RHatRule)) throw new ArgumentException($"unknown r̂ rule {(int)RHatRule}", nameof(RHatRule));
+        if (TargetModulesRegex is null && (TargetModules is null || TargetModules.Count == 0 || TargetModules.Any(string.IsNullOrWhiteSpace)))
             throw new ArgumentException("target_modules must name at least one module (or 'all-linear')", nameof(TargetModules));
+        if (TargetModulesRegex is not null)
+        {
+            PythonRegex.Check(TargetModulesRegex, nameof(TargetModulesRegex));
+            if (LayersToTransform is not null || LayersPattern is not null)
+                throw new ArgumentException("layers_to_transform and layers_pattern cannot be used with a regex target_modules (PEFT refuses it too)", nameof(LayersToTransform));
+        }
+        if (ExcludeModules is null || ExcludeModules.Any(string.IsNullOrEmpty))
+            throw new ArgumentException("exclude_modules entries must be non-empty names", nameof(ExcludeModules));
+        if (ExcludeModulesRegex is not null) PythonRegex.Check(ExcludeModulesRegex, nameof(ExcludeModulesRegex));
+        foreach (var (key, r) in RankPattern ?? throw new ArgumentException("rank_pattern must not be null", nameof(RankPattern)))
+        {
+            PythonRegex.Check(key, nameof(RankPattern));
+            if (r <= 0) throw new ArgumentException($"rank_pattern['{key}'] must be a positive rank, got {r}", nameof(RankPattern));
+        }
+        foreach (var (key, a) in AlphaPattern ?? throw new ArgumentException("alpha_pattern must not be null", nameof(AlphaPattern)))
+        {
+            PythonRegex.Check(key, nameof(AlphaPattern));
+            if (double.IsNaN(a) || double.IsInfinity(a) || a <= 0) throw new ArgumentException($"alpha_pattern['{key}'] must be positive, got {a}", nameof(AlphaPattern));
+        }
+        if (RankPattern.Select(p => p.Key).Distinct().Count() != RankPattern.Count) throw new ArgumentException("rank_pattern has a key twice", nameof(RankPattern));
+        if (AlphaPattern.Select(p => p.Key).Distinct().Count() != AlphaPattern.Count) throw new ArgumentException("alpha_pattern has a key twice", nameof(AlphaPattern));
+        if (LayersToTransform is { } layers && layers.Any(i => i < 0))
+            throw new ArgumentException($"layers_to_transform must hold layer indices ≥ 0, got [{string.Join(", ", layers)}]", nameof(LayersToTransform));
+        if (LayersPattern is { } patterns)
+            foreach (var p in patterns) PythonRegex.Check(p, nameof(LayersPattern));
         return this;
+    }
+}
+
+/// <summary>
+/// PEFT matches module names with Python's <c>re</c>; the kit reads the same patterns with .NET's
+/// <see cref="Regex"/>, whose syntax and backtracking agree with Python's for the constructs module patterns use
+/// (literals, '.', classes, groups, alternation, quantifiers, anchors). A pattern .NET cannot parse (Python's
+/// <c>(?P&lt;name&gt;…)</c>, for instance) is refused, never guessed.
+/// </summary>
+public static class PythonRegex
+{
+    static readonly TimeSpan Timeout = TimeSpan.FromSeconds(1);
+
+    /// <summary>Python's <c>re.match(pattern, text)</c>: a match that starts at the beginning.</summary>
+    public static Match MatchAtStart(string pattern, string text) => Build(@"\A(?:" + pattern + ")").Match(text);
+
+    /// <summary>Python's <c>re.fullmatch(pattern, text)</c>.</summary>
+    public static bool FullMatch(string pattern, string text) => Build(@"\A(?:" + pattern + @")\z").IsMatch(text);
+
+    /// <summary>Throws <see cref="ArgumentException"/> (naming <paramref name="paramName"/>) when .NET cannot read the
+    /// pattern in the forms the kit uses it.</summary>
+    public static void Check(string pattern, string paramName)
+    {
+        if (pattern is null) throw new ArgumentException("a pattern is null", paramName);
+        try { _ = Build(pattern); _ = Build(@"\A(?:" + pattern + @")\z"); _ = Build(@"\A(?:.*\." + pattern + "$)"); _ = Build(@"\A(?:(.*\.)?(" + pattern + ")$)"); }
+        catch (ArgumentException e) { throw new ArgumentException($"'{pattern}' is not a regular expression the kit can read as Python's re does: {e.Message}", paramName, e); }
+    }
+
+    static readonly Dictionary<string, Regex> Cache = new(StringComparer.Ordinal);
+
+    static Regex Build(string pattern)
+    {
+        lock (Cache)
+        {
+            if (Cache.TryGetValue(pattern, out var r)) return r;
+            r = new Regex(pattern, RegexOptions.CultureInvariant, Timeout);
+            if (Cache.Count > 1000) Cache.Clear();
+            Cache[pattern] = r;
+            return r;
+        }
     }
 }

@@ -19,28 +19,45 @@ public class LoraLinear : AdaptedLinear
     public double Scaling => UseRsLora ? Alpha / Math.Sqrt(R) : Alpha / R;
     public override AdapterMethod Method => AdapterMethod.Lora;
 
-    public LoraLinear(Linear baseLayer, int r, double alpha, bool useRsLora = false, double dropout = 0, string name = nameof(LoraLinear))
+    /// <summary>How the adapter started (PEFT's init_lora_weights).</summary>
+    public LoraInit Init { get; }
+
+    public LoraLinear(Linear baseLayer, int r, double alpha, bool useRsLora = false, double dropout = 0, LoraInit init = LoraInit.Default)
+        : this(baseLayer, r, alpha, useRsLora, dropout, init, nameof(LoraLinear)) { }
+
+    protected LoraLinear(Linear baseLayer, int r, double alpha, bool useRsLora, double dropout, LoraInit init, string name)
         : base(name, baseLayer)
     {
         if (r <= 0) throw new ArgumentException($"LoRA rank must be positive, got {r}", nameof(r));
         if (r > Math.Min(InFeatures, OutFeatures))
             throw new ArgumentException($"LoRA rank {r} is larger than the {OutFeatures}×{InFeatures} layer allows (min(d, k) = {Math.Min(InFeatures, OutFeatures)})", nameof(r));
         if (alpha <= 0 || double.IsNaN(alpha)) throw new ArgumentException($"lora_alpha must be positive, got {alpha}", nameof(alpha));
-        (R, Alpha, UseRsLora, DropoutP) = (r, alpha, useRsLora, dropout);
+        if (!Enum.IsDefined(init)) throw new ArgumentException($"unknown LoRA initialisation {(int)init}", nameof(init));
+        (R, Alpha, UseRsLora, DropoutP, Init) = (r, alpha, useRsLora, dropout, init);
         lora_A = nn.Linear(InFeatures, r, hasBias: false, device: WeightDevice, dtype: WeightType);
         lora_B = nn.Linear(r, OutFeatures, hasBias: false, device: WeightDevice, dtype: WeightType);
         FreezeBase();
-        ResetAdapter();
+        if (init == LoraInit.None)
+        {
+            // PEFT's init_lora_weights=False skips reset_lora_parameters: A and B keep nn.Linear's initialisation.
+            using var _ = no_grad();
+            nn.init.kaiming_uniform_(lora_A.weight!, a: Math.Sqrt(5));
+            nn.init.kaiming_uniform_(lora_B.weight!, a: Math.Sqrt(5));
+        }
+        else ResetAdapter();
         RegisterComponents();
     }
 
     public Parameter A => lora_A.weight!;
     public Parameter B => lora_B.weight!;
 
+    /// <summary>A fresh start with ΔW = 0 (PEFT's <c>reset_lora_parameters</c>): A Kaiming-uniform (a = √5), or
+    /// N(0, (1/r)²) for <see cref="LoraInit.Gaussian"/>; B = 0. (ReLoRA restarts this way whatever <see cref="Init"/> was.)</summary>
     public override void ResetAdapter()
     {
         using var _ = no_grad();
-        nn.init.kaiming_uniform_(lora_A.weight!, a: Math.Sqrt(5));
+        if (Init == LoraInit.Gaussian) nn.init.normal_(lora_A.weight!, 0, 1.0 / R);
+        else nn.init.kaiming_uniform_(lora_A.weight!, a: Math.Sqrt(5));
         lora_B.weight!.zero_();
     }
 
@@ -78,11 +95,15 @@ public sealed class DoraLinear : LoraLinear
 
     public override AdapterMethod Method => AdapterMethod.Dora;
 
-    public DoraLinear(Linear baseLayer, int r, double alpha, bool useRsLora = false, double dropout = 0)
-        : base(baseLayer, r, alpha, useRsLora, dropout, nameof(DoraLinear))
+    public DoraLinear(Linear baseLayer, int r, double alpha, bool useRsLora = false, double dropout = 0, LoraInit init = LoraInit.Default)
+        : base(baseLayer, r, alpha, useRsLora, dropout, init, nameof(DoraLinear))
     {
+        // m = ‖W₀ + s·B A‖ (PEFT's dora_init): ‖W₀‖ when B starts at zero.
         using (no_grad())
-            lora_magnitude_vector = new Parameter(RowNorm(BaseWeight).detach().clone(), requires_grad: true);
+        {
+            using var v = Directional();
+            lora_magnitude_vector = new Parameter(RowNorm(v).detach().clone(), requires_grad: true);
+        }
         // LoraLinear's constructor already registered the components, so a second RegisterComponents() is a no-op.
         register_parameter(nameof(lora_magnitude_vector), lora_magnitude_vector);
     }
@@ -174,6 +195,6 @@ public sealed class DoraLinear : LoraLinear
     public override IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
     {
         foreach (var p in base.AdapterParameters()) yield return p;
-        yield return ("lora_magnitude_vector.weight", lora_magnitude_vector);
+        yield return ("lora_magnitude_vector", lora_magnitude_vector);    // PEFT's name in the state dict and in its files
     }
 }

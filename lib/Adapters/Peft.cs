@@ -1,4 +1,6 @@
+using System.Globalization;
 using System.Reflection;
+using System.Text.RegularExpressions;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -16,20 +18,147 @@ namespace Mora.Adapters;
 /// </summary>
 public static class Peft
 {
-    /// <summary>The adapted layers injected, by module path.</summary>
+    /// <summary>The adapters <see cref="Inject"/> would create: which module, its shape, and its own r and α.</summary>
+    public sealed record PlannedAdapter(string Name, int OutFeatures, int InFeatures, int R, double Alpha);
+
+    /// <summary>
+    /// Which modules <paramref name="config"/> adapts in <paramref name="model"/>, and with which r and α, decided as
+    /// PEFT decides it (PEFT 0.10–0.19 <c>check_target_module_exists</c>, <c>_maybe_include_all_linear_layers</c> and
+    /// <c>LoraModel._create_and_replace</c>), without allocating anything:
+    /// <list type="bullet">
+    /// <item>every module path is tried; one excluded by <c>exclude_modules</c> (a regex: full match; a list: the path or
+    /// its end after a '.') is skipped;</item>
+    /// <item>a regex <c>target_modules</c> must match the whole path; a list entry matches the path itself, or its end
+    /// after a '.', and only in that second case does <c>layers_to_transform</c> filter: the layer index is the number
+    /// after <c>.{layers_pattern}.</c> (any name when the pattern is empty), the last such in the path;</item>
+    /// <item>"all-linear" is the list of the last names of all linear layers except the output head;</item>
+    /// <item>a matched module that is not a linear layer is an error (PEFT would adapt an embedding, the kit cannot);</item>
+    /// <item>r and α: a <c>rank_pattern</c> / <c>alpha_pattern</c> key applies when the path matches the regex
+    /// <c>.*\.{key}$</c> (PEFT ≤ 0.14; ≥ 0.15: <c>(.*\.)?({key})$</c>), the first such key in the file's order; failing that, a
+    /// key equal to the path. PEFT ≤ 0.13 and the MoRA fork look for one key over rank_pattern then alpha_pattern and
+    /// use it for both; later versions look in each separately. Where these versions give a module different values, the
+    /// config is refused (<see cref="ArgumentException"/> naming RankPattern or AlphaPattern) instead of choosing one.</item>
+    /// </list>
+    /// </summary>
+    /// <exception cref="ArgumentException">no module matches, a non-linear module matches, a pattern cannot be read or is
+    /// ambiguous across PEFT versions (ParamName: the config property)</exception>
+    public static IReadOnlyList<PlannedAdapter> Plan(nn.Module model, AdapterConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        config.Validate();
+        var modules = Candidates(model);
+        var linears = modules.Where(m => m.Shape is not null).ToList();
+        IReadOnlyList<string>? names = config.TargetModulesRegex is not null ? null
+            : config.IsAllLinear
+                ? linears.Select(m => Last(m.Path)).Where(n => !AdapterConfig.HeadNames.Contains(n)).Distinct().ToList()
+                : config.TargetModules;
+        var plan = new List<PlannedAdapter>();
+        foreach (var (path, module, shape) in modules)
+        {
+            bool targeted;
+            try { targeted = !Excluded(path, config) && Targeted(path, config, names); }
+            catch (RegexMatchTimeoutException e)
+            { throw new ArgumentException($"a module pattern took too long to match '{path}' ({e.Pattern})", nameof(config.TargetModules), e); }
+            if (!targeted) continue;
+            if (shape is not { } s)
+                throw new ArgumentException(
+                    $"target_modules match {path}, a {module.GetType().Name}: only linear layers can be adapted (PEFT would adapt it with another layer type)",
+                    nameof(config.TargetModules));
+            var (r, alpha) = RankAndAlpha(path, config);
+            plan.Add(new PlannedAdapter(path, s.Out, s.In, r, alpha));
+        }
+        if (plan.Count == 0)
+            throw new ArgumentException(
+                $"target_modules {(config.TargetModulesRegex is { } rx ? $"'{rx}' (a regex)" : $"[{string.Join(", ", config.TargetModules)}]")}" +
+                $"{(config.LayersToTransform is { Count: > 0 } l ? $" in layers [{string.Join(", ", l)}]" : "")} match no linear layer; the model's linear layers are: " +
+                (linears.Count == 0 ? "(none)" : string.Join(", ", linears.Select(l => l.Path))), nameof(config.TargetModules));
+        return plan;
+    }
+
+    /// <summary>Every module by path with its shape (d, k) when it is a linear layer; an adapted layer counts as the
+    /// linear layer it wraps and its own parts (base_layer, lora_A, …) are not listed.</summary>
+    static List<(string Path, nn.Module Module, (int Out, int In)? Shape)> Candidates(nn.Module model)
+    {
+        var result = new List<(string, nn.Module, (int, int)?)>();
+        var adapted = new List<string>();
+        foreach (var (name, module) in model.named_modules())
+        {
+            if (adapted.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) continue;
+            (int, int)? shape = module switch
+            {
+                AdaptedLinear a => (a.OutFeatures, a.InFeatures),
+                Linear l => ((int)l.weight!.shape[0], (int)l.weight!.shape[1]),
+                _ => null,
+            };
+            if (module is AdaptedLinear) adapted.Add(name);
+            result.Add((name, module, shape));
+        }
+        return result;
+    }
+
+    static string Last(string path) => path[(path.LastIndexOf('.') + 1)..];
+
+    static bool Excluded(string path, AdapterConfig config) =>
+        config.ExcludeModulesRegex is { } rx && PythonRegex.FullMatch(rx, path)
+        || config.ExcludeModules.Any(e => path == e || path.EndsWith("." + e, StringComparison.Ordinal));
+
+    static bool Targeted(string path, AdapterConfig config, IReadOnlyList<string>? names)
+    {
+        if (names is null) return PythonRegex.FullMatch(config.TargetModulesRegex!, path);
+        if (names.Contains(path)) return true;                  // named directly: no layer filter (as in PEFT)
+        if (!names.Any(t => path.EndsWith("." + t, StringComparison.Ordinal))) return false;
+        if (config.LayersToTransform is not { Count: > 0 } layers) return true;
+        var patterns = config.LayersPattern is { Count: > 0 } p ? p : null;
+        Match? m = null;
+        if (patterns is null) m = PythonRegex.MatchAtStart(@".*\.[^.]*\.(\d+)\.", path);
+        else
+            foreach (var pattern in patterns)
+                if ((m = PythonRegex.MatchAtStart(@".*\." + pattern + @"\.(\d+)\.", path)).Success) break;
+        if (m is null || !m.Success) return false;
+        if (!int.TryParse(m.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture, out int index))
+            throw new ArgumentException($"layers_pattern: the layer index of '{path}' reads '{m.Groups[1].Value}', not a number", nameof(config.LayersPattern));
+        return layers.Contains(index);
+    }
+
+    /// <summary>The module's r and α under rank_pattern / alpha_pattern, checked to be the same in every PEFT version.</summary>
+    static (int R, double Alpha) RankAndAlpha(string path, AdapterConfig config)
+    {
+        if (config.RankPattern.Count == 0 && config.AlphaPattern.Count == 0) return (config.R, config.Alpha);
+        var ranks = config.RankPattern;
+        var alphas = config.AlphaPattern;
+        bool Old(string key) => PythonRegex.MatchAtStart(@".*\." + key + "$", path).Success;          // PEFT ≤ 0.14
+        bool New(string key) => PythonRegex.MatchAtStart(@"(.*\.)?(" + key + ")$", path).Success;     // PEFT ≥ 0.15
+        string FirstKey(IEnumerable<string> keys, Func<string, bool> matches) => keys.FirstOrDefault(matches) ?? path;
+        int R(string key) => ranks.FirstOrDefault(p => p.Key == key) is { Key: not null } hit ? hit.Value : config.R;
+        double A(string key) => alphas.FirstOrDefault(p => p.Key == key) is { Key: not null } hit ? hit.Value : config.Alpha;
+        try
+        {
+            string shared = FirstKey(ranks.Select(p => p.Key).Concat(alphas.Select(p => p.Key)), Old);      // ≤ 0.13, the fork
+            var v013 = (R(shared), A(shared));
+            var v014 = (R(FirstKey(ranks.Select(p => p.Key), Old)), A(FirstKey(alphas.Select(p => p.Key), Old)));
+            var v015 = (R(FirstKey(ranks.Select(p => p.Key), New)), A(FirstKey(alphas.Select(p => p.Key), New)));
+            if (v013 != v014 || v014 != v015)
+            {
+                string field = v013.Item1 != v014.Item1 || v014.Item1 != v015.Item1 ? nameof(config.RankPattern) : nameof(config.AlphaPattern);
+                throw new ArgumentException(
+                    $"{(field == nameof(config.RankPattern) ? "rank_pattern" : "alpha_pattern")}: PEFT versions disagree on module {path}: " +
+                    $"(r, α) = {v013} in PEFT ≤ 0.13 and the MoRA fork, {v014} in 0.14, {v015} in ≥ 0.15; " +
+                    "write keys that only one key of rank_pattern and alpha_pattern matches, with a '.' before the module name", field);
+            }
+            return v013;
+        }
+        catch (RegexMatchTimeoutException e)
+        { throw new ArgumentException($"a rank_pattern / alpha_pattern key took too long to match '{path}' ({e.Pattern})", nameof(config.RankPattern), e); }
+    }
+
+    /// <summary>The adapted layers injected, by module path (the modules and r, α of <see cref="Plan"/>).</summary>
     public static IReadOnlyList<(string Name, AdaptedLinear Layer)> Inject(nn.Module model, AdapterConfig config)
     {
         ArgumentNullException.ThrowIfNull(model);
         config.Validate();
         if (Adapters(model).Count > 0)
             throw new InvalidOperationException("the model already has adapters; build a fresh model to inject another set");
-
-        var linears = model.named_modules().Where(m => m.module is Linear).Select(m => (m.name, linear: (Linear)m.module)).ToList();
-        var targets = linears.Where(l => Matches(l.name, config)).ToList();
-        if (targets.Count == 0)
-            throw new ArgumentException(
-                $"target_modules [{string.Join(", ", config.TargetModules)}] match no linear layer; the model's linear layers are: " +
-                (linears.Count == 0 ? "(none)" : string.Join(", ", linears.Select(l => l.name))), nameof(config.TargetModules));
+        var plan = Plan(model, config);
 
         if (config.Method == AdapterMethod.Full)
             foreach (var p in model.parameters()) p.requires_grad = true;
@@ -38,13 +167,15 @@ public static class Peft
 
         var modules = model.named_modules().ToDictionary(m => m.name, m => m.module);
         var injected = new List<(string, AdaptedLinear)>();
-        foreach (var (name, linear) in targets)
+        foreach (var planned in plan)
         {
+            string name = planned.Name;
+            var linear = (Linear)modules[name];
             AdaptedLinear layer = config.Method switch
             {
-                AdapterMethod.Lora => new LoraLinear(linear, config.R, config.Alpha, config.UseRsLora, config.Dropout),
-                AdapterMethod.Dora => new DoraLinear(linear, config.R, config.Alpha, config.UseRsLora, config.Dropout),
-                AdapterMethod.Mora => new MoraLinear(linear, config.R, config.MoraType, config.RHatRule, config.Dropout),
+                AdapterMethod.Lora => new LoraLinear(linear, planned.R, planned.Alpha, config.UseRsLora, config.Dropout, config.Init),
+                AdapterMethod.Dora => new DoraLinear(linear, planned.R, planned.Alpha, config.UseRsLora, config.Dropout, config.Init),
+                AdapterMethod.Mora => new MoraLinear(linear, planned.R, config.MoraType, config.RHatRule, config.Dropout),
                 _ => new FullLinear(linear),
             };
             int dot = name.LastIndexOf('.');
@@ -53,15 +184,6 @@ public static class Peft
             injected.Add((name, layer));
         }
         return injected;
-    }
-
-    /// <summary>Whether a module path is targeted: an exact path, a match of its last dotted parts, or all-linear.</summary>
-    public static bool Matches(string path, AdapterConfig config)
-    {
-        string last = path[(path.LastIndexOf('.') + 1)..];
-        if (config.TargetModules.Count == 1 && config.TargetModules[0] == AdapterConfig.AllLinear)
-            return !config.ExcludeModules.Any(e => path == e || last == e || path.EndsWith("." + e, StringComparison.Ordinal));
-        return config.TargetModules.Any(t => path == t || path.EndsWith("." + t, StringComparison.Ordinal));
     }
 
     static void Replace(nn.Module parent, string child, Linear old, AdaptedLinear replacement, string path)

@@ -237,10 +237,15 @@ public class AdapterTests
         Assert.Contains(entries, e => e.Name == "base_model.model.layers.0.q_proj.lora_A.weight");
         if (config.Method != AdapterMethod.Mora) Assert.Contains(entries, e => e.Name == "base_model.model.mlp.down_proj.lora_B.weight");
         else Assert.DoesNotContain(entries, e => e.Name.Contains("lora_B"));
-        if (config.Method == AdapterMethod.Dora) Assert.Contains(entries, e => e.Name == "base_model.model.layers.1.v_proj.lora_magnitude_vector.weight");
-        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterIO.ConfigFile)))!;
-        Assert.Equal(config.Method == AdapterMethod.Mora, json["use_mora"]!.GetValue<bool>());
-        Assert.Equal((int)config.MoraType, json["mora_type"]!.GetValue<int>());
+        if (config.Method == AdapterMethod.Dora) Assert.Contains(entries, e => e.Name == "base_model.model.layers.1.v_proj.lora_magnitude_vector");   // PEFT's name
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterIO.ConfigFile)))!.AsObject();
+        if (config.Method == AdapterMethod.Mora)
+        {
+            Assert.True(json["use_mora"]!.GetValue<bool>());
+            Assert.Equal((int)config.MoraType, json["mora_type"]!.GetValue<int>());
+        }
+        else Assert.False(json.ContainsKey("use_mora") || json.ContainsKey("mora_type"), "official PEFT's LoraConfig rejects use_mora / mora_type");
+        Assert.Equal(config.Method == AdapterMethod.Dora, json["use_dora"]!.GetValue<bool>());
         Assert.Equal(config.R, json["r"]!.GetValue<int>());
 
         // load into a fresh copy of the same base model
