@@ -94,7 +94,13 @@ public class ValidationAndIOTests
 
     public static IEnumerable<object[]> BadFiles() => new[]
     {
-        new object[] { "shorter than the 8-byte", new byte[] { 1, 2, 3 } },
+        new object[] { "shorter than the 8 bytes", new byte[] { 1, 2, 3 } },
+        new object[] { "is empty", Array.Empty<byte>() },
+        new object[] { "bad data_offsets [\"0\", \"16\"]", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [\"0\", \"16\"]}}", 16) },
+        new object[] { "bad data_offsets [0, 16.0]", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16.0]}}", 16) },
+        // As the reference reader: the tensors tile the data, no hole between them and nothing after the last one.
+        new object[] { "a hole in data_offsets", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [12, 20]}}", 20) },
+        new object[] { "4 bytes belong to no tensor", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 12) },
         new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(ulong.MaxValue).Concat(new byte[16]).ToArray() },
         new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(1_000_000UL).Concat(new byte[64]).ToArray() },
         new object[] { "not valid JSON", Build("{\"a\": {\"dtype\": \"F32\",", 16) },
