@@ -155,14 +155,16 @@ public class ModelTests
     }
 
     [Theory]
-    [InlineData("{\"hidden_size\": 64}", "missing 'vocab_size'")]
-    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "not divisible")]
-    [InlineData("{\"model_type\": \"gpt2\"}", "model_type 'gpt2'")]
-    [InlineData("{not json", "invalid JSON")]
-    public void BadConfigJsonNamesTheProblem(string json, string expected)
+    [InlineData("{\"hidden_size\": 64}", "vocab_size", "'vocab_size' is missing")]
+    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "hidden_size", "not divisible")]
+    [InlineData("{\"model_type\": \"gpt2\"}", "model_type", "'model_type' 'gpt2'")]
+    [InlineData("{not json", null, "not valid JSON")]
+    public void BadConfigJsonNamesTheProblem(string json, string? field, string expected)
     {
-        var e = Assert.Throws<FormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
-        Assert.Contains("some/config.json", e.Message);
+        var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
+        Assert.StartsWith("some/config.json: ", e.Message);
+        Assert.Equal("some/config.json", e.File);
+        Assert.Equal(field, e.Field);
         Assert.Contains(expected, e.Message);
     }
 
