@@ -95,7 +95,7 @@ public static class SafeTensors
     /// <paramref name="folder"/> when one is given (a link outside it is refused unread).</summary>
     static FileStream OpenRead(string path, string? folder = null)
     {
-        if (!File.Exists(path) && new FileInfo(path).LinkTarget is null) throw new FileNotFoundException($"safetensors file not found: {path}", path);
+        if (!File.Exists(path) && !Directory.Exists(path) && new FileInfo(path).LinkTarget is null) throw new FileNotFoundException($"safetensors file not found: {path}", path);
         long length = SafeFile.Check(path, folder, 8, long.MaxValue, (p, m) => new SafeTensorsFormatException($"{p}: {m}"));
         var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         if (!stream.CanSeek || stream.Length != length)
