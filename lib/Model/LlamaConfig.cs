@@ -395,9 +395,9 @@ public sealed record LlamaConfig
             IntermediateSize = intermediate,
             NumHiddenLayers = layers,
             NumAttentionHeads = heads,
-            // transformers 4.40 defaults: LlamaConfig and Qwen2Config num_key_value_heads = heads, MistralConfig 8;
+            // transformers 4.40 defaults: num_key_value_heads absent = heads (MistralConfig: 8), null = heads;
             // max_position_embeddings 2048 / 131072 / 32768.
-            NumKeyValueHeads = f.IntOrNull("num_key_value_heads") ?? (mistral ? 8 : heads),
+            NumKeyValueHeads = f.IntOrNull("num_key_value_heads") ?? (mistral && !f.Has("num_key_value_heads") ? 8 : heads),
             MaxPositionEmbeddings = f.IntOrNull("max_position_embeddings") ?? (llama ? 2048 : mistral ? 4096 * 32 : 32768),
             RmsNormEps = f.Number("rms_norm_eps", 1e-6),
             RopeTheta = f.Number("rope_theta", 10000),
