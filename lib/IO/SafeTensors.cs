@@ -259,17 +259,39 @@ public static class SafeTensors
         /// <summary>The torch dtype of a safetensors dtype name (F32, BF16, …).</summary>
         public static ScalarType TypeOf(string dtype) => DTypes[dtype].Type;
 
+        /// <summary>Bytes read at a time: a tensor is filled in pieces of this size, so one larger than a .NET array
+        /// (2 GiB: a 70B model's embedding) still loads, with bounded extra memory.</summary>
+        const long ChunkBytes = 64L << 20;
+
         /// <summary>One tensor, on CPU in the file's dtype (the caller disposes it).</summary>
         public Tensor Read(Entry e)
         {
-            var t = empty(e.Shape, DTypes[e.DType].Type);
+            var (type, size) = DTypes[e.DType];
+            var t = empty(e.Shape, type);
             if (e.End == e.Begin) return t;
             try
             {
                 _stream.Position = _dataStart + e.Begin;
-                var buffer = new byte[e.End - e.Begin];
-                _stream.ReadExactly(buffer);
-                t.bytes = buffer;
+                long count = (e.End - e.Begin) / size, perChunk = Math.Max(1, ChunkBytes / size);
+                if (count <= perChunk)
+                {
+                    var buffer = new byte[e.End - e.Begin];
+                    _stream.ReadExactly(buffer);
+                    t.bytes = buffer;
+                    return t;
+                }
+                using var flat = t.flatten();
+                var chunk = new byte[perChunk * size];
+                for (long start = 0; start < count; start += perChunk)
+                {
+                    long n = Math.Min(perChunk, count - start);
+                    var piece = n == perChunk ? chunk : new byte[n * size];
+                    _stream.ReadExactly(piece);
+                    using var part = empty([n], type);
+                    part.bytes = piece;
+                    using var slot = flat.narrow(0, start, n);
+                    slot.copy_(part);
+                }
                 return t;
             }
             catch (EndOfStreamException x)

@@ -75,6 +75,26 @@ public class ValidationAndIOTests
         foreach (var t in loaded.Values) t.Dispose();
     }
 
+    /// <summary>A tensor larger than the reader's 64 MiB piece is read in pieces (the path that lets a tensor over a .NET
+    /// array's 2 GiB load): every element lands in place, the last piece partial.</summary>
+    [Fact]
+    public void ATensorLargerThanOneReadPieceLoadsWhole()
+    {
+        long n = (64L << 20) / 4 * 2 + 12345;          // two full pieces of float32 and a partial one
+        using var big = arange(n, dtype: ScalarType.Int32).to(ScalarType.Float32);
+        using var small = arange(5, dtype: ScalarType.Float64);
+        string path = Path.Combine(TestSupport.TempDir(), "big.safetensors");
+        SafeTensors.Save(path, [("big", big), ("small", small)]);
+        try
+        {
+            var (loaded, _) = SafeTensors.Load(path);
+            Assert.True(torch.equal(loaded["big"], big).all().item<bool>());
+            Assert.True(torch.equal(loaded["small"], small).all().item<bool>());
+            foreach (var t in loaded.Values) t.Dispose();
+        }
+        finally { File.Delete(path); }
+    }
+
     static string Write(byte[] bytes)
     {
         string path = Path.Combine(TestSupport.TempDir(), "bad.safetensors");
