@@ -16,7 +16,9 @@ public sealed class SafeTensorsFormatException(string message, Exception? inner 
 /// little-endian data. Only data is read, never code. The reader checks everything before it allocates: the header
 /// length against the file, the JSON, every dtype, shape and offset pair (inside the data, sized to match, not
 /// overlapping), so a corrupt or hostile file gives <see cref="SafeTensorsFormatException"/> and not a crash or a huge
-/// allocation. Writes go to a temporary file that is renamed into place.
+/// allocation. As the reference reader, the tensors must tile the data exactly (no hole, nothing after the last one).
+/// Only regular files are read (<see cref="SafeFile"/>: no pipe, device or empty file). Writes go to a temporary file
+/// that is renamed into place.
 /// </summary>
 public static class SafeTensors
 {
@@ -89,10 +91,19 @@ public static class SafeTensors
         return ReadHeader(stream, path);
     }
 
-    static FileStream OpenRead(string path)
+    /// <summary>Opens a safetensors file after <see cref="SafeFile.Check"/>: a regular file of at least 8 bytes, and inside
+    /// <paramref name="folder"/> when one is given (a link outside it is refused unread).</summary>
+    static FileStream OpenRead(string path, string? folder = null)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"safetensors file not found: {path}", path);
-        return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (!File.Exists(path) && !Directory.Exists(path) && new FileInfo(path).LinkTarget is null) throw new FileNotFoundException($"safetensors file not found: {path}", path);
+        long length = SafeFile.Check(path, folder, 8, long.MaxValue, (p, m) => new SafeTensorsFormatException($"{p}: {m}"));
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (!stream.CanSeek || stream.Length != length)
+        {
+            stream.Dispose();
+            throw new SafeTensorsFormatException($"{path}: changed while it was opened, or is not a regular file");
+        }
+        return stream;
     }
 
     static (IReadOnlyList<Entry>, IReadOnlyDictionary<string, string>, long) ReadHeader(Stream stream, string path)
@@ -136,10 +147,20 @@ public static class SafeTensors
             if (!names.Add(prop.Name)) throw new SafeTensorsFormatException($"{path}: tensor '{prop.Name}' appears twice in the header");
             entries.Add(ParseEntry(prop, path, dataLength));
         }
+        // As the reference reader (safetensors' Metadata::validate): the tensors tile the data exactly, in offset order,
+        // with no overlap, no hole and nothing after the last one.
         var sorted = entries.OrderBy(e => e.Begin).ThenBy(e => e.End).ToList();
-        for (int i = 1; i < sorted.Count; i++)
-            if (sorted[i].Begin < sorted[i - 1].End)
+        long covered = 0;
+        for (int i = 0; i < sorted.Count; i++)
+        {
+            if (sorted[i].Begin < covered)
                 throw new SafeTensorsFormatException($"{path}: tensors '{sorted[i - 1].Name}' [{sorted[i - 1].Begin}, {sorted[i - 1].End}) and '{sorted[i].Name}' [{sorted[i].Begin}, {sorted[i].End}) overlap");
+            if (sorted[i].Begin > covered)
+                throw new SafeTensorsFormatException($"{path}: data bytes [{covered}, {sorted[i].Begin}) before tensor '{sorted[i].Name}' belong to no tensor (a hole in data_offsets)");
+            covered = sorted[i].End;
+        }
+        if (covered != dataLength)
+            throw new SafeTensorsFormatException($"{path}: the tensors' data_offsets end at byte {covered} of the data but {dataLength} bytes follow the header ({dataLength - covered} bytes belong to no tensor)");
         return (entries, metadata, dataStart);
     }
 
@@ -176,7 +197,8 @@ public static class SafeTensors
         if (!v.TryGetProperty("data_offsets", out var off) || off.ValueKind != JsonValueKind.Array || off.GetArrayLength() != 2)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' has no [begin, end] data_offsets");
         var bounds = off.EnumerateArray().ToArray();
-        if (!bounds[0].TryGetInt64(out long begin) || !bounds[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (bounds[0].ValueKind != JsonValueKind.Number || bounds[1].ValueKind != JsonValueKind.Number
+            || !bounds[0].TryGetInt64(out long begin) || !bounds[1].TryGetInt64(out long end) || begin < 0 || end < begin)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' has bad data_offsets {off.GetRawText()}");
         if (end > dataLength)
             throw new SafeTensorsFormatException($"{path}: tensor '{name}' data_offsets [{begin}, {end}) run past the end of the data ({dataLength} bytes): the file is truncated or corrupt");
@@ -191,35 +213,100 @@ public static class SafeTensors
     /// <summary>Reads every tensor (on CPU, in the file's dtype), with the metadata.</summary>
     public static (Dictionary<string, Tensor> Tensors, IReadOnlyDictionary<string, string> Metadata) Load(string path)
     {
-        using var stream = OpenRead(path);
-        var (entries, metadata, dataStart) = ReadHeader(stream, path);
+        using var reader = Open(path);
         var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         try
         {
-            foreach (var e in entries)
-            {
-                var (type, _) = DTypes[e.DType];
-                var t = empty(e.Shape, type);
-                result[e.Name] = t;
-                if (e.End == e.Begin) continue;
-                stream.Position = dataStart + e.Begin;
-                var buffer = new byte[e.End - e.Begin];
-                stream.ReadExactly(buffer);
-                t.bytes = buffer;
-            }
-        }
-        catch (EndOfStreamException x)
-        {
-            foreach (var t in result.Values) t.Dispose();
-            throw new SafeTensorsFormatException($"{path}: file ended while reading tensor data (truncated)", x);
+            foreach (var e in reader.Entries) result[e.Name] = reader.Read(e);
         }
         catch
         {
             foreach (var t in result.Values) t.Dispose();
             throw;
         }
-        return (result, metadata);
+        return (result, reader.Metadata);
     }
+
+    /// <summary>Opens a file and reads its header (validated as <see cref="ReadHeader(string)"/>); tensors are then read one
+    /// at a time with <see cref="Reader.Read"/>, so a large checkpoint is never held twice in memory. With
+    /// <paramref name="folder"/>, the file must lie inside that folder (<see cref="SafeFile"/>).</summary>
+    public static Reader Open(string path, string? folder = null)
+    {
+        var stream = OpenRead(path, folder);
+        try
+        {
+            var (entries, metadata, dataStart) = ReadHeader(stream, path);
+            return new Reader(path, stream, entries, metadata, dataStart);
+        }
+        catch { stream.Dispose(); throw; }
+    }
+
+    /// <summary>An open safetensors file whose header has been validated.</summary>
+    public sealed class Reader : IDisposable
+    {
+        readonly FileStream _stream;
+        readonly long _dataStart;
+
+        internal Reader(string path, FileStream stream, IReadOnlyList<Entry> entries, IReadOnlyDictionary<string, string> metadata, long dataStart)
+        {
+            Path = path; _stream = stream; Entries = entries; Metadata = metadata; _dataStart = dataStart;
+        }
+
+        public string Path { get; }
+        public IReadOnlyList<Entry> Entries { get; }
+        public IReadOnlyDictionary<string, string> Metadata { get; }
+
+        /// <summary>The torch dtype of a safetensors dtype name (F32, BF16, …).</summary>
+        public static ScalarType TypeOf(string dtype) => DTypes[dtype].Type;
+
+        /// <summary>Bytes read at a time: a tensor is filled in pieces of this size, so one larger than a .NET array
+        /// (2 GiB: a 70B model's embedding) still loads, with bounded extra memory.</summary>
+        const long ChunkBytes = 64L << 20;
+
+        /// <summary>One tensor, on CPU in the file's dtype (the caller disposes it).</summary>
+        public Tensor Read(Entry e)
+        {
+            var (type, size) = DTypes[e.DType];
+            var t = empty(e.Shape, type);
+            if (e.End == e.Begin) return t;
+            try
+            {
+                _stream.Position = _dataStart + e.Begin;
+                long count = (e.End - e.Begin) / size, perChunk = Math.Max(1, ChunkBytes / size);
+                if (count <= perChunk)
+                {
+                    var buffer = new byte[e.End - e.Begin];
+                    _stream.ReadExactly(buffer);
+                    t.bytes = buffer;
+                    return t;
+                }
+                using var flat = t.flatten();
+                var chunk = new byte[perChunk * size];
+                for (long start = 0; start < count; start += perChunk)
+                {
+                    long n = Math.Min(perChunk, count - start);
+                    var piece = n == perChunk ? chunk : new byte[n * size];
+                    _stream.ReadExactly(piece);
+                    using var part = empty([n], type);
+                    part.bytes = piece;
+                    using var slot = flat.narrow(0, start, n);
+                    slot.copy_(part);
+                }
+                return t;
+            }
+            catch (EndOfStreamException x)
+            {
+                t.Dispose();
+                throw new SafeTensorsFormatException($"{Path}: file ended while reading tensor '{e.Name}' (truncated)", x);
+            }
+            catch { t.Dispose(); throw; }
+        }
+
+        public void Dispose() => _stream.Dispose();
+    }
+
+    /// <summary>True for the floating-point dtypes (F64, F32, F16, BF16).</summary>
+    public static bool IsFloating(string dtype) => dtype is "F64" or "F32" or "F16" or "BF16";
 }
 
 /// <summary>How a set of loaded tensors fits the tensors a model expects, as one list of readable problems.</summary>

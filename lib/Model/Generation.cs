@@ -13,7 +13,8 @@ public sealed record GenerationOptions
     public int TopK { get; init; }
     /// <summary>Sample only among the smallest set of tokens whose probability reaches p (1 = all).</summary>
     public double TopP { get; init; } = 1.0;
-    /// <summary>Generation stops for a sequence at this token (it is not returned); null = the model's EOS id.</summary>
+    /// <summary>Generation stops for a sequence at this token (it is not returned); null = the model's EOS ids
+    /// (config.json's <c>eos_token_id</c>, one or several; none: generation runs to <see cref="MaxNewTokens"/>).</summary>
     public int? EosId { get; init; }
     /// <summary>Seed of the sampler (sampling only), so a sampled generation repeats.</summary>
     public long Seed { get; init; }
@@ -39,7 +40,7 @@ public static class TextGenerator
     public static List<int[]> Generate(LlamaForCausalLM model, IReadOnlyList<int[]> prompts, GenerationOptions? options = null)
     {
         options = (options ?? new GenerationOptions()).Validate();
-        int eos = options.EosId ?? model.Config.EosTokenId;
+        var eos = options.EosId is { } id ? new HashSet<int> { id } : model.Config.EosTokenIds.ToHashSet();
         var results = new int[prompts.Count][];
         bool wasTraining = model.training;
         model.eval();
@@ -61,12 +62,12 @@ public static class TextGenerator
         return results.ToList();
     }
 
-    static int[][] DecodeBatch(LlamaForCausalLM model, int[][] prompts, GenerationOptions o, int eos, torch.Generator? gen)
+    static int[][] DecodeBatch(LlamaForCausalLM model, int[][] prompts, GenerationOptions o, HashSet<int> eos, torch.Generator? gen)
     {
         int b = prompts.Length, len = prompts[0].Length;
-        int maxNew = Math.Min(o.MaxNewTokens, model.Config.MaxPositionEmbeddings - len);
+        int maxNew = (int)Math.Min(o.MaxNewTokens, model.Config.ContextLength - len);
         if (maxNew <= 0)
-            throw new ArgumentException($"a prompt of {len} tokens leaves no room in the model's context of {model.Config.MaxPositionEmbeddings}", nameof(prompts));
+            throw new ArgumentException($"a prompt of {len} tokens leaves no room in the model's context of {model.Config.ContextLength}", nameof(prompts));
         using var cache = model.NewCache(b, len + maxNew);
         var produced = new List<long[]>();
         var done = new bool[b];
@@ -79,7 +80,7 @@ public static class TextGenerator
             {
                 var tokens = next.cpu().data<long>().ToArray();
                 produced.Add(tokens);
-                for (int i = 0; i < b; i++) done[i] |= tokens[i] == eos;
+                for (int i = 0; i < b; i++) done[i] |= eos.Contains((int)tokens[i]);
                 if (step + 1 >= maxNew || done.All(d => d)) break;
                 using var inner = NewDisposeScope();
                 var stepLogits = model.Forward(next.unsqueeze(1), cache);
@@ -92,7 +93,7 @@ public static class TextGenerator
         for (int i = 0; i < b; i++)
         {
             var seq = new List<int>();
-            foreach (var row in produced) { if (row[i] == eos) break; seq.Add((int)row[i]); }
+            foreach (var row in produced) { if (eos.Contains((int)row[i])) break; seq.Add((int)row[i]); }
             result[i] = seq.ToArray();
         }
         return result;

@@ -38,8 +38,8 @@ public sealed class KvCache : IDisposable
 
     public KvCache(LlamaConfig config, long batch, long capacity, Device device, ScalarType dtype)
     {
-        if (capacity > config.MaxPositionEmbeddings)
-            throw new ArgumentException($"a cache of {capacity} positions exceeds the model's context of {config.MaxPositionEmbeddings}", nameof(capacity));
+        if (capacity > config.ContextLength)
+            throw new ArgumentException($"a cache of {capacity} positions exceeds the model's context of {config.ContextLength} (max_position_embeddings)", nameof(capacity));
         Capacity = capacity; Batch = batch;
         _keys = new Tensor[config.NumHiddenLayers];
         _values = new Tensor[config.NumHiddenLayers];
@@ -70,7 +70,8 @@ public sealed class KvCache : IDisposable
     }
 }
 
-/// <summary>Causal multi-head (or grouped-query) self-attention with <c>q_proj k_proj v_proj o_proj</c>.</summary>
+/// <summary>Causal multi-head (or grouped-query) self-attention with <c>q_proj k_proj v_proj o_proj</c>: biased q/k/v for
+/// Qwen2 and <c>attention_bias</c> (o too for the latter), Mistral's sliding window, attention dropout while training.</summary>
 public sealed class LlamaAttention : nn.Module
 {
     // Typed Module<Tensor, Tensor> (not Linear, which is sealed) so Peft.Inject can put adapters here.
@@ -81,11 +82,24 @@ public sealed class LlamaAttention : nn.Module
     {
         _c = c;
         int kv = c.NumKeyValueHeads * c.HeadDim;
-        q_proj = nn.Linear(c.HiddenSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
-        k_proj = nn.Linear(c.HiddenSize, kv, hasBias: false, device: device, dtype: dtype);
-        v_proj = nn.Linear(c.HiddenSize, kv, hasBias: false, device: device, dtype: dtype);
-        o_proj = nn.Linear(c.HiddenSize, c.HiddenSize, hasBias: false, device: device, dtype: dtype);
+        q_proj = nn.Linear(c.HiddenSize, c.HiddenSize, hasBias: c.QkvBias, device: device, dtype: dtype);
+        k_proj = nn.Linear(c.HiddenSize, kv, hasBias: c.QkvBias, device: device, dtype: dtype);
+        v_proj = nn.Linear(c.HiddenSize, kv, hasBias: c.QkvBias, device: device, dtype: dtype);
+        o_proj = nn.Linear(c.HiddenSize, c.HiddenSize, hasBias: c.OutputBias, device: device, dtype: dtype);
         RegisterComponents();
+    }
+
+    /// <summary>Which keys each new query sees, [t, past + t] (true = attends), or null when plain causal attention says it:
+    /// query i at absolute position p = past + i sees keys j with j ≤ p and, with a window W, j ≥ p − W
+    /// (transformers 4.40's AttentionMaskConverter._make_causal_mask with sliding_window: W + 1 keys).</summary>
+    internal static Tensor? Mask(long past, long t, int? window, Device device)
+    {
+        bool windowBites = window is { } w && past + t - 1 - w > 0;
+        if (!windowBites && (past == 0 || t == 1)) return null;
+        var keys = arange(past + t, device: device).unsqueeze(0);
+        var queries = (arange(t, device: device) + past).unsqueeze(1);
+        var allowed = keys <= queries;
+        return windowBites ? allowed.logical_and_(keys >= queries - window!.Value) : allowed;
     }
 
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache, int layer)
@@ -105,17 +119,12 @@ public sealed class LlamaAttention : nn.Module
             k = k.repeat_interleave(h / kvh, dim: 1);
             v = v.repeat_interleave(h / kvh, dim: 1);
         }
-        Tensor y;
-        if (past == 0)
-            y = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: t > 1);
-        else if (t == 1)
-            y = nn.functional.scaled_dot_product_attention(q, k, v);
-        else
-        {
-            // Query i (absolute position past + i) sees keys 0 … past + i.
-            var allowed = arange(past + t, device: x.device).unsqueeze(0) <= (arange(t, device: x.device) + past).unsqueeze(1);
-            y = nn.functional.scaled_dot_product_attention(q, k, v, allowed);
-        }
+        // attention_dropout: dropout on the attention probabilities while training (transformers' LlamaSdpaAttention).
+        double dropout = training ? _c.AttentionDropout : 0;
+        var mask = Mask(past, t, _c.AttentionWindow, x.device);
+        var y = mask is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, null, dropout, past == 0 && t > 1)
+            : nn.functional.scaled_dot_product_attention(q, k, v, mask, dropout);
         var merged = y.transpose(1, 2).reshape(b, t, h * hd);
         return o_proj.forward(merged).MoveToOuterDisposeScope();
     }
@@ -191,9 +200,9 @@ public sealed class LlamaModel : nn.Module
     {
         using var scope = NewDisposeScope();
         long t = inputIds.shape[1], offset = cache?.Length ?? 0;
-        if (offset + t > _c.MaxPositionEmbeddings)
+        if (offset + t > _c.ContextLength)
             throw new ArgumentException($"sequence of {offset + t} positions exceeds the model's context of {_c.MaxPositionEmbeddings} (max_position_embeddings)", nameof(inputIds));
-        var (cos, sin) = Rotary.Angles(_c.HeadDim, offset, t, _c.RopeTheta, inputIds.device);
+        var (cos, sin) = Rotary.Angles(_c.HeadDim, offset, t, _c.RopeTheta, _c.RopeScaling, _c.MaxPositionEmbeddings, inputIds.device);
         var x = embed_tokens.forward(inputIds);
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cos, sin, cache, i);
         cache?.Advance(t);
@@ -220,6 +229,7 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     public LlamaForCausalLM(LlamaConfig config, Device? device = null, ScalarType? dtype = null) : base(nameof(LlamaForCausalLM))
     {
         Config = config.Validate();
+        config.CheckFits(dtype ?? ScalarType.Float32, device);     // before anything is allocated
         model = new LlamaModel(config, device, dtype);
         if (!config.TieWordEmbeddings)
             lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype);
@@ -231,13 +241,17 @@ public sealed class LlamaForCausalLM : nn.Module<Tensor, Tensor>
     public Device Device => model.EmbedTokens.weight!.device;
     public ScalarType DType => model.EmbedTokens.weight!.dtype;
 
-    /// <summary>Hugging Face's initialisation: every linear and embedding weight ~ N(0, 0.02²), norms 1.</summary>
-    public void InitWeights(double std = 0.02)
+    /// <summary>Hugging Face's initialisation (LlamaPreTrainedModel._init_weights): every linear and embedding weight
+    /// ~ N(0, σ²) with σ = <paramref name="std"/> or the config's <c>initializer_range</c> (0.02), biases 0, norms 1.</summary>
+    public void InitWeights(double? std = null)
     {
         using var _ = no_grad();
         foreach (var (name, p) in named_parameters())
-            if (!name.EndsWith("layernorm.weight", StringComparison.Ordinal) && name != "model.norm.weight")
-                p.normal_(0, std);
+        {
+            if (name.EndsWith(".bias", StringComparison.Ordinal)) p.zero_();
+            else if (!name.EndsWith("layernorm.weight", StringComparison.Ordinal) && name != "model.norm.weight")
+                p.normal_(0, std ?? Config.InitializerRange);
+        }
     }
 
     /// <summary>Logits [batch, length, vocab] for token ids [batch, length].</summary>

@@ -59,7 +59,7 @@ public class PropertyTests
 
     /// <summary>A mutation of a valid file: byte flips, truncation, an absurd header length, a header number swapped for a
     /// huge or negative one, a JSON character swapped, garbage appended or inserted.</summary>
-    static byte[] Mutate(byte[] original, int kind, int a, int b, int c)
+    internal static byte[] Mutate(byte[] original, int kind, int a, int b, int c)
     {
         var bytes = (byte[])original.Clone();
         int headerLength = (int)BitConverter.ToUInt64(original, 0);

@@ -75,6 +75,26 @@ public class ValidationAndIOTests
         foreach (var t in loaded.Values) t.Dispose();
     }
 
+    /// <summary>A tensor larger than the reader's 64 MiB piece is read in pieces (the path that lets a tensor over a .NET
+    /// array's 2 GiB load): every element lands in place, the last piece partial.</summary>
+    [Fact]
+    public void ATensorLargerThanOneReadPieceLoadsWhole()
+    {
+        long n = (64L << 20) / 4 * 2 + 12345;          // two full pieces of float32 and a partial one
+        using var big = arange(n, dtype: ScalarType.Int32).to(ScalarType.Float32);
+        using var small = arange(5, dtype: ScalarType.Float64);
+        string path = Path.Combine(TestSupport.TempDir(), "big.safetensors");
+        SafeTensors.Save(path, [("big", big), ("small", small)]);
+        try
+        {
+            var (loaded, _) = SafeTensors.Load(path);
+            Assert.True(torch.equal(loaded["big"], big).all().item<bool>());
+            Assert.True(torch.equal(loaded["small"], small).all().item<bool>());
+            foreach (var t in loaded.Values) t.Dispose();
+        }
+        finally { File.Delete(path); }
+    }
+
     static string Write(byte[] bytes)
     {
         string path = Path.Combine(TestSupport.TempDir(), "bad.safetensors");
@@ -94,7 +114,13 @@ public class ValidationAndIOTests
 
     public static IEnumerable<object[]> BadFiles() => new[]
     {
-        new object[] { "shorter than the 8-byte", new byte[] { 1, 2, 3 } },
+        new object[] { "shorter than the 8 bytes", new byte[] { 1, 2, 3 } },
+        new object[] { "is empty", Array.Empty<byte>() },
+        new object[] { "bad data_offsets [\"0\", \"16\"]", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [\"0\", \"16\"]}}", 16) },
+        new object[] { "bad data_offsets [0, 16.0]", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16.0]}}", 16) },
+        // As the reference reader: the tensors tile the data, no hole between them and nothing after the last one.
+        new object[] { "a hole in data_offsets", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [12, 20]}}", 20) },
+        new object[] { "4 bytes belong to no tensor", Build("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", 12) },
         new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(ulong.MaxValue).Concat(new byte[16]).ToArray() },
         new object[] { "truncated, or not a safetensors file", BitConverter.GetBytes(1_000_000UL).Concat(new byte[64]).ToArray() },
         new object[] { "not valid JSON", Build("{\"a\": {\"dtype\": \"F32\",", 16) },

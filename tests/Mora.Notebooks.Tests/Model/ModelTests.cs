@@ -155,14 +155,16 @@ public class ModelTests
     }
 
     [Theory]
-    [InlineData("{\"hidden_size\": 64}", "missing 'vocab_size'")]
-    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "not divisible")]
-    [InlineData("{\"model_type\": \"gpt2\"}", "model_type 'gpt2'")]
-    [InlineData("{not json", "invalid JSON")]
-    public void BadConfigJsonNamesTheProblem(string json, string expected)
+    [InlineData("{\"hidden_size\": 64}", "vocab_size", "'vocab_size' is missing")]
+    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "hidden_size", "not divisible")]
+    [InlineData("{\"model_type\": \"gpt2\"}", "model_type", "'model_type' 'gpt2'")]
+    [InlineData("{not json", null, "not valid JSON")]
+    public void BadConfigJsonNamesTheProblem(string json, string? field, string expected)
     {
-        var e = Assert.Throws<FormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
-        Assert.Contains("some/config.json", e.Message);
+        var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
+        Assert.StartsWith("some/config.json: ", e.Message);
+        Assert.Equal("some/config.json", e.File);
+        Assert.Equal(field, e.Field);
         Assert.Contains(expected, e.Message);
     }
 
@@ -174,6 +176,111 @@ public class ModelTests
         Assert.Contains("vocab_size", Assert.Throws<ArgumentException>(() => new LlamaConfig { VocabSize = 0 }.Validate()).Message);
         Assert.Throws<ArgumentException>(() => LlamaConfig.Preset("huge", 10));
         foreach (var name in LlamaConfig.PresetNames) LlamaConfig.Preset(name, 100).Validate();
+    }
+
+    public static TheoryData<string> Families() => new() { "tiny", "gqa-tied", "qwen2", "llama-attention-bias", "mistral" };
+
+    static LlamaConfig Family(string name) => name switch
+    {
+        "gqa-tied" => LlamaConfig.Tiny(50) with { NumKeyValueHeads = 2, TieWordEmbeddings = true },
+        "qwen2" => LlamaConfig.Tiny(50) with { ModelType = ModelType.Qwen2, NumKeyValueHeads = 2, BosTokenId = null, EosTokenId = null },
+        "llama-attention-bias" => LlamaConfig.Tiny(50) with { AttentionBias = true },
+        "mistral" => LlamaConfig.Tiny(50) with { ModelType = ModelType.Mistral, SlidingWindow = 3 },
+        _ => LlamaConfig.Tiny(50),
+    };
+
+    /// <summary>The tensors a config says a checkpoint holds (what the loader checks headers against, before building
+    /// the model) are exactly the model's parameters, names, shapes and order, and the parameter count adds up.</summary>
+    [Theory, MemberData(nameof(Families))]
+    public void TensorShapesAreTheModelsParameters(string family)
+    {
+        var config = Family(family);
+        using var rng = TestSupport.TorchSeed();
+        using var model = new LlamaForCausalLM(config);
+        var parameters = model.named_parameters().Select(p => (p.name, p.parameter.shape)).ToList();
+        var expected = config.TensorShapes();
+        Assert.Equal(expected.Select(e => e.Name), parameters.Select(p => p.name));
+        Assert.All(expected.Zip(parameters), z => Assert.Equal(z.First.Shape, z.Second.shape));
+        Assert.Equal(parameters.Sum(p => p.shape.Aggregate(1L, (a, b) => a * b)), config.ParameterCount);
+        Assert.Equal(family is "qwen2" or "llama-attention-bias", parameters.Any(p => p.name == "model.layers.0.self_attn.q_proj.bias"));
+        Assert.Equal(family == "llama-attention-bias", parameters.Any(p => p.name == "model.layers.0.self_attn.o_proj.bias"));
+        // Biases start at zero (transformers' _init_weights), weights at N(0, initializer_range²).
+        foreach (var (name, p) in model.named_parameters().Where(p => p.name.EndsWith(".bias")))
+            Assert.Equal(0, TestSupport.MaxAbs(p));
+    }
+
+    /// <summary>Adapters wrap biased projections: the base layer's bias is applied (a fresh LoRA or MoRA adapter computes
+    /// the base model exactly), kept frozen, saved under the plain name, and a merged save reloads to the adapted model.</summary>
+    [Theory]
+    [InlineData(AdapterMethod.Lora)]
+    [InlineData(AdapterMethod.Mora)]
+    public void AdaptersWrapBiasedProjections(AdapterMethod method)
+    {
+        using var rng = TestSupport.TorchSeed();
+        using var model = ModelIO.Load(Path.Combine(InteropModelTests.Models, "s_qwen2_bias"));
+        model.eval();
+        var (ids, expected) = InteropModelTests.Reference("s_qwen2_bias");
+        using (ids) using (expected)
+        using (no_grad())
+        {
+            Peft.Inject(model, method == AdapterMethod.Lora ? AdapterConfig.Lora(4, 8) : AdapterConfig.Mora(4, MoraType.Sharing));
+            using var fresh = model.forward(ids);
+            Assert.True(TestSupport.MaxAbs(fresh, expected) < 1e-4, "a fresh adapter over biased q/k/v must compute the base model (tolerance 1e-4 to transformers)");
+            var q = Peft.Adapters(model).First(a => a.Name.EndsWith("layers.0.self_attn.q_proj")).Layer;
+            Assert.NotNull(q.Base.bias);
+            Assert.False(q.Base.bias!.requires_grad);
+            foreach (var (_, a) in Peft.Adapters(model))
+                foreach (var (_, p) in a.AdapterParameters()) p.normal_(0, 0.05);
+            using var adapted = model.forward(ids);
+            Assert.True(TestSupport.MaxAbs(adapted, expected) > 1e-3, "the adapters should now change the logits");
+            string plain = TestSupport.TempDir(), merged = TestSupport.TempDir();
+            ModelIO.Save(model, plain);
+            ModelIO.Save(model, merged, mergeAdapters: true);
+            Assert.Contains(SafeTensors.ReadHeader(Path.Combine(plain, ModelIO.WeightsFile)).Entries, e => e.Name == "model.layers.0.self_attn.q_proj.bias");
+            using var basePart = ModelIO.Load(plain);
+            using var mergedModel = ModelIO.Load(merged);
+            basePart.eval(); mergedModel.eval();
+            using var b = basePart.forward(ids);
+            using var m = mergedModel.forward(ids);
+            Assert.True(TestSupport.MaxAbs(b, expected) < 1e-4, "the plain save holds the base weights and biases");
+            Assert.True(TestSupport.MaxAbs(m, adapted) < 1e-4, "the merged save computes the adapted model (tolerance 1e-4)");
+        }
+    }
+
+    /// <summary>attention_dropout acts only while training (as transformers): eval logits equal the model without it.</summary>
+    [Fact]
+    public void AttentionDropoutActsOnlyWhileTraining()
+    {
+        using var rng = TestSupport.TorchSeed();
+        using var plain = NewModel();
+        using var dropped = new LlamaForCausalLM(plain.Config with { AttentionDropout = 0.5 });
+        using (no_grad()) foreach (var ((_, a), (_, b)) in plain.named_parameters().Zip(dropped.named_parameters())) b.copy_(a);
+        using var ids = randint(0, 100, [2, 10]);
+        plain.eval(); dropped.eval();
+        using var a1 = plain.forward(ids);
+        using var b1 = dropped.forward(ids);
+        Assert.Equal(0, TestSupport.MaxAbs(a1, b1));
+        dropped.train();
+        using var t1 = dropped.forward(ids);
+        using var t2 = dropped.forward(ids);
+        Assert.True(TestSupport.MaxAbs(t1, t2) > 1e-3, "training forwards should differ under attention dropout 0.5");
+        Assert.True(TestSupport.MaxAbs(t1, a1) > 1e-3);
+    }
+
+    /// <summary>Generation stops at any of the config's eos ids (Llama 3.1 lists several) and runs to the limit when there is none.</summary>
+    [Fact]
+    public void GenerationStopsAtAnyEosId()
+    {
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel(LlamaConfig.Tiny(100) with { EosTokenIds = TokenIds.None });
+        int[] prompt = [1, 5, 6];
+        var free = TextGenerator.Generate(model, [prompt], new GenerationOptions { MaxNewTokens = 8 })[0];
+        Assert.Equal(8, free.Length);
+        int first = free[2], second = free[5];
+        var stop = free.TakeWhile(t => t != first && t != second).ToArray();
+        using var listed = new LlamaForCausalLM(model.Config with { EosTokenIds = new TokenIds(second, first) });
+        using (no_grad()) foreach (var ((_, a), (_, b)) in model.named_parameters().Zip(listed.named_parameters())) b.copy_(a);
+        Assert.Equal(stop, TextGenerator.Generate(listed, [prompt], new GenerationOptions { MaxNewTokens = 8 })[0]);
     }
 
     [Fact]
