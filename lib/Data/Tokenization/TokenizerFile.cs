@@ -91,9 +91,12 @@ readonly struct JNode
 
     string Sub(string name) => Path.Length == 0 ? name : $"{Path}.{name}";
 
+    static readonly JsonSerializerOptions Readable = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>A value as it reads in JSON (non-ASCII characters as themselves), cut at 80 characters.</summary>
     public static string Show(JsonElement e)
     {
-        string raw = e.ValueKind == JsonValueKind.Undefined ? "(missing)" : e.GetRawText();
+        string raw = e.ValueKind == JsonValueKind.Undefined ? "(missing)" : JsonSerializer.Serialize(e, Readable);
         return raw.Length > 80 ? raw[..77] + "..." : raw;
     }
 
