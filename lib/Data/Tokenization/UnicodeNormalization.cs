@@ -107,7 +107,9 @@ static class UnicodeNormalization
             else cps.Add((cp, origin));
             i += UnicodeProps.Width(cp);
         }
-        // 2. Canonical ordering: a stable sort of each run of non-starters by combining class.
+        // 2. Canonical ordering: a stable sort of each run of non-starters by combining class. Origins stay where they
+        // were (positional), as in the library, whose alignments follow output positions, not where a mark came from.
+        var positional = cps.Select(c => c.Origin).ToArray();
         for (int i = 0; i < cps.Count;)
         {
             if (CombiningClass(cps[i].Cp) == 0) { i++; continue; }
@@ -120,6 +122,7 @@ static class UnicodeNormalization
             }
             i = j;
         }
+        for (int k = 0; k < cps.Count; k++) cps[k] = (cps[k].Cp, positional[k]);
         // 3. Canonical composition (NFC, NFKC).
         if (form is Form.C or Form.KC) cps = Compose(cps, tables);
         var b = new NTextBuilder(s.Length + 4);
