@@ -145,8 +145,10 @@ sealed class AddedVocabulary
 
         public (int Start, int End, int Id)? LeftmostLongest(string s, int from)
         {
+            var first = _root.Next!;
             for (int start = from; start < s.Length; start++)
             {
+                if (!first.ContainsKey(s[start])) continue;
                 var n = _root;
                 int bestEnd = -1, bestId = -1;
                 for (int i = start; i < s.Length && n.Next is not null && n.Next.TryGetValue(s[i], out var child); i++)

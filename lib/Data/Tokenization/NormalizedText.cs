@@ -37,33 +37,47 @@ sealed class NText
 /// <summary>Builds an <see cref="NText"/> one code point at a time, each with the origin of the character it came from.</summary>
 sealed class NTextBuilder
 {
-    readonly StringBuilder _sb;
-    readonly List<int> _origin;
+    char[] _chars;
+    int[] _origin;
+    int _n;
 
-    public NTextBuilder(int capacity = 16) { _sb = new StringBuilder(capacity); _origin = new List<int>(capacity); }
+    public NTextBuilder(int capacity = 16) { capacity = Math.Max(capacity, 4); _chars = new char[capacity]; _origin = new int[capacity]; }
 
-    public int Length => _sb.Length;
+    public int Length => _n;
+
+    void Grow(int extra)
+    {
+        if (_n + extra <= _chars.Length) return;
+        int size = Math.Max(_chars.Length * 2, _n + extra);
+        Array.Resize(ref _chars, size);
+        Array.Resize(ref _origin, size);
+    }
 
     public void Append(int codePoint, int origin)
     {
-        if (codePoint < 0x10000) { _sb.Append((char)codePoint); _origin.Add(origin); }
+        Grow(2);
+        if (codePoint < 0x10000) { _chars[_n] = (char)codePoint; _origin[_n++] = origin; }
         else
         {
             int v = codePoint - 0x10000;
-            _sb.Append((char)(0xD800 + (v >> 10))).Append((char)(0xDC00 + (v & 0x3FF)));
-            _origin.Add(origin); _origin.Add(origin);
+            _chars[_n] = (char)(0xD800 + (v >> 10)); _origin[_n++] = origin;
+            _chars[_n] = (char)(0xDC00 + (v & 0x3FF)); _origin[_n++] = origin;
         }
     }
 
-    public void Append(string s, int origin) { foreach (char c in s) { _sb.Append(c); _origin.Add(origin); } }
+    public void Append(char c, int origin) { Grow(1); _chars[_n] = c; _origin[_n++] = origin; }
+
+    public void Append(string s, int origin) { Grow(s.Length); foreach (char c in s) { _chars[_n] = c; _origin[_n++] = origin; } }
 
     public void Append(NText t, int start, int end)
     {
-        _sb.Append(t.Text, start, end - start);
-        for (int i = start; i < end; i++) _origin.Add(t.Origin[i]);
+        Grow(end - start);
+        t.Text.CopyTo(start, _chars, _n, end - start);
+        Array.Copy(t.Origin, start, _origin, _n, end - start);
+        _n += end - start;
     }
 
-    public NText Build() => new(_sb.ToString(), _origin.ToArray());
+    public NText Build() => new(new string(_chars, 0, _n), _origin[.._n]);
 }
 
 /// <summary>Unicode character properties with the definitions the tokenizers library (Rust) uses.</summary>

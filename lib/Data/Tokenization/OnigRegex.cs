@@ -103,6 +103,17 @@ sealed class OnigRegex
         bool skipNextEmpty = false;
         try
         {
+            // Fast path: while matches are non-empty, .NET's own enumeration visits exactly onig's matches (each search
+            // starts where the last match ended). At the first empty match, fall back to onig's rule step by step.
+            bool empty = false;
+            foreach (var vm in _regex.EnumerateMatches(view))
+            {
+                if (vm.Length == 0) { empty = true; break; }
+                result.Add(starts is null ? (vm.Index, vm.Index + vm.Length) : (starts[vm.Index], starts[vm.Index + vm.Length]));
+                lastEnd = vm.Index + vm.Length;
+                skipNextEmpty = true;
+            }
+            if (!empty) return result;
             while (lastEnd <= n)
             {
                 var m = _regex.Match(view, lastEnd);

@@ -248,6 +248,12 @@ sealed class ByteLevel : PreTokenizer
     /// <summary>Each UTF-8 byte of the text as its byte character.</summary>
     public static NText ToByteChars(NText t)
     {
+        if (!t.Text.AsSpan().ContainsAnyExceptInRange('\0', '\u007F'))
+        {
+            // ASCII: one byte per character, so the origins stay as they are.
+            string mapped = string.Create(t.Length, t.Text, static (span, src) => { for (int i = 0; i < span.Length; i++) span[i] = ByteChar[src[i]]; });
+            return new NText(mapped, t.Origin);
+        }
         var b = new NTextBuilder(t.Length * 2);
         Span<byte> utf8 = stackalloc byte[4];
         for (int i = 0; i < t.Length;)

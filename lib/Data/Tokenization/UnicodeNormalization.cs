@@ -48,7 +48,21 @@ static class UnicodeNormalization
                 if (map.Length == 2 && !excluded.Contains(cp)) Compose[Key(map[0], map[1])] = cp;
             foreach (var cp in Canonical.Keys) FullCanonical[cp] = Expand(cp, compat: false);
             foreach (var cp in Canonical.Keys.Concat(Compatibility.Keys)) FullCompatibility[cp] = Expand(cp, compat: true);
+            // Quick check: BMP characters a form may change (decomposable, non-starter, second of a composition, Hangul);
+            // a text with none of them is its own normal form. Surrogates (characters beyond the BMP) always take the full path.
+            var second = new HashSet<int>(Canonical.Where(kv => kv.Value.Length == 2 && Compose.ContainsKey(Key(kv.Value[0], kv.Value[1]))).Select(kv => kv.Value[1]));
+            foreach (var form in new[] { Form.C, Form.D, Form.KC, Form.KD })
+            {
+                var maybe = new bool[0x10000];
+                bool compose = form is Form.C or Form.KC, compat = form is Form.KC or Form.KD;
+                for (int c = 0; c < 0x10000; c++)
+                    maybe[c] = c is >= 0xD800 and <= 0xDFFF || Ccc.ContainsKey(c) || Canonical.ContainsKey(c) || compat && Compatibility.ContainsKey(c)
+                        || (c is >= SBase and < SBase + SCount) && !compose || compose && (second.Contains(c) || c is >= VBase and < VBase + VCount || c is > TBase and < TBase + TCount);
+                MaybeChanges[(int)form] = maybe;
+            }
         }
+
+        public readonly bool[][] MaybeChanges = new bool[4][];
 
         int[] Expand(int cp, bool compat)
         {
@@ -73,11 +87,15 @@ static class UnicodeNormalization
 
     public static int CombiningClass(int cp) => Data.Value.Ccc.TryGetValue(cp, out byte c) ? c : 0;
 
-    /// <summary>True when every character is below the first one any form can change (fast path).</summary>
+    /// <summary>True when no character of <paramref name="s"/> can change under <paramref name="form"/> (quick check).</summary>
     static bool Unchanged(string s, Form form)
     {
         char limit = form is Form.KC or Form.KD ? '\u00A0' : '\u00C0';
-        foreach (char c in s) if (c >= limit) return false;
+        int i = 0;
+        while (i < s.Length && s[i] < limit) i++;
+        if (i == s.Length) return true;
+        var maybe = Data.Value.MaybeChanges[(int)form];
+        for (; i < s.Length; i++) if (maybe[s[i]]) return false;
         return true;
     }
 
