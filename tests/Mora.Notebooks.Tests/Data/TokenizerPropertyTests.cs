@@ -120,6 +120,33 @@ public class TokenizerPropertyTests
         }
     }
 
+    [Fact]
+    public void NormalizationPassesTheUnicodeConformanceTest()
+    {
+        // UAX #15's NormalizationTest.txt (a subset beside this file, characters of Unicode 9.0): for each line c1;c2;c3;c4;c5,
+        // NFC: c2 = NFC(c1) = NFC(c2) = NFC(c3), c4 = NFC(c4) = NFC(c5); NFD: c3 = NFD(c1..c3), c5 = NFD(c4, c5);
+        // NFKC: c4 = NFKC(c1..c5); NFKD: c5 = NFKD(c1..c5).
+        string path = Path.Combine(TestSupport.RepoRoot, "tests", "Mora.Notebooks.Tests", "Data", "NormalizationTest-subset.txt.gz");
+        using var reader = new StreamReader(new System.IO.Compression.GZipStream(File.OpenRead(path), System.IO.Compression.CompressionMode.Decompress));
+        int lines = 0;
+        var failures = new List<string>();
+        for (string? line; (line = reader.ReadLine()) is not null;)
+        {
+            if (line.StartsWith('#') || line.StartsWith('@') || line.Trim().Length == 0) continue;
+            var c = line.Split(';').Take(5).Select(col => string.Concat(col.Trim().Split(' ').Select(h => char.ConvertFromUtf32(Convert.ToInt32(h, 16))))).ToArray();
+            lines++;
+            bool ok = true;
+            for (int k = 0; k < 5; k++)
+            {
+                ok &= Nfc(c[k]) == (k < 3 ? c[1] : c[3]) && Nfd(c[k]) == (k < 3 ? c[2] : c[4]);
+                ok &= UnicodeNormalization.Normalize(c[k], UnicodeNormalization.Form.KC) == c[3] && UnicodeNormalization.Normalize(c[k], UnicodeNormalization.Form.KD) == c[4];
+            }
+            if (!ok && failures.Count < 5) failures.Add(line);
+        }
+        Assert.True(lines > 4000, $"only {lines} test lines");
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
     static string Nfc(string s) => UnicodeNormalization.Normalize(s, UnicodeNormalization.Form.C);
     static string Nfd(string s) => UnicodeNormalization.Normalize(s, UnicodeNormalization.Form.D);
 
