@@ -86,12 +86,52 @@ public class TokenizerOracleTests
             added.Add(AddedToken(380, "<s><s>", special: false));
             added.Add(AddedToken(381, "ab", rstrip: true, special: false));
         });
+        yield return ("wordpiece-bert", Small("metaspace_bpe"), j =>
+        {
+            var (vocab, added) = SyntheticVocabulary(wordPiece: true);
+            j["added_tokens"] = added;
+            j["normalizer"] = new JsonObject { ["type"] = "BertNormalizer", ["clean_text"] = true, ["handle_chinese_chars"] = true, ["strip_accents"] = null, ["lowercase"] = true };
+            j["pre_tokenizer"] = Type("BertPreTokenizer");
+            j["model"] = new JsonObject { ["type"] = "WordPiece", ["unk_token"] = "[UNK]", ["continuing_subword_prefix"] = "##", ["max_input_chars_per_word"] = 20, ["vocab"] = vocab };
+            j["post_processor"] = new JsonObject { ["type"] = "BertProcessing", ["sep"] = new JsonArray("[SEP]", 3), ["cls"] = new JsonArray("[CLS]", 2) };
+            j["decoder"] = new JsonObject { ["type"] = "WordPiece", ["prefix"] = "##", ["cleanup"] = true };
+        });
+        yield return ("wordlevel-roberta", Small("metaspace_bpe"), j =>
+        {
+            var (vocab, added) = SyntheticVocabulary(wordPiece: false);
+            j["added_tokens"] = added;
+            j["normalizer"] = Seq("normalizers", Type("NFD"), Type("StripAccents"), Type("Lowercase"));
+            j["pre_tokenizer"] = Seq("pretokenizers", Type("WhitespaceSplit"), new JsonObject { ["type"] = "Punctuation", ["behavior"] = "Isolated" });
+            j["model"] = new JsonObject { ["type"] = "WordLevel", ["unk_token"] = "[UNK]", ["vocab"] = vocab };
+            j["post_processor"] = new JsonObject { ["type"] = "RobertaProcessing", ["sep"] = new JsonArray("[SEP]", 3), ["cls"] = new JsonArray("[CLS]", 2), ["trim_offsets"] = true, ["add_prefix_space"] = false };
+            j["decoder"] = null;
+        });
         yield return ("unigram-nfkc-nosplit", Real("unigram-bytefallback"), j =>
         {
             j["normalizer"] = Type("NFKC");
             j["pre_tokenizer"] = MetaspaceNode("first", false);
             j["decoder"] = Seq("decoders", MetaspaceNode("first", false), Type("ByteFallback"), Type("Fuse"));
         });
+    }
+
+    /// <summary>A small BERT-style vocabulary: [PAD] [UNK] [CLS] [SEP] [MASK], characters (and, for WordPiece, their
+    /// ## continuations), common GSM8K words and suffixes.</summary>
+    static (JsonObject Vocab, JsonArray Added) SyntheticVocabulary(bool wordPiece)
+    {
+        var vocab = new JsonObject();
+        var added = new JsonArray();
+        int next = 0;
+        foreach (var special in new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" }) { added.Add(AddedToken(next, special)); vocab[special] = next++; }
+        var pieces = new List<string>();
+        foreach (var rune in "abcdefghijklmnopqrstuvwxyz0123456789.,?!'\"$%()-+*/=<>#:;éàçñü中文字日本".EnumerateRunes()) pieces.Add(rune.ToString());
+        pieces.AddRange(["the", "of", "and", "to", "a", "in", "is", "how", "many", "much", "she", "he", "has", "have", "each", "per", "day", "dollars", "total", "eggs", "week"]);
+        foreach (var p in pieces.ToList())
+        {
+            if (wordPiece && p.Length == 1) pieces.Add("##" + p);
+        }
+        if (wordPiece) pieces.AddRange(["##s", "##ed", "##ing", "##ly", "##er", "##es"]);
+        foreach (var p in pieces) if (!vocab.ContainsKey(p)) vocab[p] = next++;
+        return (vocab, added);
     }
 
     static readonly string[] Extra = ["[MASK]", "abc", "Day", "day", "<s><s>", "ab", " [MASK] ", "xabc abc ", "\u00A0[MASK]\t"];
