@@ -12,24 +12,33 @@ namespace Mora.Data.Tokenization;
 sealed class NText
 {
     public readonly string Text;
-    public readonly int[] Origin;
+    readonly int[]? _origin;   // null: the identity (text straight from the input)
+    readonly int _offset;
 
-    public NText(string text, int[] origin) { Text = text; Origin = origin; }
+    public NText(string text, int[] origin) : this(text, origin, 0) { }
+    NText(string text, int[]? origin, int offset) { Text = text; _origin = origin; _offset = offset; }
 
-    public static NText FromInput(string text)
-    {
-        var o = new int[text.Length];
-        for (int i = 0; i < o.Length; i++) o[i] = i;
-        return new NText(text, o);
-    }
+    public static NText FromInput(string text) => new(text, null, 0);
 
     public int Length => Text.Length;
     public bool IsEmpty => Text.Length == 0;
+    /// <summary>Offset in the input of the character that UTF-16 unit <paramref name="i"/> came from.</summary>
+    public int Origin(int i) => _origin is null ? _offset + i : _origin[_offset + i];
     /// <summary>Offset in the input of the first character (the library's <c>offsets_original().0</c>), −1 when empty.</summary>
-    public int OriginStart => Origin.Length == 0 ? -1 : Origin[0];
+    public int OriginStart => Text.Length == 0 ? -1 : Origin(0);
 
+    /// <summary>A slice; it shares the origins (no copy).</summary>
     public NText Slice(int start, int end) =>
-        start == 0 && end == Text.Length ? this : new NText(Text[start..end], Origin[start..end]);
+        start == 0 && end == Text.Length ? this : new NText(Text[start..end], _origin, _offset + start);
+
+    /// <summary>The same origins under another text of the same length (a one-to-one character mapping).</summary>
+    public NText WithText(string text) => text.Length == Text.Length ? new NText(text, _origin, _offset) : throw new ArgumentException("length differs", nameof(text));
+
+    public void CopyOrigins(int start, int[] destination, int at, int count)
+    {
+        if (_origin is null) for (int k = 0; k < count; k++) destination[at + k] = _offset + start + k;
+        else Array.Copy(_origin, _offset + start, destination, at, count);
+    }
 
     public override string ToString() => Text;
 }
@@ -73,7 +82,7 @@ sealed class NTextBuilder
     {
         Grow(end - start);
         t.Text.CopyTo(start, _chars, _n, end - start);
-        Array.Copy(t.Origin, start, _origin, _n, end - start);
+        t.CopyOrigins(start, _origin, _n, end - start);
         _n += end - start;
     }
 

@@ -57,7 +57,7 @@ abstract class Normalizer
             for (int i = 0; i < t.Length;)
             {
                 int cp = UnicodeProps.CodePointAt(t.Text, i);
-                UnicodeProps.AppendLower(b, cp, t.Origin[i]);
+                UnicodeProps.AppendLower(b, cp, t.Origin(i));
                 i += UnicodeProps.Width(cp);
             }
             return b.Build();
@@ -71,7 +71,7 @@ abstract class Normalizer
         for (int i = 0; i < t.Length;)
         {
             int cp = UnicodeProps.CodePointAt(t.Text, i);
-            if (keep(cp)) b.Append(map is null ? cp : map(cp), t.Origin[i]);
+            if (keep(cp)) b.Append(map is null ? cp : map(cp), t.Origin(i));
             i += UnicodeProps.Width(cp);
         }
         return b.Build();
@@ -111,7 +111,7 @@ abstract class Normalizer
         {
             if (t.IsEmpty) return t;
             var b = new NTextBuilder(t.Length + prepend.Length);
-            b.Append(prepend, t.Origin[0]);
+            b.Append(prepend, t.Origin(0));
             b.Append(t, 0, t.Length);
             return b.Build();
         }
@@ -149,8 +149,8 @@ abstract class Normalizer
                 for (int i = 0; i < t.Length;)
                 {
                     int cp = UnicodeProps.CodePointAt(t.Text, i);
-                    if (IsChinese(cp)) { b.Append(' ', t.Origin[i]); b.Append(cp, t.Origin[i]); b.Append(' ', t.Origin[i]); }
-                    else b.Append(cp, t.Origin[i]);
+                    if (IsChinese(cp)) { b.Append(' ', t.Origin(i)); b.Append(cp, t.Origin(i)); b.Append(' ', t.Origin(i)); }
+                    else b.Append(cp, t.Origin(i));
                     i += UnicodeProps.Width(cp);
                 }
                 t = b.Build();

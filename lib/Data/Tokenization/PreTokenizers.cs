@@ -187,10 +187,10 @@ sealed class Metaspace : PreTokenizer
             Scheme.First => !startsWith && t.OriginStart == 0,
             _ => false,
         };
-        if (prepend && t.Length > 0) b.Append(_replacement, t.Origin[0]);
+        if (prepend && t.Length > 0) b.Append(_replacement, t.Origin(0));
         for (int i = 0; i < t.Length; i++)
         {
-            if (t.Text[i] == ' ') b.Append(_replacement, t.Origin[i]);
+            if (t.Text[i] == ' ') b.Append(_replacement, t.Origin(i));
             else b.Append(t, i, i + 1);
         }
         var r = b.Build();
@@ -236,7 +236,7 @@ sealed class ByteLevel : PreTokenizer
             if (_addPrefixSpace && !t.Text.StartsWith(' '))
             {
                 var b = new NTextBuilder(t.Length + 1);
-                b.Append(' ', t.Length > 0 ? t.Origin[0] : 0);
+                b.Append(' ', t.Length > 0 ? t.Origin(0) : 0);
                 b.Append(t, 0, t.Length);
                 t = b.Build();
             }
@@ -252,7 +252,7 @@ sealed class ByteLevel : PreTokenizer
         {
             // ASCII: one byte per character, so the origins stay as they are.
             string mapped = string.Create(t.Length, t.Text, static (span, src) => { for (int i = 0; i < span.Length; i++) span[i] = ByteChar[src[i]]; });
-            return new NText(mapped, t.Origin);
+            return t.WithText(mapped);
         }
         var b = new NTextBuilder(t.Length * 2);
         Span<byte> utf8 = stackalloc byte[4];
@@ -260,7 +260,7 @@ sealed class ByteLevel : PreTokenizer
         {
             int cp = UnicodeProps.CodePointAt(t.Text, i);
             int n = new Rune(cp).EncodeToUtf8(utf8);
-            for (int k = 0; k < n; k++) b.Append(ByteChar[utf8[k]], t.Origin[i]);
+            for (int k = 0; k < n; k++) b.Append(ByteChar[utf8[k]], t.Origin(i));
             i += UnicodeProps.Width(cp);
         }
         return b.Build();

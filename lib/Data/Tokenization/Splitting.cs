@@ -146,7 +146,7 @@ static class Splitting
         foreach (var (s, e, match) in matches)
         {
             if (!match) { b.Append(t, s, e); continue; }
-            int origin = s < t.Length ? t.Origin[s] : t.Length > 0 ? t.Origin[^1] : 0;
+            int origin = s < t.Length ? t.Origin(s) : t.Length > 0 ? t.Origin(t.Length - 1) : 0;
             b.Append(content, origin);
         }
         return b.Build();

@@ -113,7 +113,7 @@ static class UnicodeNormalization
         for (int i = 0; i < s.Length;)
         {
             int cp = UnicodeProps.CodePointAt(s, i);
-            int origin = t.Origin[i];
+            int origin = t.Origin(i);
             if (cp >= SBase && cp < SBase + SCount)
             {
                 int si = cp - SBase;
