@@ -35,10 +35,10 @@ static class TokenizerFile
         FileSystemInfo target = info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true) ?? info : info;
         if (!target.Exists && !Directory.Exists(target.FullName))
             throw new FileNotFoundException($"tokenizer file not found: {Path.GetFullPath(path)}", path);
-        if (target is FileInfo f && !IsRegularFile(f))
-            throw new TokenizerFormatException(path, "", "is empty or not a regular file (a FIFO, socket or device): refused without opening it");
         if (target is not FileInfo file || Directory.Exists(target.FullName))
             throw new TokenizerFormatException(path, "", "is a directory, not a file");
+        if (!IsRegularFile(file))
+            throw new TokenizerFormatException(path, "", "is empty or not a regular file (a FIFO, socket or device): refused without opening it");
         if (file.Length > MaxBytes)
             throw new TokenizerFormatException(path, "", $"is {file.Length:N0} bytes, more than the limit of {MaxBytes:N0} bytes (64 MiB) for a tokenizer file");
         byte[] bytes;

@@ -72,6 +72,34 @@ public class TokenizerMalformedFileTests
     }
 
     [Fact]
+    public void TokenizerConfigDecidesSpecialIdsAndMustAgreeWithThePostProcessor()
+    {
+        string Folder(string config)
+        {
+            string dir = TestSupport.TempDir();
+            File.Copy(Interop("metaspace_bpe"), Path.Combine(dir, "tokenizer.json"));
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), config);
+            return dir;
+        }
+        // The template's <s> (1) is the BOS whatever the config says; EOS and PAD are the config's, also as {"content": ...}.
+        var tok = HfTokenizer.Load(Folder("""{"bos_token": "</s>", "eos_token": {"content": "<s>", "lstrip": false}, "pad_token": "<unk>"}"""));
+        Assert.Equal((1, 1, 0), (tok.BosTokenId!.Value, tok.EosTokenId, tok.PadTokenId!.Value));
+        Assert.EndsWith("tokenizer_config.json", tok.ConfigPath);
+        // Without a config: EOS </s> by its name (2), no PAD (PadId falls back to EOS).
+        var plain = HfTokenizer.Load(Interop("metaspace_bpe"));
+        Assert.Equal((1, 2, (int?)null, 2), (plain.BosTokenId!.Value, plain.EosTokenId, plain.PadTokenId, plain.PadId));
+        // A flag that contradicts the post-processor, and a token the tokenizer lacks, are refused naming the config file.
+        foreach (var (config, field) in new[] { ("""{"add_bos_token": false}""", "add_bos_token"), ("""{"add_eos_token": true}""", "add_eos_token"),
+                     ("""{"eos_token": "<nope>"}""", "eos_token"), ("""{"pad_token": 7}""", "pad_token") })
+        {
+            string dir = Folder(config);
+            var e = Assert.Throws<TokenizerFormatException>(() => HfTokenizer.Load(dir));
+            Assert.Equal(Path.Combine(dir, "tokenizer_config.json"), e.File);
+            Assert.Equal(field, e.Field);
+        }
+    }
+
+    [Fact]
     public void MalformedUnigramVocabulariesAreNamed()
     {
         JsonNode U() => JsonNode.Parse(File.ReadAllText(Unigram))!;
