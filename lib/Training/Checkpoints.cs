@@ -9,6 +9,10 @@ using static TorchSharp.torch;
 
 namespace Mora.Training;
 
+/// <summary>A checkpoint that cannot continue this run: its settings differ from the run's, or it lacks what the run
+/// needs. The message names the checkpoint and what to do.</summary>
+public sealed class ResumeRefusedException(string message) : InvalidOperationException(message);
+
 /// <summary>What a checkpoint restores besides tensors.</summary>
 public sealed record CheckpointState(long Step, long Tokens, double WallSeconds, RunLog Log);
 
@@ -37,6 +41,10 @@ public static class Checkpoints
         if (!Directory.Exists(dir)) throw new FormatException($"{pointer} names {name}, which does not exist");
         return dir;
     }
+
+    /// <summary>The step of a run's newest checkpoint (from <c>latest.json</c>), or null when it has none.</summary>
+    public static long? LatestStep(string outDir) =>
+        Latest(outDir) is { } dir && long.TryParse(Path.GetFileName(dir)["step-".Length..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out long step) ? step : null;
 
     internal static void Save(string outDir, long step, long tokens, double wall, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
         AdamW optimizer, RunLog log, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null)
@@ -105,7 +113,7 @@ public static class Checkpoints
         var differ = MustMatch.Where(k => Saved(k) != now?[k]?.ToJsonString())
             .Select(k => $"{k}: checkpoint {saved?[k]?.ToJsonString() ?? "(none)"}, now {now?[k]?.ToJsonString()}").ToList();
         if (differ.Count > 0)
-            throw new InvalidOperationException(
+            throw new ResumeRefusedException(
                 $"cannot resume from {dir}: the run's settings changed ({string.Join("; ", differ)}). " +
                 "Use a new output folder, or set Resume = false to start over.");
 
@@ -134,7 +142,7 @@ public static class Checkpoints
             // A checkpoint past a merge that holds no merged weights (written before they were saved) would resume on the
             // unmerged base and silently lose every update merged so far.
             if (merged is { Count: > 0 } && !File.Exists(mergedPath) && firstMergeStep is { } first && state["step"]?.GetValue<long>() >= first)
-                throw new InvalidOperationException($"cannot resume from {dir}: it is past the merge at step {first} but holds no {Merged} " +
+                throw new ResumeRefusedException($"cannot resume from {dir}: it is past the merge at step {first} but holds no {Merged} " +
                     "(written before merged weights were checkpointed), so the merged updates would be lost. Use a new output folder, or set Resume = false to start over.");
             if (merged is { Count: > 0 } && File.Exists(mergedPath))
             {

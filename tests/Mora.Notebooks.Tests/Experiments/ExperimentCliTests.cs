@@ -96,7 +96,7 @@ public class ExperimentCliTests
         Assert.Equal(6, back.Count);
         Assert.Equal([0, 1], floors.Select(f => f.Seed));
         var first = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile))[1].Split(',');
-        Assert.Equal(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), back[0].CharAccuracyAt[20], 12);
+        Assert.Equal(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), back[0].Score(MemorizationExperiment.CharAccuracyAt(20)), 12);
         Assert.Equal(double.Parse(first[4], System.Globalization.CultureInfo.InvariantCulture), back[0].LearningRate, 12);
         var df = Mora.Notebooks.ResultTables.Committed(Path.Combine(dir, "out", LearningRateSweep.File));
         Assert.Equal(sweep.Length - 1, df.Rows.Count);
@@ -248,7 +248,8 @@ public class ExperimentCliTests
         string bad = Path.Combine(dir, "bad.jsonl");
         File.WriteAllText(bad, "{\"question\": \"q\", \"answer\": \"#### 1\"}\n{\"question\": \"q2\"}\n");
         var (code, output) = Cli($"gsm8k --preset smoke --train-file \"{bad}\" --test-file \"{bad}\" --out \"{dir}/out\"");
-        Assert.Equal(1, code);
+        Assert.Equal(2, code);                      // bad input: exit 2, no stack trace
+        Assert.DoesNotContain("   at ", output);
         Assert.Contains($"{bad}:2: missing field \"answer\"", output);
     }
 }

@@ -54,7 +54,7 @@ public class RestartWarmupTests
         Assert.Equal(2, new Trainer(b, config, train).Run().ResumedFromStep);
         // … while a run that now asks for a restart warm-up is told the settings changed.
         using var c = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1);
-        var e = Assert.Throws<InvalidOperationException>(() => new Trainer(c, config with { Steps = 4, RestartWarmupSteps = 1 }, train).Run());
+        var e = Assert.Throws<ResumeRefusedException>(() => new Trainer(c, config with { Steps = 4, RestartWarmupSteps = 1 }, train).Run());
         Assert.Contains("RestartWarmupSteps", e.Message);
     }
 
@@ -119,7 +119,7 @@ public class RestartWarmupTests
             }
             File.Delete(Path.Combine(Checkpoints.Latest(old)!, "merged.safetensors"));
             using var f = PretrainExperiment.NewModel(spec, method, 3);
-            var refused = Assert.Throws<InvalidOperationException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
+            var refused = Assert.Throws<ResumeRefusedException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
             Assert.Contains("past the merge at step 4 but holds no merged.safetensors", refused.Message);
         }
     }
