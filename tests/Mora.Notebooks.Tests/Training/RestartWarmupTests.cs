@@ -45,8 +45,9 @@ public class RestartWarmupTests
             first.StepCompleted += s => { if (s == 3) cancel.Cancel(); };
             Assert.ThrowsAny<OperationCanceledException>(() => first.Run(cancel.Token));
         }
-        // An older kit wrote state.json without RestartWarmupSteps: remove it, as such a checkpoint reads.
+        // An older kit wrote state.json without RestartWarmupSteps (and no checksums): remove both, as such a checkpoint reads.
         string state = Path.Combine(Checkpoints.Latest(dir)!, "state.json");
+        File.Delete(Path.Combine(Checkpoints.Latest(dir)!, RunFolder.ChecksumsFile));
         var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(state))!;
         Assert.True(node["train"]!.AsObject().Remove("RestartWarmupSteps"));
         File.WriteAllText(state, node.ToJsonString());
@@ -118,6 +119,7 @@ public class RestartWarmupTests
                 Assert.ThrowsAny<OperationCanceledException>(() => t.Run(stop.Token));
             }
             File.Delete(Path.Combine(Checkpoints.Latest(old)!, "merged.safetensors"));
+            File.Delete(Path.Combine(Checkpoints.Latest(old)!, RunFolder.ChecksumsFile));     // nor checksums, then
             using var f = PretrainExperiment.NewModel(spec, method, 3);
             var refused = Assert.Throws<ResumeRefusedException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
             Assert.Contains("past the merge at step 4 but holds no merged.safetensors", refused.Message);
