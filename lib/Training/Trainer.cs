@@ -362,22 +362,30 @@ public sealed class Trainer
 /// <summary>Facts about the code and machine for run manifests.</summary>
 public static class RunInfo
 {
-    /// <summary>The commit of the checkout above the working directory or the app (read from .git, no git process); null if none.</summary>
+    /// <summary>The commit of the checkout above the working directory or the app (read from .git, no git process; a
+    /// worktree's .git file and its common folder are followed); null if none.</summary>
     public static string? GitCommit()
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
             {
                 string git = Path.Combine(dir.FullName, ".git");
-                if (!Directory.Exists(git)) continue;
+                if (!Directory.Exists(git) && !File.Exists(git)) continue;
                 try
                 {
+                    if (File.Exists(git))      // a worktree: "gitdir: <folder>"
+                    {
+                        string link = File.ReadAllText(git).Trim();
+                        if (!link.StartsWith("gitdir: ", StringComparison.Ordinal)) return null;
+                        git = Path.GetFullPath(Path.Combine(dir.FullName, link["gitdir: ".Length..].Trim()));
+                    }
+                    string common = File.Exists(Path.Combine(git, "commondir")) ? Path.GetFullPath(Path.Combine(git, File.ReadAllText(Path.Combine(git, "commondir")).Trim())) : git;
                     string head = File.ReadAllText(Path.Combine(git, "HEAD")).Trim();
                     if (!head.StartsWith("ref: ", StringComparison.Ordinal)) return head;
                     string reference = head[5..];
-                    string loose = Path.Combine(git, reference);
-                    if (File.Exists(loose)) return File.ReadAllText(loose).Trim();
-                    string packed = Path.Combine(git, "packed-refs");
+                    foreach (var root in new[] { git, common })
+                        if (File.Exists(Path.Combine(root, reference))) return File.ReadAllText(Path.Combine(root, reference)).Trim();
+                    string packed = Path.Combine(common, "packed-refs");
                     if (File.Exists(packed))
                         foreach (var line in File.ReadLines(packed))
                             if (line.EndsWith(" " + reference, StringComparison.Ordinal)) return line[..line.IndexOf(' ')];
