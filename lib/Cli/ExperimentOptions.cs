@@ -74,6 +74,8 @@ sealed class ExperimentOptions<TSpec> where TSpec : ExperimentSpec
         Value<int>("--eval-points", nameof(ExperimentSpec.EvalPoints), "evaluations during each reported run (the table's columns)", s => s.EvalPoints, (s, v) => s with { EvalPoints = v });
         if (_defaults is FineTuningSpec)
         {
+            Value<int>("--base-seed", nameof(FineTuningSpec.BaseSeed), "one base pretrained from this seed serves every seed and the tuning runs (default: each seed its own)",
+                s => F(s).BaseSeed, (s, v) => F(s) with { BaseSeed = v });
             Value<double>("--pretrain-lr", nameof(FineTuningSpec.PretrainLr), "learning rate of the base's pretraining", s => F(s).PretrainLr, (s, v) => F(s) with { PretrainLr = v });
             Value<int>("--pretrain-batch-size", nameof(FineTuningSpec.PretrainBatchSize), "sequences per step of the base's pretraining", s => F(s).PretrainBatchSize, (s, v) => F(s) with { PretrainBatchSize = v });
             Value<int>("--pretrain-max-warmup", nameof(FineTuningSpec.PretrainMaxWarmupSteps), "warm-up of the base's pretraining: a tenth of its steps, at most this many",

@@ -41,7 +41,7 @@ public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec
         torch.manual_seed(plan.Seed);
         Peft.Inject(model, adapter);
         var config = Spec.RunConfig(plan.Steps, plan.LearningRate, plan.Seed, plan.Dir, plan.EvalEvery);
-        var trainer = new Trainer(model, config, TrainingSet(plan), m => Evaluate(m, plan), adapter, PadId);
+        var trainer = new Trainer(model, config, TrainingSet(plan), m => Evaluate(m, plan), adapter, PadId) { BaseModel = plan.BaseDir };
         return Fit(plan, model, trainer, r => Scores(r, plan).Concat(before), Note(plan));
     }
 

@@ -74,6 +74,9 @@ public sealed class Trainer
     public event Action<long>? StepCompleted;
     /// <summary>ReLoRA/ReMoRA merge schedule, applied after optimizer steps (the optimizer state of the adapters is reset on a merge).</summary>
     public ReMergeSchedule? ReMerge { get; init; }
+    /// <summary>The folder of the base model the run started from, recorded in the manifest (<c>base_model</c>) so the run
+    /// can be rebuilt (its ΔW is the trained weights minus this base); null when it started from scratch.</summary>
+    public string? BaseModel { get; init; }
 
     /// <param name="model">the model, adapters already injected (or none, for full training of every parameter)</param>
     /// <param name="config">the run's settings</param>
@@ -343,6 +346,7 @@ public sealed class Trainer
             ["seed"] = _config.Seed,
             ["train"] = JsonNode.Parse(_config.ToJson()),
             ["model"] = JsonNode.Parse(_model.Config.ToJson()),
+            ["base_model"] = BaseModel is null ? null : Path.GetFullPath(BaseModel),
             ["train_examples"] = _train.Count,
             ["device"] = device.ToString(),
             ["dtype"] = dtype.ToString(),
