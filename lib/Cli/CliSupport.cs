@@ -154,7 +154,7 @@ static class CliSupport
         outDir ??= Path.Combine("runs", $"{experiment.Kind}-{SafePath.Name(experiment.Spec.Preset, "Preset")}");
         figures ??= Path.Combine(outDir, "figures");
         OutputFolders.Check(figures, "--figures");
-        OutputFolders.CheckNotAnotherJobs(figures, "--figures", CommandText, overwrite);
+        OutputFolders.CheckNotAnotherJobs(figures, "--figures", CommandText, overwrite, f => ExperimentFolder.HoldsSettingsOf(f, experiment.Spec));
         SetThreads(threads);
         TorchRuntime.Ensure();
         using var cancel = new CancellationTokenSource();

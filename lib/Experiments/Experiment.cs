@@ -133,7 +133,7 @@ public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
         Cancel = cancel;
         _bases.Clear();
         OutDir = OutputFolders.Check(outDir, nameof(outDir));
-        OutputFolders.CheckNotAnotherJobs(OutDir, nameof(outDir), options.Command ?? "", options.Overwrite);
+        OutputFolders.CheckNotAnotherJobs(OutDir, nameof(outDir), options.Command ?? "", options.Overwrite, f => ExperimentFolder.HoldsSettingsOf(f, Spec));
         var inputs = Prepare();
         using (RunFolder.Lock(OutDir, Output))
         {

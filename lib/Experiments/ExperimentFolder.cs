@@ -68,6 +68,16 @@ public static class ExperimentFolder
         return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(json + hashes["files"]!.ToJsonString())))[..16];
     }
 
+    /// <summary>Whether <paramref name="folder"/> holds a spec.json of <paramref name="spec"/>'s settings (its published
+    /// results are this job's).</summary>
+    public static bool HoldsSettingsOf(string folder, ExperimentSpec spec)
+    {
+        string path = Path.Combine(folder, SpecFile);
+        if (!File.Exists(path)) return false;
+        string json = Identity(JsonSerializer.SerializeToNode(spec, spec.GetType(), Indented)), existing = File.ReadAllText(path);
+        return existing == json || Canonical(existing, spec.GetType()) == json;
+    }
+
     /// <summary>The spec's JSON with the device blanked: what identifies an experiment's settings.</summary>
     static string Identity(JsonNode? node)
     {

@@ -157,7 +157,12 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         if (Spec.BaseModel is { } baseDir)
         {
             using (ModelIO.Load(baseDir)) { }      // bad weights fail here, before anything is written
-            CheckVocabulary(_tokenizer, tokenizerFile, ModelIO.ReadConfig(baseDir).VocabSize, Path.Combine(baseDir, ModelIO.ConfigFile));
+            var config = ModelIO.ReadConfig(baseDir);
+            string configFile = Path.Combine(baseDir, ModelIO.ConfigFile);
+            CheckVocabulary(_tokenizer, tokenizerFile, config.VocabSize, configFile);
+            if (longest > config.MaxPositionEmbeddings)
+                throw new ArgumentException($"{nameof(Spec.BaseModel)}: {configFile} has max_position_embeddings {config.MaxPositionEmbeddings}, " +
+                    $"but the longest problem with its answer budget ({nameof(Spec.MaxNewTokens)} {Spec.MaxNewTokens}) needs {longest} tokens", nameof(Spec.BaseModel));
             inputs.Add(new InputFile("base config", Path.Combine(baseDir, ModelIO.ConfigFile)));
             inputs.AddRange(ModelIO.WeightFiles(baseDir).Select(f => new InputFile($"base weights {Path.GetFileName(f)}", f)));
             if (tokenizerFile is not null) inputs.Add(new InputFile("base tokenizer", tokenizerFile));

@@ -177,7 +177,7 @@ public sealed class PretrainExperiment(PretrainSpec spec) : Experiment<PretrainS
     public override IReadOnlyList<(string Method, string Baseline)> Comparisons =>
         MethodComparisons.Where(c => Spec.Methods.Contains(c.First) && Spec.Methods.Contains(c.Second)).Select(c => (c.First.Name(), c.Second.Name())).ToList();
     public override IReadOnlyList<int> ReportRanks => [Spec.Rank];
-    public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles.Where(f => f != ExperimentFolder.SpecFile), .. FigureFiles];
+    public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, .. FigureFiles];
     protected override bool RecordsDivergedRuns => true;
     protected override string TunedOn => Spec.ValidationDocuments > 0 ? "the validation split" : "the held-out split";
     protected override Func<double, string>? ShowTuningScore => score => $"perplexity {-score:0.0000}";

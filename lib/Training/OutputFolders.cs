@@ -50,25 +50,35 @@ public static class OutputFolders
 
     static StringComparison PathComparison => OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal;
 
-    /// <summary>Refuses <paramref name="folder"/> when it holds another job's published results: a <c>COMMAND.txt</c> whose
-    /// command is not <paramref name="command"/>, unless <paramref name="overwrite"/>. The refusal names the job the folder
-    /// holds (its command), not this one.</summary>
-    public static void CheckNotAnotherJobs(string folder, string option, string command, bool overwrite)
+    /// <summary>Refuses <paramref name="folder"/> when it holds another job's published results: a <c>COMMAND.txt</c> of
+    /// another command than <paramref name="command"/> (options that do not change the results aside: where it writes,
+    /// threads, device, --fresh, --overwrite), unless <paramref name="sameJob"/> says the folder's settings are this job's
+    /// or <paramref name="overwrite"/>. The refusal names the job the folder holds (its command), not this one.</summary>
+    public static void CheckNotAnotherJobs(string folder, string option, string command, bool overwrite, Func<string, bool>? sameJob = null)
     {
         string path = Path.Combine(folder, "COMMAND.txt");
-        if (overwrite || !File.Exists(path)) return;
+        if (overwrite || !File.Exists(path) || sameJob?.Invoke(folder) == true) return;
         string theirs = File.ReadLines(path).FirstOrDefault(l => l.Trim().Length > 0)?.Trim() ?? "";
         if (Normalise(theirs) == Normalise(command)) return;
         throw new ArgumentException($"{option} {folder} holds the published results of another job: {JobOf(theirs)} ({Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(path))}: {theirs}); " +
             $"choose another folder, or pass --overwrite to replace them", option);
     }
 
-    /// <summary>The command without the environment, the invocation and quotes: what two runs of one job share.</summary>
+    /// <summary>The command without the environment, the invocation, quotes and the options that do not change results:
+    /// what two runs of one job share.</summary>
     static string Normalise(string command)
     {
         var words = command.Replace("\"", "").Replace("'", "").Split(' ', StringSplitOptions.RemoveEmptyEntries).ToList();
         int at = words.IndexOf("--");
-        return string.Join(' ', at >= 0 ? words.Skip(at + 1) : words.SkipWhile(w => w.Contains('=') || w is "dotnet" or "run" or "-c" or "Release"));
+        var kept = new List<string>();
+        var rest = (at >= 0 ? words.Skip(at + 1) : words.SkipWhile(w => w.Contains('=') || w is "dotnet" or "run" or "-c" or "Release")).ToList();
+        for (int i = 0; i < rest.Count; i++)
+        {
+            if (rest[i] is "--fresh" or "--overwrite") continue;
+            if (rest[i] is "--out" or "--figures" or "--threads" or "--device") { i++; continue; }
+            kept.Add(rest[i]);
+        }
+        return string.Join(' ', kept);
     }
 
     /// <summary>"a memorization job (preset cpu-hour)": the job a published command ran, by its command.</summary>
