@@ -53,6 +53,23 @@ public class ExperimentCliTests
         Assert.Contains("finished before, reusing its result.json", output2);
         Assert.Contains("reusing the pretrained base", output2);
         Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
+        // Other settings in the same folder are refused naming them, with the remedy; nothing trains, nothing is rewritten.
+        var (pairs, refusal) = Cli($"memorization --preset smoke --pairs 9 --out \"{dir}/out\"");
+        Assert.True(pairs == 2, refusal);
+        Assert.Contains("--pairs 8 → 9", refusal);
+        Assert.Contains("--fresh", refusal);
+        var (steps, refusal2) = Cli($"memorization --preset smoke --steps 80 --out \"{dir}/out\"");
+        Assert.True(steps == 2, refusal2);
+        Assert.Contains("--steps 40 → 80", refusal2);
+        // Even with the folder's settings deleted by hand, a result made under other settings is never reused (it once
+        // crashed with KeyNotFoundException: the old result had no step 80).
+        File.Delete(Path.Combine(dir, "out", ExperimentFolder.SpecFile));
+        File.Delete(Path.Combine(dir, "out", ExperimentFolder.InputsFile));
+        var (deleted, refusal3) = Cli($"memorization --preset smoke --steps 80 --out \"{dir}/out\"");
+        Assert.True(deleted == 2, refusal3);
+        Assert.Contains("result.json was made from other settings or inputs", refusal3);
+        Assert.DoesNotContain("KeyNotFoundException", refusal3);
+        Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
     }
 
     [Fact]
@@ -158,6 +175,7 @@ public class ExperimentCliTests
         Assert.False(File.Exists(Path.Combine(killed, MemorizationExperiment.TableFile)));
         var (again, output2) = Cli($"memorization --preset smoke --out \"{killed}\"");
         Assert.True(again == 0, output2);
+        Assert.Matches(@"lora-r8-seed0: resuming from step \d+", output2);
         Assert.Equal(File.ReadAllText(Path.Combine(straight, MemorizationExperiment.TableFile)), File.ReadAllText(Path.Combine(killed, MemorizationExperiment.TableFile)));
         // The resumed run's log has every step once.
         var log = Mora.Training.RunLog.ReadCsv(Path.Combine(killed, "runs", "lora-r8-seed0", "log.csv"));
