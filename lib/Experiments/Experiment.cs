@@ -218,14 +218,14 @@ public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
     protected string PretrainedBase(string folder, string label, Func<string, LlamaForCausalLM> pretrain)
     {
         string dir = Path.Combine(OutDir, folder), modelDir = Path.Combine(dir, "model");
-        if (ExperimentFolder.IsCompleteBase(modelDir, out string why))
+        if (RunFolder.IsCompleteModel(modelDir, out string why))
         {
             Output.WriteLine($"{label}: reusing the pretrained base in {ExperimentFolder.Show(modelDir)}");
             return modelDir;
         }
         if (Directory.Exists(modelDir)) Output.WriteLine($"{label}: the base in {ExperimentFolder.Show(modelDir)} is not complete ({why}); pretraining it again");
         using var model = pretrain(dir);
-        ExperimentFolder.SaveBase(model, modelDir);
+        RunFolder.SaveModel(model, modelDir);
         return modelDir;
     }
 

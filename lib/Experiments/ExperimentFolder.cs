@@ -2,7 +2,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mora.IO;
-using Mora.Model;
 using Mora.Training;
 
 namespace Mora.Experiments;
@@ -20,8 +19,8 @@ public sealed record InputFile(string Role, string Path);
 /// <c>fresh</c>) discards the folder's earlier runs instead.</item>
 /// <item>One writer a folder (<see cref="RunFolder.Lock"/>).</item>
 /// <item>Each run's <c>result.json</c> carries the job's identity, so a result made from other inputs is never reused.</item>
-/// <item>A pretrained base is written whole under a temporary name with <c>checksums.json</c> and renamed: a folder
-/// without it (or whose files no longer match it) is pretrained again, never reused.</item>
+/// <item>A pretrained base is written whole with its checksums and reused only while complete
+/// (<see cref="RunFolder.SaveModel"/>, <see cref="RunFolder.IsCompleteModel"/>).</item>
 /// </list>
 /// Refusals are <see cref="ArgumentException"/>s (parameter <c>outDir</c>) and happen before anything is written.
 /// </summary>
@@ -218,39 +217,6 @@ public static class ExperimentFolder
         if (recorded != 0 && Math.Abs(recorded - lr) > 1e-9 * Math.Max(Math.Abs(lr), 1e-300))
             throw new ArgumentException($"{Show(runDir)} finished at learning rate {recorded:G4}, but this job now trains it at {lr:G4} " +
                 $"(was the sweep rerun?); delete {Show(runDir)} to train it at the new rate", "outDir");
-    }
-
-    // ------------------------------------------------------------------ bases
-
-    /// <summary>Whether <paramref name="modelDir"/> holds a complete base to reuse: config.json and the weights, matching
-    /// their checksums. A base written by an earlier version (no checksums.json) with both files is reused, and its
-    /// checksums recorded. Else <paramref name="why"/> says what is missing or changed.</summary>
-    public static bool IsCompleteBase(string modelDir, out string why)
-    {
-        why = "";
-        if (!Directory.Exists(modelDir)) { why = "not written yet"; return false; }
-        foreach (var f in new[] { ModelIO.ConfigFile, ModelIO.WeightsFile })
-            if (!File.Exists(Path.Combine(modelDir, f))) { why = $"it has no {f}"; return false; }
-        string sums = Path.Combine(modelDir, RunFolder.ChecksumsFile);
-        if (!File.Exists(sums)) { RunFolder.WriteChecksums(modelDir); return true; }
-        if (RunFolder.ChecksumProblems(modelDir) is { } problem) { why = problem; return false; }
-        return true;
-    }
-
-    /// <summary>Saves a base as one step: written into a temporary folder beside <paramref name="modelDir"/> with its
-    /// checksums, then renamed into place (an incomplete earlier folder is replaced).</summary>
-    public static void SaveBase(LlamaForCausalLM model, string modelDir)
-    {
-        string parent = Path.GetDirectoryName(Path.GetFullPath(modelDir))!;
-        string tmp = Path.Combine(parent, $".{Path.GetFileName(modelDir)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            ModelIO.Save(model, tmp);
-            RunFolder.WriteChecksums(tmp);
-            if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
-            Directory.Move(tmp, modelDir);
-        }
-        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
     }
 
     // ------------------------------------------------------------------ printing

@@ -3,13 +3,15 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mora.IO;
+using Mora.Model;
 
 namespace Mora.Training;
 
 /// <summary>
 /// What keeps a folder of runs sound, for the trainer's checkpoints and the experiments' folders alike: files identified
 /// by content (SHA-256, and a folder's <c>checksums.json</c> that says when one was damaged or overwritten), and one
-/// writer a folder (<c>.lock</c> with the holder's pid and host; a lock whose process is gone is taken over).
+/// writer a folder (<c>.lock</c> with the holder's pid and host; a lock whose process is gone is taken over), and model
+/// folders written whole with their checksums, reused only while complete.
 /// </summary>
 public static class RunFolder
 {
@@ -98,6 +100,37 @@ public static class RunFolder
             if (Sha256(path) != sha?.GetValue<string>()) return $"{name} does not match its checksum (damaged or overwritten)";
         }
         return null;
+    }
+
+    /// <summary>Whether <paramref name="modelDir"/> holds a complete model (a pretrained base) to reuse: config.json and the weights, matching
+    /// their checksums. A base written by an earlier version (no checksums.json) with both files is reused, and its
+    /// checksums recorded. Else <paramref name="why"/> says what is missing or changed.</summary>
+    public static bool IsCompleteModel(string modelDir, out string why)
+    {
+        why = "";
+        if (!Directory.Exists(modelDir)) { why = "not written yet"; return false; }
+        foreach (var f in new[] { ModelIO.ConfigFile, ModelIO.WeightsFile })
+            if (!File.Exists(Path.Combine(modelDir, f))) { why = $"it has no {f}"; return false; }
+        string sums = Path.Combine(modelDir, ChecksumsFile);
+        if (!File.Exists(sums)) { WriteChecksums(modelDir); return true; }
+        if (ChecksumProblems(modelDir) is { } problem) { why = problem; return false; }
+        return true;
+    }
+
+    /// <summary>Saves a model (a pretrained base) as one step: written into a temporary folder beside <paramref name="modelDir"/> with its
+    /// checksums, then renamed into place (an incomplete earlier folder is replaced).</summary>
+    public static void SaveModel(LlamaForCausalLM model, string modelDir)
+    {
+        string parent = Path.GetDirectoryName(Path.GetFullPath(modelDir))!;
+        string tmp = Path.Combine(parent, $".{Path.GetFileName(modelDir)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            ModelIO.Save(model, tmp);
+            WriteChecksums(tmp);
+            if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
+            Directory.Move(tmp, modelDir);
+        }
+        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
     }
 
     static string Show(string path) => Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(path));

@@ -100,16 +100,16 @@ public class BadInputReaderTests
         string dir = Path.Combine(TestSupport.TempDir(), "model");
         using (var _ = TestSupport.TorchSeed())
         using (var model = new LlamaForCausalLM(LlamaConfig.Tiny()))
-            ExperimentFolder.SaveBase(model, dir);
-        Assert.True(ExperimentFolder.IsCompleteBase(dir, out _));
+            RunFolder.SaveModel(model, dir);
+        Assert.True(RunFolder.IsCompleteModel(dir, out _));
         Assert.Empty(Directory.GetDirectories(Path.GetDirectoryName(dir)!, ".*"));          // no temporary folder left
         var bytes = File.ReadAllBytes(Path.Combine(dir, ModelIO.WeightsFile));
         bytes[^1] ^= 1;
         File.WriteAllBytes(Path.Combine(dir, ModelIO.WeightsFile), bytes);
-        Assert.False(ExperimentFolder.IsCompleteBase(dir, out string why));
+        Assert.False(RunFolder.IsCompleteModel(dir, out string why));
         Assert.Contains("model.safetensors does not match its checksum", why);
         File.Delete(Path.Combine(dir, ModelIO.ConfigFile));
-        Assert.False(ExperimentFolder.IsCompleteBase(dir, out why));
+        Assert.False(RunFolder.IsCompleteModel(dir, out why));
         Assert.Equal("it has no config.json", why);
     }
 }
