@@ -181,7 +181,7 @@ public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
         {
             ExperimentFolder.CheckReusedRate(dir, done.LearningRate, plan.LearningRate);
             Output.WriteLine($"{plan.Label}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
-            return done.LearningRate == 0 ? done with { LearningRate = plan.LearningRate } : done;   // written before rates were recorded
+            return done;
         }
         if (Checkpoints.LatestStep(dir) is { } step)
             Output.WriteLine($"{plan.Label}: resuming from step {step} (its last checkpoint in {ExperimentFolder.Show(Path.Combine(dir, Trainer.CheckpointDir))})");
