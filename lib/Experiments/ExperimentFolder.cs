@@ -151,8 +151,8 @@ public static class ExperimentFolder
     };
 
     /// <summary>Discards the job an output folder holds, so a run with other settings or inputs starts there afresh: its
-    /// settings, inputs, runs, sweep, bases, default figures folder and the files named after its kind. Other files are
-    /// left; a folder that holds no job (no spec.json) is left as it is.</summary>
+    /// settings, inputs, runs, sweep, bases and the files named after its kind. Other files, and the figures folder (a
+    /// publication, overwritten by the next run's), are left; a folder that holds no job (no spec.json) is left as it is.</summary>
     public static void Discard(string outDir, TextWriter? output = null)
     {
         string specPath = Path.Combine(outDir, SpecFile);
@@ -160,7 +160,7 @@ public static class ExperimentFolder
         string? kind = KindOf(Path.Combine(outDir, InputsFile), File.ReadAllText(specPath));
         int removed = 0;
         foreach (var dir in Directory.GetDirectories(outDir))
-            if (Path.GetFileName(dir) is "runs" or "sweep" or "figures" || Path.GetFileName(dir).StartsWith("base", StringComparison.Ordinal))
+            if (Path.GetFileName(dir) is "runs" or "sweep" || Path.GetFileName(dir).StartsWith("base", StringComparison.Ordinal))
             { Directory.Delete(dir, recursive: true); removed++; }
         foreach (var file in Directory.GetFiles(outDir))
         {

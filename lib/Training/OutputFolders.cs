@@ -2,7 +2,7 @@ namespace Mora.Training;
 
 /// <summary>
 /// Where a job may write (its output folder, its figures folder): never the file system's root, a system folder or
-/// anything below one, the home folder itself, an existing file, a path whose <c>..</c> leads away from the folder it
+/// anything below one, the home folder itself, a git checkout's root, an existing file, a path whose <c>..</c> leads away from the folder it
 /// names, or a folder that holds another job's published results (a <c>COMMAND.txt</c> of another command) unless the
 /// caller says to overwrite. Each check throws <see cref="ArgumentException"/> naming the option, before anything is written.
 /// </summary>
@@ -45,6 +45,8 @@ public static class OutputFolders
             if (shared.Length > 0 && full.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shared)), PathComparison))
                 throw new ArgumentException($"{option} {path}: {full} is a shared folder itself; name a folder inside it", option);
         if (File.Exists(full)) throw new ArgumentException($"{option} {path}: {full} is a file, not a folder", option);
+        if (Directory.Exists(Path.Combine(full, ".git")) || File.Exists(Path.Combine(full, ".git")))
+            throw new ArgumentException($"{option} {path}: {full} is a git checkout's root (its runs/ and figures/ hold every job's); name a folder inside it, e.g. runs/<name>", option);
         return full;
     }
 

@@ -75,6 +75,7 @@ public class BadInputReaderTests
         File.WriteAllText(file, "x");
         Assert.Contains("is a file", Refused(file));
         Assert.Equal(Path.Combine(shared, "me", "runs"), OutputFolders.Check(Path.Combine(shared, "me", "runs"), "--out", systems, shareds));   // inside a shared folder: fine
+        Assert.Contains("a git checkout's root", Assert.Throws<ArgumentException>(() => OutputFolders.Check(TestSupport.RepoRoot, "--out")).Message);   // --out . in the repository
         Assert.Equal(["a-file", "etc", "home"], Directory.GetFileSystemEntries(root).Select(Path.GetFileName).Order());                    // nothing written
         Assert.Empty(Directory.GetFileSystemEntries(system));
         // The real lists hold the real system folders and the home folder itself.
