@@ -101,25 +101,34 @@ public sealed record RunSpectrum(string Run, string Method, int Rank, long Step,
 }
 
 /// <summary>
-/// Rebuilds each run of an experiment folder (<c>base-seed{s}/model</c> + the run's adapter from <c>run.json</c> + its last
-/// checkpoint) and analyses the learned ΔW of every adapted layer (merged-minus-base for full fine-tuning).
+/// Rebuilds each finished run of an experiment folder (its base + the run's adapter from <c>run.json</c> + its last
+/// checkpoint) and analyses the learned ΔW of every adapted layer (merged-minus-base for full fine-tuning). The base is
+/// the one the run's manifest names (<c>base_model</c>); for runs written before it was recorded, the experiment's
+/// <c>spec.json</c> says which: a given base folder (<c>BaseModel</c>), the shared base (<c>BaseSeed</c>), or the seed's
+/// own (<c>base-seed{s}</c>, <c>base/</c>). A run that has not finished (its manifest does not say completed: killed,
+/// diverged, still running) or that has no base (trained from scratch) is skipped, and the callback <c>skipped</c> says why.
 /// </summary>
 public static class LearnedSpectra
 {
-    public static List<RunSpectrum> Analyze(string experimentDir, double relativeTolerance = 1e-3)
+    public static List<RunSpectrum> Analyze(string experimentDir, double relativeTolerance = 1e-3, Action<string>? skipped = null)
     {
         string runs = Path.Combine(experimentDir, "runs");
         if (!Directory.Exists(runs)) throw new ArgumentException($"{Path.GetFullPath(experimentDir)} has no runs/ folder (an experiment's output folder is expected)", nameof(experimentDir));
+        var spec = File.Exists(Path.Combine(experimentDir, "spec.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(experimentDir, "spec.json"))) as JsonObject : null;
         var result = new List<RunSpectrum>();
         foreach (var dir in Directory.GetDirectories(runs).Order(StringComparer.Ordinal))
         {
-            string manifestPath = Path.Combine(dir, Trainer.ManifestFile);
-            if (!File.Exists(manifestPath) || Checkpoints.Latest(dir) is not { } checkpoint) continue;
+            string name = Path.GetFileName(dir), manifestPath = Path.Combine(dir, Trainer.ManifestFile);
+            if (!File.Exists(manifestPath)) { skipped?.Invoke($"{name}: skipped, no {Trainer.ManifestFile} (never started)"); continue; }
             var manifest = JsonNode.Parse(File.ReadAllText(manifestPath))!;
+            string status = manifest["status"]?.GetValue<string>() ?? "(none)";
+            if (status != "completed" || Checkpoints.Latest(dir) is not { } checkpoint)
+            { skipped?.Invoke($"{name}: skipped, not finished ({Trainer.ManifestFile} says {status}{(status == "completed" ? ", but it has no checkpoint" : "")})"); continue; }
             var adapter = manifest["adapter"]?.Deserialize<AdapterConfig>(TrainConfig.Json)
                 ?? throw new FormatException($"{manifestPath}: no 'adapter' recorded");
             int seed = manifest["seed"]!.GetValue<int>();
-            string baseDir = Path.Combine(experimentDir, $"base-seed{seed}", "model");
+            if (BaseOf(experimentDir, manifest["base_model"]?.GetValue<string>(), spec, seed) is not { } baseDir)
+            { skipped?.Invoke($"{name}: skipped, no base to subtract (trained from scratch, or its base folder is gone)"); continue; }
             using var model = ModelIO.Load(baseDir);
             Peft.Inject(model, adapter);
             var (tensors, _) = SafeTensors.Load(Path.Combine(checkpoint, "trainable.safetensors"));
@@ -127,20 +136,31 @@ public static class LearnedSpectra
             {
                 var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
                 using (no_grad())
-                    foreach (var (name, t) in tensors)
+                    foreach (var (tensor, t) in tensors)
                     {
-                        if (!parameters.TryGetValue(name, out var p) || !p.shape.SequenceEqual(t.shape))
-                            throw new CheckpointMismatchException($"{checkpoint}: tensor {name} does not fit the rebuilt model", [name]);
+                        if (!parameters.TryGetValue(tensor, out var p) || !p.shape.SequenceEqual(t.shape))
+                            throw new CheckpointMismatchException($"{checkpoint}: tensor {tensor} does not fit the rebuilt model (base {baseDir})", [tensor]);
                         p.copy_(t);
                     }
             }
             finally { foreach (var t in tensors.Values) t.Dispose(); }
             long step = long.Parse(Path.GetFileName(checkpoint)["step-".Length..]);
-            result.Add(new RunSpectrum(Path.GetFileName(dir), adapter.Method == AdapterMethod.Mora ? $"mora-{adapter.MoraType.ToString().ToLowerInvariant()}" : adapter.Method.ToString().ToLowerInvariant(),
+            result.Add(new RunSpectrum(name, adapter.Method == AdapterMethod.Mora ? $"mora-{adapter.MoraType.ToString().ToLowerInvariant()}" : adapter.Method.ToString().ToLowerInvariant(),
                 adapter.Method == AdapterMethod.Full ? 0 : adapter.R, step, DeltaWeightAnalysis.Analyze(model, relativeTolerance)));
         }
-        if (result.Count == 0) throw new ArgumentException($"no finished run with a checkpoint under {Path.GetFullPath(runs)}", nameof(experimentDir));
+        if (result.Count == 0) throw new ArgumentException($"no finished run with a base under {Path.GetFullPath(runs)}", nameof(experimentDir));
         return result;
+    }
+
+    /// <summary>The base a run started from: the one its manifest names, else where the experiment's settings put it; null when none exists.</summary>
+    static string? BaseOf(string experimentDir, string? recorded, JsonObject? spec, int seed)
+    {
+        var candidates = new List<string?> { recorded };
+        if (spec?["BaseModel"]?.GetValueKind() == JsonValueKind.String) candidates.Add(spec["BaseModel"]!.GetValue<string>());
+        if (spec?["BaseSeed"]?.GetValueKind() == JsonValueKind.Number) candidates.Add(Path.Combine(experimentDir, $"base-seed{spec["BaseSeed"]!.GetValue<int>()}", "model"));
+        candidates.Add(Path.Combine(experimentDir, $"base-seed{seed}", "model"));
+        candidates.Add(Path.Combine(experimentDir, "base", "model"));
+        return candidates.FirstOrDefault(c => c is not null && File.Exists(Path.Combine(c, ModelIO.ConfigFile)));
     }
 
     /// <summary>One line per run: layers, mean rank and effective rank of ΔW, and per layer type (q, k, v, o, gate, up, down).</summary>

@@ -36,6 +36,8 @@ public sealed record BenchSpec
     public int Seed { get; init; } = 0;
 
     public static readonly string[] Presets = ["tiny", "quick", "full"];
+    /// <summary>The dtypes the benchmark times (bfloat16 and float16 on a GPU).</summary>
+    public static readonly string[] DTypes = ["float32", "bfloat16", "float16"];
 
     public static BenchSpec FromPreset(string preset) => preset switch
     {
@@ -59,7 +61,7 @@ public sealed record BenchSpec
         if (TrainSteps < 0) throw new ArgumentException($"{nameof(TrainSteps)} must be 0 (skip) or more, got {TrainSteps}", nameof(TrainSteps));
         if (TrainSteps is > 0 and < 4) throw new ArgumentException($"{nameof(TrainSteps)} must be at least 4 (3 warm-up steps are not timed), got {TrainSteps}", nameof(TrainSteps));
         Device.EnsureAvailable(nameof(Device));
-        TrainConfig.ParseDType(DType);
+        if (!DTypes.Contains(DType)) throw new ArgumentException($"{nameof(DType)}: unknown dtype '{DType}'; use {string.Join(", ", DTypes)}", nameof(DType));
         LlamaConfig.Preset(TrainModel, 128);
         return this;
     }
@@ -353,8 +355,14 @@ public static class Benchmarks
             }
             log.WriteLine($"  training steps, pass {pass + 1} of 2 done");
         }
-        return methods.Select(m => new TrainRow(m.Name, m.Adapter is null ? 0 : r, trainable[m.Name], Median(samples[m.Name].Select(s => s.Ms).ToList()),
-            Median(samples[m.Name].Select(s => s.Tps).ToList()), peaks[m.Name].Count == 0 ? double.NaN : peaks[m.Name].Max())).ToList();
+        // Step time and throughput from the same samples: the median step time, and the tokens of a step over it (two medians
+        // taken apart, over a handful of samples, contradicted each other).
+        return methods.Select(m =>
+        {
+            var s = samples[m.Name];
+            double ms = Median(s.Select(x => x.Ms).ToList()), tokens = Median(s.Select(x => x.Ms * x.Tps / 1000).ToList());
+            return new TrainRow(m.Name, m.Adapter is null ? 0 : r, trainable[m.Name], ms, 1000 * tokens / ms, peaks[m.Name].Count == 0 ? double.NaN : peaks[m.Name].Max());
+        }).ToList();
     }
 
     // ---------------------------------------------------------------- output

@@ -8,7 +8,7 @@ namespace Mora.Cli;
 /// <summary><c>bench</c>: MoRA's cost against LoRA and the hardware.</summary>
 static class BenchCommand
 {
-    public static Command Create(string[] args)
+    public static Command Create()
     {
         var names = new OptionNames();
         var preset = names.Bind(new Option<string>("--preset") { Description = "tiny (seconds, what the tests run), quick (1024×1024), full (1024², 4096², 4096×11008: the issue's sizes)", DefaultValueFactory = _ => "quick" }, nameof(BenchSpec.Preset));
@@ -20,7 +20,8 @@ static class BenchCommand
         var trainSteps = names.Bind(new Option<int?>("--train-steps") { Description = "steps of the training-step benchmark per method (0 skips it)" }, nameof(BenchSpec.TrainSteps));
         var noReference = new Option<bool>("--no-reference-merge") { Description = "skip timing the reference's merge algorithm (kongds/MoRA get_delta_weight)" };
         var device = names.Bind(CliSupport.DeviceOption(), nameof(BenchSpec.Device));
-        var dtype = names.Bind(new Option<string>("--dtype") { Description = "float32, bfloat16 or float16 (the last two on a GPU)", DefaultValueFactory = _ => "float32" }, nameof(BenchSpec.DType));
+        var dtype = names.Bind(CliSupport.Typed("--dtype", t => BenchSpec.DTypes.Contains(t.ToLowerInvariant()) ? t.ToLowerInvariant()
+            : throw new ArgumentException($"unknown dtype '{t}'; use {string.Join(", ", BenchSpec.DTypes)} (the last two on a GPU)"), $"{string.Join(", ", BenchSpec.DTypes)} (the last two on a GPU)", "float32"), nameof(BenchSpec.DType));
         var outDir = new Option<string?>("--out") { Description = "folder for layer.csv, merge.csv, train.csv, bench.md, COMMAND.txt (default runs/bench/<preset>, ignored by git; publish with --out figures/bench/<name>)" };
         var command = new Command("bench", "Benchmark MoRA's cost against LoRA and the hardware: one layer forward + backward (ratios to the base and to LoRA, FLOP floors, peak memory), ΔW and merge against the reference merge algorithm (kongds/MoRA get_delta_weight), a whole training step per method.")
             { preset, shapes, tokens, ranks, mergeShapes, repeats, trainSteps, noReference, device, dtype, outDir };
@@ -36,10 +37,10 @@ static class BenchCommand
             spec = spec with { ReferenceMerge = !pr.GetValue(noReference), Device = pr.GetValue(device), DType = pr.GetValue(dtype)! };
             spec.Validate();
             TorchRuntime.Ensure();
-            string dir = pr.GetValue(outDir) ?? Path.Combine("runs", "bench", SafePath.Name(spec.Preset, "--preset"));
+            string dir = Mora.Training.OutputFolders.Check(pr.GetValue(outDir) ?? Path.Combine("runs", "bench", SafePath.Name(spec.Preset, "--preset")), "--out");
             Directory.CreateDirectory(dir);
             Benchmarks.Run(spec, dir, Console.Out);
-            CliSupport.WriteCommand(Path.Combine(dir, Benchmarks.CommandFile), args);
+            CliSupport.WriteCommand(Path.Combine(dir, Benchmarks.CommandFile));
             Console.WriteLine();
             Console.WriteLine(File.ReadAllText(Path.Combine(dir, Benchmarks.ReportFile)));
             Console.WriteLine($"written: {Path.GetFullPath(dir)}");

@@ -1,10 +1,12 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.Globalization;
 using System.Text.RegularExpressions;
 using Mora.Experiments;
 using Mora.Figures;
 using Mora.IO;
 using Mora.Native;
+using Mora.Training;
 
 namespace Mora.Cli;
 
@@ -31,14 +33,23 @@ sealed class OptionNames : Dictionary<string, string>
     }
 }
 
-/// <summary>What the commands share: how to call the tool, the error guard, typed options, shapes, the experiment runner.</summary>
+/// <summary>What the commands share: how to call the tool, the command line, the one error path, typed options, shapes,
+/// and the experiment runner's edge (folders, COMMAND.txt, figures).</summary>
 static class CliSupport
 {
     /// <summary>How the tool is called from the repository root.</summary>
     public const string Invocation = "dotnet run -c Release --";
 
-    /// <summary>Runs a command's body: bad arguments print "error: …" naming the option and exit 2; unreadable or missing
-    /// files, divergence and out-of-memory exit 1.</summary>
+    /// <summary>The arguments the tool was started with (set once by Program), written to COMMAND.txt.</summary>
+    public static string[] CommandLine { get; set; } = [];
+
+    /// <summary>The command line as COMMAND.txt records it.</summary>
+    public static string CommandText => $"{Invocation} " + (CommandLine.Length == 0 ? "(no arguments: the default job)" : string.Join(" ", CommandLine));
+
+    /// <summary>Runs a command's body, the one error path of the tool. Bad input exits 2 with "error: …" naming the option,
+    /// file and field, and no stack trace: argument errors (named with the option), and every documented reader
+    /// exception (FormatException and its subclasses from the readers, a missing or unreadable file or folder, refused
+    /// access, malformed JSON, a checkpoint that cannot resume). Divergence and out-of-memory exit 1; an unusable libtorch 3.</summary>
     public static int Guard(OptionNames names, Func<int> body)
     {
         try { return body(); }
@@ -46,6 +57,16 @@ static class CliSupport
         {
             Console.Error.WriteLine($"error: {names.Describe(e)}");
             return 2;
+        }
+        catch (Exception e) when (e is FormatException or IOException or UnauthorizedAccessException or System.Text.Json.JsonException or Mora.Training.ResumeRefusedException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 2;
+        }
+        catch (Exception e) when (e is Mora.Training.TrainingDivergedException or Mora.Training.TrainingOutOfMemoryException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
         }
         catch (NotSupportedException e)   // PlatformNotSupportedException / LibTorchException: libtorch unusable here
         {
@@ -57,12 +78,6 @@ static class CliSupport
             Console.Error.WriteLine($"error: TorchSharp could not load libtorch: {(e.InnerException ?? e).Message.Split('\n')[0]} " +
                 $"(a -p:TorchBackend=cpu build needs its libtorch natives; elsewhere set {Mora.Native.LibTorchBinding.EnvironmentVariable} to a PyTorch install's torch/lib)");
             return 3;
-        }
-        catch (Exception e) when (e is FormatException or FileNotFoundException or DirectoryNotFoundException or Mora.Training.TrainingDivergedException
-                                   or Mora.Training.TrainingOutOfMemoryException or System.Text.Json.JsonException)
-        {
-            Console.Error.WriteLine($"error: {e.Message}");
-            return 1;
         }
     }
 
@@ -92,9 +107,21 @@ static class CliSupport
         }
     }
 
+    /// <summary>A whole number as the user typed it, positive unless <paramref name="allowZero"/>; in words when it is not one.</summary>
+    public static int WholeNumber(string text, bool allowZero = false) =>
+        int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int v) ? v >= (allowZero ? 0 : 1) ? v
+            : throw new ArgumentException($"'{text}' must be {(allowZero ? "0 or more" : "positive")}")
+            : throw new ArgumentException($"'{text}' is not a whole number");
+
+    /// <summary>A number (1e-3, 0.001) as the user typed it; in words when it is not one.</summary>
+    public static double Number(string text) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v) ? v
+            : throw new ArgumentException($"'{text}' is not a number (e.g. 0.001 or 1e-3)");
+
     /// <summary>The one --device option: cpu, cuda or cuda:N, parsed into a <see cref="ComputeDevice"/>; CPU by default.</summary>
     public static Option<ComputeDevice> DeviceOption() =>
-        Typed("--device", ComputeDevice.Parse, "cpu, cuda or cuda:N (CUDA needs a CUDA build: -p:TorchBackend=cuda-linux or cuda-windows)", ComputeDevice.Cpu);
+        Typed("--device", ComputeDevice.Parse, "cpu, cuda or cuda:N (CUDA needs libtorch with CUDA: a build with -p:TorchBackend=cuda-linux or cuda-windows, " +
+            $"or -p:TorchBackend=pytorch with a CUDA PyTorch installed or named by {Mora.Native.LibTorchBinding.EnvironmentVariable}; `info` shows what TorchSharp sees)", ComputeDevice.Cpu);
 
     /// <summary>d x k with positive integers (4096x4096 or 4096×4096).</summary>
     public static (int D, int K) ParseShape(string text, string option)
@@ -105,46 +132,59 @@ static class CliSupport
         return (d, k);
     }
 
-    /// <summary>Writes the exact command into <paramref name="path"/> (COMMAND.txt).</summary>
-    public static void WriteCommand(string path, string[] commandLine) =>
-        AtomicFile.WriteText(path, $"{Invocation} " + (commandLine.Length == 0 ? "(no arguments: the default job)" : string.Join(" ", commandLine)) + "\n");
+    /// <summary>Writes the command that made a folder's files into <paramref name="path"/> (COMMAND.txt).</summary>
+    public static void WriteCommand(string path) => AtomicFile.WriteText(path, CommandText + "\n");
 
-    /// <summary>Runs a resumable experiment (validated before) in <paramref name="outDir"/> (default runs/&lt;name&gt;-&lt;preset&gt;);
-    /// copies its tables, the printed table and the exact command into the figures folder, then draws its runs' figures
-    /// there. Ctrl+C stops it cleanly (run the same command to resume).</summary>
-    public static int Experiment(string name, ExperimentSpec spec, string? outDir, string? figures, string[] commandLine, string[] tables,
-        Func<string, CancellationToken, string> run) => Experiment(name, spec.Preset, outDir, figures, commandLine, tables, run);
-
-    /// <summary>As above, for an experiment whose spec is not an <see cref="ExperimentSpec"/> (<paramref name="preset"/> names the default folder).</summary>
-    public static int Experiment(string name, string preset, string? outDir, string? figures, string[] commandLine, string[] tables,
-        Func<string, CancellationToken, string> run)
+    /// <summary>Sets libtorch's CPU threads when <paramref name="threads"/> is given.</summary>
+    public static void SetThreads(int? threads)
     {
-        outDir ??= Path.Combine("runs", $"{name}-{SafePath.Name(preset, "Preset")}");
+        if (threads is not { } n) return;
+        if (n <= 0) throw new ArgumentException($"threads must be positive, got {n}", "threads");
         TorchRuntime.Ensure();
+        TorchSharp.torch.set_num_threads(n);
+    }
+
+    /// <summary>Runs an experiment from the command line in <paramref name="outDir"/> (default runs/&lt;kind&gt;-&lt;preset&gt;):
+    /// checks the figures folder before anything is written, runs the job, then copies its report files, the printed
+    /// table and the exact command into the figures folder and draws its runs' figures there. Ctrl+C stops it cleanly
+    /// (run the same command to resume).</summary>
+    public static int Experiment<TSpec>(Experiment<TSpec> experiment, string? outDir, string? figures, bool fresh = false, bool overwrite = false, int? threads = null)
+        where TSpec : ExperimentSpec
+    {
+        outDir ??= Path.Combine("runs", $"{experiment.Kind}-{SafePath.Name(experiment.Spec.Preset, "Preset")}");
         figures ??= Path.Combine(outDir, "figures");
+        OutputFolders.Check(figures, "--figures");
+        OutputFolders.CheckNotAnotherJobs(figures, "--figures", CommandText, overwrite, f => ExperimentFolder.HoldsSettingsOf(f, experiment.Spec));
+        SetThreads(threads);
+        TorchRuntime.Ensure();
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler stop = (_, e) => { e.Cancel = true; cancel.Cancel(); };
         Console.CancelKeyPress += stop;
         try
         {
-            string table = run(outDir, cancel.Token);
+            var result = experiment.Run(outDir, Console.Out, cancel.Token, new RunOptions(fresh, overwrite, CommandText));
             Directory.CreateDirectory(figures);
-            foreach (var file in tables)
+            foreach (var file in experiment.ReportFiles)
             {
                 byte[] bytes = File.ReadAllBytes(Path.Combine(outDir, file));     // tables and figures (PNG) alike
                 AtomicFile.Write(Path.Combine(figures, file), s => s.Write(bytes));
             }
-            AtomicFile.WriteText(Path.Combine(figures, "table.txt"), table + "\n");
-            WriteCommand(Path.Combine(figures, "COMMAND.txt"), commandLine);
-            var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, name);
+            AtomicFile.WriteText(Path.Combine(figures, "table.txt"), result.Table.TrimEnd('\n') + "\n");
+            WriteCommand(Path.Combine(figures, "COMMAND.txt"));
+            var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, experiment.Kind);
             Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetFullPath(figures)}");
             return 0;
         }
         catch (OperationCanceledException)
         {
+            Console.WriteLine();     // the progress line ends first
             Console.Error.WriteLine($"stopped. Run the same command again to resume from the last checkpoint in {Path.GetFullPath(outDir)}.");
             return 130;
         }
         finally { Console.CancelKeyPress -= stop; }
     }
+
+    /// <summary>Runs an experiment command: the spec from the preset and the options, then the experiment as above.</summary>
+    public static int Experiment<TSpec>(ExperimentOptions<TSpec> o, ParseResult pr, Func<TSpec, Experiment<TSpec>> make) where TSpec : ExperimentSpec =>
+        Experiment(make(o.Apply(pr)), pr.GetValue(o.Out), pr.GetValue(o.Figures), pr.GetValue(o.Fresh), pr.GetValue(o.Overwrite), pr.GetValue(o.Threads));
 }

@@ -7,32 +7,20 @@ namespace Mora.Cli;
 /// each method's learning rate tuned first.</summary>
 static class ContinualCommand
 {
-    public static Command Create(string[] args)
+    public static Command Create()
     {
-        var o = new ExperimentOptions("continual", ContinualSpec.PresetNames);
-        var n = o.Names;
-        var newEntities = n.Bind(new Option<int?>("--new-entities") { Description = "companies of the new domain (three facts each)" }, nameof(ContinualSpec.NewEntities));
-        var docs = n.Bind(new Option<int?>("--documents") { Description = "prose documents per new company" }, nameof(ContinualSpec.DocumentsPerEntity));
-        var original = n.Bind(new Option<int?>("--original-entities") { Description = "people of the original domain (pretraining)" }, nameof(ContinualSpec.OriginalEntities));
-        var replay = n.Bind(new Option<int?>("--replay-questions") { Description = "questions about the pretraining's format companies mixed into the new domain's training set (0 = prose alone)" }, nameof(ContinualSpec.ReplayQuestions));
-        var command = new Command("continual",
+        // Every rate is tuned (--lr-grid, --full-lr-grid, --tune-steps, --tune-seed): no fixed-rate options.
+        var o = new ExperimentOptions<ContinualSpec>(ContinualExperiment.Name, ContinualSpec.PresetNames, "default", ContinualSpec.FromPreset, fixedRates: false);
+        static ContinualSpec C(ExperimentSpec s) => (ContinualSpec)s;
+        o.Value<int>("--new-entities", nameof(ContinualSpec.NewEntities), "companies of the new domain (three facts each)", s => s.NewEntities, (s, v) => C(s) with { NewEntities = v });
+        o.Value<int>("--documents", nameof(ContinualSpec.DocumentsPerEntity), "prose documents per new company", s => s.DocumentsPerEntity, (s, v) => C(s) with { DocumentsPerEntity = v });
+        o.Value<int>("--original-entities", nameof(ContinualSpec.OriginalEntities), "people of the original domain (pretraining)", s => s.OriginalEntities, (s, v) => C(s) with { OriginalEntities = v });
+        o.Value<int>("--replay-questions", nameof(ContinualSpec.ReplayQuestions), "questions about the pretraining's format companies mixed into the new domain's training set (0 = prose alone)",
+            s => s.ReplayQuestions, (s, v) => C(s) with { ReplayQuestions = v });
+        var command = o.AddTo(new Command("continual",
             "Continual pretraining on a new domain (paper §4.3 in spirit): pretrain a base on fictional people, continue on prose about new fictional companies with each method " +
-            "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain).");
-        // Every rate is tuned (--lr-grid, --full-lr-grid, --tune-steps, --tune-seed): the fixed-rate options do not apply.
-        foreach (var option in o.All.Where(x => x != o.Lr && x != o.FullLr).Concat([newEntities, docs, original, replay])) command.Options.Add(option);
-        command.SetAction(pr => CliSupport.Guard(o.Names, () =>
-        {
-            var spec = o.Apply(pr, ContinualSpec.FromPreset(pr.GetValue(o.Preset)!));
-            spec = spec with
-            {
-                NewEntities = pr.GetValue(newEntities) ?? spec.NewEntities, DocumentsPerEntity = pr.GetValue(docs) ?? spec.DocumentsPerEntity,
-                OriginalEntities = pr.GetValue(original) ?? spec.OriginalEntities, ReplayQuestions = pr.GetValue(replay) ?? spec.ReplayQuestions,
-            };
-            spec.Validate();
-            string[] tables = [ContinualExperiment.TableFile, ContinualExperiment.SummaryFile, ContinualExperiment.PairedFile, ContinualExperiment.SweepFile, .. ContinualExperiment.FigureFiles];
-            return CliSupport.Experiment("continual", spec, pr.GetValue(o.Out), pr.GetValue(o.Figures), args, tables,
-                (dir, cancel) => ContinualExperiment.Run(spec, dir, Console.Out, cancel).Table);
-        }));
+            "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain)."));
+        command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new ContinualExperiment(spec))));
         return command;
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text;
 using Mora.Analysis;
 using Mora.Bench;
+using Mora.Experiments;
 using Mora.IO;
 
 namespace Mora.Cli;
@@ -12,7 +13,7 @@ static class DesignsCommand
     /// <summary>Files written by <c>--out</c>: the printed table, its rows as CSV, and the command.</summary>
     public const string TableFile = "designs.txt", CsvFile = "designs.csv", CommandFile = "COMMAND.txt";
 
-    public static Command Create(string[] args)
+    public static Command Create()
     {
         var names = new OptionNames();
         var shape = new Option<string>("--shape") { Description = "layer shape d x k", DefaultValueFactory = _ => "256x256" };
@@ -25,16 +26,23 @@ static class DesignsCommand
         var command = new Command("designs", "Compare every compress/decompress design: r̂, parameters, rank and effective rank of ΔW, merge error, speed.")
             { shape, rank, tokens, repeats, seed, device, outDir };
         command.SetAction(pr => CliSupport.Guard(names, () =>
-            Run(pr.GetValue(shape)!, pr.GetValue(rank), pr.GetValue(tokens), pr.GetValue(repeats), pr.GetValue(seed), pr.GetValue(device), pr.GetValue(outDir), args)));
+            Run(pr.GetValue(shape)!, pr.GetValue(rank), pr.GetValue(tokens), pr.GetValue(repeats), pr.GetValue(seed), pr.GetValue(device), pr.GetValue(outDir))));
         return command;
     }
 
-    static int Run(string shape, int r, int tokens, int repeats, long seed, ComputeDevice device, string? outDir, string[] args)
+    static int Run(string shape, int r, int tokens, int repeats, long seed, ComputeDevice device, string? outDir)
     {
         var (d, k) = CliSupport.ParseShape(shape, "--shape");
         if (r <= 0) throw new ArgumentException($"--rank must be positive, got {r}");
         if (tokens <= 0) throw new ArgumentException($"--tokens must be positive, got {tokens}");
         if (repeats <= 0) throw new ArgumentException($"--repeats must be positive, got {repeats}");
+        // Every design must fit the layer at this rank's budget before anything is printed: r̂ too large is a --rank error.
+        foreach (var type in MoraTypes.All)
+        {
+            try { CompressDecompress.ForLoraRank(d, k, r, type); }
+            catch (ArgumentException e) { throw new ArgumentException($"--rank {r}: {e.MessageOnly()} for {type} at {d}x{k}", "rank", e); }
+        }
+        if (outDir is not null) outDir = Mora.Training.OutputFolders.Check(outDir, "--out");
         var torchDevice = device.ToTorch();
         Console.WriteLine($"Layer {d}x{k}, LoRA r = {r} ({RHat.LoraParameters(d, k, r):N0} parameters), {tokens} tokens, device {device}");
         Action<string> progress = Console.IsErrorRedirected ? msg => Console.Error.WriteLine(msg) : msg => Console.Error.Write($"\r{msg,-40}");
@@ -51,7 +59,7 @@ static class DesignsCommand
             Directory.CreateDirectory(outDir);
             AtomicFile.WriteText(Path.Combine(outDir, TableFile), table.ToString());
             Benchmarks.WriteCsv(Path.Combine(outDir, CsvFile), rows);
-            CliSupport.WriteCommand(Path.Combine(outDir, CommandFile), args);
+            CliSupport.WriteCommand(Path.Combine(outDir, CommandFile));
             Console.WriteLine($"written: {Path.GetFullPath(outDir)}");
         }
         return 0;

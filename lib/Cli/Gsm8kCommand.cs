@@ -6,30 +6,23 @@ namespace Mora.Cli;
 /// <summary><c>gsm8k</c>: fine-tune on GSM8K-style problems (generated, or GSM8K-format files), exact match on held-out ones.</summary>
 static class Gsm8kCommand
 {
-    public static Command Create(string[] args)
+    public static Command Create()
     {
-        var o = new ExperimentOptions("gsm8k", Gsm8kSpec.PresetNames);
-        var train = o.Names.Bind(new Option<int?>("--train-problems") { Description = "training problems (generated, or the first N of --train-file)" }, nameof(Gsm8kSpec.TrainProblems));
-        var test = o.Names.Bind(new Option<int?>("--test-problems") { Description = "held-out problems scored" }, nameof(Gsm8kSpec.TestProblems));
-        var trainFile = o.Names.Bind(new Option<string?>("--train-file") { Description = "GSM8K-format JSONL to train on (e.g. the real GSM8K train.jsonl)" }, nameof(Gsm8kSpec.TrainFile));
-        var validation = o.Names.Bind(new Option<int?>("--validation-problems") { Description = "problems apart from both splits that tuning runs are scored on" }, nameof(Gsm8kSpec.ValidationProblems));
-        var testFile = o.Names.Bind(new Option<string?>("--test-file") { Description = "GSM8K-format JSONL to score on" }, nameof(Gsm8kSpec.TestFile));
-        var context = o.Names.Bind(new Option<int?>("--context") { Description = "context length of a pretrained base (tokens; the real GSM8K needs up to ~2048 with the character tokenizer)" }, nameof(Gsm8kSpec.Context));
-        var baseModel = o.Names.Bind(new Option<string?>("--base") { Description = "a local model folder (config.json, model.safetensors, tokenizer.json) instead of pretraining" }, nameof(Gsm8kSpec.BaseModel));
-        var command = new Command("gsm8k", "Pretrain (or load) a base model, fine-tune it with each method on GSM8K-style problems, report exact-match accuracy on held-out problems.");
-        foreach (var option in o.All.Concat([train, test, validation, trainFile, testFile, context, baseModel])) command.Options.Add(option);
-        command.SetAction(pr => CliSupport.Guard(o.Names, () =>
-        {
-            var spec = o.Apply(pr, Gsm8kSpec.FromPreset(pr.GetValue(o.Preset)!));
-            spec = spec with
-            {
-                TrainProblems = pr.GetValue(train) ?? spec.TrainProblems, TestProblems = pr.GetValue(test) ?? spec.TestProblems, ValidationProblems = pr.GetValue(validation) ?? spec.ValidationProblems,
-                TrainFile = pr.GetValue(trainFile), TestFile = pr.GetValue(testFile), BaseModel = pr.GetValue(baseModel), Context = pr.GetValue(context) ?? spec.Context,
-            };
-            spec.Validate();
-            return CliSupport.Experiment("gsm8k", spec, pr.GetValue(o.Out), pr.GetValue(o.Figures), args, Gsm8kExperiment.ReportFiles(spec),
-                (dir, cancel) => Gsm8kExperiment.FormatTable(spec, Gsm8kExperiment.Run(spec, dir, Console.Out, cancel)));
-        }));
+        var o = new ExperimentOptions<Gsm8kSpec>(Gsm8kExperiment.Name, Gsm8kSpec.PresetNames, "default", Gsm8kSpec.FromPreset);
+        static Gsm8kSpec G(ExperimentSpec s) => (Gsm8kSpec)s;
+        o.Value<int>("--train-problems", nameof(Gsm8kSpec.TrainProblems), "training problems (generated, or the first N of --train-file)", s => s.TrainProblems, (s, v) => G(s) with { TrainProblems = v });
+        o.Value<int>("--test-problems", nameof(Gsm8kSpec.TestProblems), "held-out problems scored", s => s.TestProblems, (s, v) => G(s) with { TestProblems = v });
+        o.Value<int>("--validation-problems", nameof(Gsm8kSpec.ValidationProblems), "problems apart from both splits that tuning runs are scored on", s => s.ValidationProblems,
+            (s, v) => G(s) with { ValidationProblems = v });
+        o.Text("--train-file", nameof(Gsm8kSpec.TrainFile), "GSM8K-format JSONL to train on (e.g. the real GSM8K train.jsonl)", _ => null, (s, v) => G(s) with { TrainFile = v });
+        o.Text("--test-file", nameof(Gsm8kSpec.TestFile), "GSM8K-format JSONL to score on", _ => null, (s, v) => G(s) with { TestFile = v });
+        o.Value<int>("--context", nameof(Gsm8kSpec.Context), "context length of a pretrained base (tokens; the real GSM8K needs up to ~2048 with the character tokenizer)", s => s.Context,
+            (s, v) => G(s) with { Context = v });
+        o.Value<int>("--pretrain-block-size", nameof(Gsm8kSpec.PretrainBlockSize), "tokens per block of the base's pretraining corpus (at most --context)", s => s.PretrainBlockSize,
+            (s, v) => G(s) with { PretrainBlockSize = v });
+        o.Text("--base", nameof(Gsm8kSpec.BaseModel), "a local model folder (config.json, model.safetensors, tokenizer.json) instead of pretraining", _ => null, (s, v) => G(s) with { BaseModel = v });
+        var command = o.AddTo(new Command("gsm8k", "Pretrain (or load) a base model, fine-tune it with each method on GSM8K-style problems, report exact-match accuracy on held-out problems."));
+        command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new Gsm8kExperiment(spec))));
         return command;
     }
 }

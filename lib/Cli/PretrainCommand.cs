@@ -1,6 +1,5 @@
 using System.CommandLine;
 using Mora.Experiments;
-using Mora.Model;
 
 namespace Mora.Cli;
 
@@ -8,66 +7,28 @@ namespace Mora.Cli;
 /// training of a model from scratch on a generated language, held-out perplexity over seeds.</summary>
 static class PretrainCommand
 {
-    public static Command Create(string[] args)
+    public static Command Create()
     {
-        var names = new OptionNames();
-        var preset = names.Bind(new Option<string>("--preset") { Description = $"settings to start from: {string.Join(", ", PretrainSpec.PresetNames)}", DefaultValueFactory = _ => "cpu" }, nameof(PretrainSpec.Preset));
-        var model = names.Bind(new Option<string?>("--model") { Description = $"model trained from scratch: {string.Join(", ", LlamaConfig.PresetNames)}" }, nameof(PretrainSpec.Model));
-        var rank = names.Bind(new Option<int?>("--rank") { Description = "LoRA rank budget (MoRA gets the same trainable parameters)" }, nameof(PretrainSpec.Rank));
-        var steps = names.Bind(new Option<int?>("--steps") { Description = "training steps of each evaluation run" }, nameof(PretrainSpec.Steps));
-        var batch = names.Bind(new Option<int?>("--batch-size") { Description = "sequences per step" }, nameof(PretrainSpec.BatchSize));
-        var block = names.Bind(new Option<int?>("--block-size") { Description = "characters per training sequence" }, nameof(PretrainSpec.BlockSize));
-        var warmup = names.Bind(new Option<int?>("--warmup") { Description = "learning-rate warm-up steps at the start" }, nameof(PretrainSpec.WarmupSteps));
-        var mergeEvery = names.Bind(new Option<int?>("--merge-every") { Description = "ReLoRA/ReMoRA: merge the adapter and restart it every N steps" }, nameof(PretrainSpec.MergeEvery));
-        var restart = names.Bind(new Option<int?>("--restart-warmup") { Description = "ReLoRA/ReMoRA: learning-rate warm-up steps after each merge" }, nameof(PretrainSpec.RestartWarmupSteps));
-        var methods = names.Bind(CliSupport.TypedList("--methods", t => PretrainMethods.Parse(t, "--methods"), "lora, relora, mora, remora, full (default: all five)"), nameof(PretrainSpec.Methods));
-        var seeds = names.Bind(new Option<int[]>("--seeds") { Description = "evaluation seeds", AllowMultipleArgumentsPerToken = true }, nameof(PretrainSpec.Seeds));
-        var tuneSeed = names.Bind(new Option<int?>("--tune-seed") { Description = "seed of the learning-rate sweep (not an evaluation seed)" }, nameof(PretrainSpec.TuneSeed));
-        var tuneSteps = names.Bind(new Option<int?>("--tune-steps") { Description = "steps of each sweep run" }, nameof(PretrainSpec.TuneSteps));
-        var grid = names.Bind(new Option<double[]>("--lr-grid") { Description = "learning rates tried for each method (log-spaced)", AllowMultipleArgumentsPerToken = true }, nameof(PretrainSpec.LrGrid));
-        var trainDocs = names.Bind(new Option<int?>("--train-documents") { Description = "generated training documents" }, nameof(PretrainSpec.TrainDocuments));
-        var heldOutDocs = names.Bind(new Option<int?>("--heldout-documents") { Description = "generated held-out documents" }, nameof(PretrainSpec.HeldOutDocuments));
-        var evalPoints = names.Bind(new Option<int?>("--eval-points") { Description = "held-out evaluations during each run" }, nameof(PretrainSpec.EvalPoints));
-        var device = names.Bind(CliSupport.DeviceOption(), nameof(PretrainSpec.Device));
-        var threads = names.Bind(new Option<int?>("--threads") { Description = "CPU threads for libtorch (1 is much faster on a machine whose cores other jobs share; default: libtorch's choice)" }, "threads");
-        var outDir = names.Bind(new Option<string?>("--out") { Description = "output folder (default runs/pretrain-<preset>); run again to resume" }, "outDir");
-        var figures = new Option<string?>("--figures") { Description = "folder for the tables and figures (default <out>/figures)" };
-        var command = new Command("pretrain", "Pretrain a model from scratch on a generated language with LoRA, ReLoRA, MoRA, ReMoRA and full training " +
-            "(paper §4.4): tune each method's learning rate on a grid, then report held-out perplexity over seeds with 95 % intervals and paired differences.");
-        foreach (var o in new Option[] { preset, model, rank, steps, batch, block, warmup, mergeEvery, restart, methods, seeds, tuneSeed, tuneSteps, grid, trainDocs, heldOutDocs, evalPoints, device, threads, outDir, figures })
-            command.Options.Add(o);
-        command.SetAction(pr => CliSupport.Guard(names, () =>
-        {
-            var spec = PretrainSpec.FromPreset(pr.GetValue(preset)!);
-            spec = spec with
-            {
-                Model = pr.GetValue(model) ?? spec.Model, Rank = pr.GetValue(rank) ?? spec.Rank, Steps = pr.GetValue(steps) ?? spec.Steps,
-                BatchSize = pr.GetValue(batch) ?? spec.BatchSize, BlockSize = pr.GetValue(block) ?? spec.BlockSize, WarmupSteps = pr.GetValue(warmup) ?? spec.WarmupSteps,
-                MergeEvery = pr.GetValue(mergeEvery) ?? spec.MergeEvery, RestartWarmupSteps = pr.GetValue(restart) ?? spec.RestartWarmupSteps,
-                Methods = pr.GetValue(methods) is { Length: > 0 } ms ? ms : spec.Methods, Seeds = pr.GetValue(seeds) is { Length: > 0 } ss ? ss : spec.Seeds,
-                TuneSeed = pr.GetValue(tuneSeed) ?? spec.TuneSeed, TuneSteps = pr.GetValue(tuneSteps) ?? spec.TuneSteps,
-                LrGrid = pr.GetValue(grid) is { Length: > 0 } g ? g : spec.LrGrid, TrainDocuments = pr.GetValue(trainDocs) ?? spec.TrainDocuments,
-                HeldOutDocuments = pr.GetValue(heldOutDocs) ?? spec.HeldOutDocuments, EvalPoints = pr.GetValue(evalPoints) ?? spec.EvalPoints,
-                Device = pr.GetValue(device),
-            };
-            spec.Validate();
-            if (pr.GetValue(threads) is { } n)
-            {
-                if (n <= 0) throw new ArgumentException($"threads must be positive, got {n}", "threads");
-                Mora.Native.TorchRuntime.Ensure();
-                TorchSharp.torch.set_num_threads(n);
-            }
-            string? dir = pr.GetValue(outDir);
-            string? figs = pr.GetValue(figures);
-            return CliSupport.Experiment("pretrain", spec.Preset, dir, figs, args,
-                [PretrainExperiment.TableFile, PretrainExperiment.SummaryFile, PretrainExperiment.PairedFile, PretrainExperiment.SweepFile],
-                (d, cancel) =>
-                {
-                    var results = PretrainExperiment.Run(spec, d, Console.Out, cancel);
-                    PretrainExperiment.WriteFigures(results, d, figs ?? Path.Combine(d, "figures"));
-                    return PretrainExperiment.FormatTable(results);
-                });
-        }));
+        var o = new ExperimentOptions<PretrainSpec>(PretrainExperiment.Name, PretrainSpec.PresetNames, "cpu", PretrainSpec.FromPreset);
+        static PretrainSpec P(ExperimentSpec s) => (PretrainSpec)s;
+        o.Value<int>("--rank", nameof(PretrainSpec.Rank), "LoRA rank budget (MoRA gets the same trainable parameters)", s => s.Rank, (s, v) => P(s) with { Rank = v });
+        o.Value<int>("--block-size", nameof(PretrainSpec.BlockSize), "characters per training sequence", s => s.BlockSize, (s, v) => P(s) with { BlockSize = v });
+        o.Value<int>("--warmup", nameof(PretrainSpec.WarmupSteps), "learning-rate warm-up steps at the start (a tuning run's scaled to its length)", s => s.WarmupSteps, (s, v) => P(s) with { WarmupSteps = v });
+        o.Value<double>("--min-lr-ratio", nameof(PretrainSpec.MinLrRatio), "the cosine schedule decays to the rate × this", s => s.MinLrRatio, (s, v) => P(s) with { MinLrRatio = v });
+        o.Value<int>("--merge-every", nameof(PretrainSpec.MergeEvery), "ReLoRA/ReMoRA: merge the adapter and restart it every N steps", s => s.MergeEvery, (s, v) => P(s) with { MergeEvery = v });
+        o.Value<int>("--restart-warmup", nameof(PretrainSpec.RestartWarmupSteps), "ReLoRA/ReMoRA: learning-rate warm-up steps after each merge", s => s.RestartWarmupSteps,
+            (s, v) => P(s) with { RestartWarmupSteps = v });
+        o.List("--methods", nameof(PretrainSpec.Methods), CliSupport.TypedList("--methods", t => PretrainMethods.Parse(t, "--methods"), "lora, relora, mora, remora, full"),
+            s => s.Methods.Select(m => m.Name()), (s, v) => P(s) with { Methods = v });
+        o.List("--lr-grid", nameof(PretrainSpec.LrGrid), CliSupport.TypedList("--lr-grid", CliSupport.Number, "learning rates tried for each method (log-spaced; the rule extends past an end)"),
+            s => s.LrGrid, (s, v) => P(s) with { LrGrid = v });
+        o.Value<int>("--train-documents", nameof(PretrainSpec.TrainDocuments), "generated training documents", s => s.TrainDocuments, (s, v) => P(s) with { TrainDocuments = v });
+        o.Value<int>("--heldout-documents", nameof(PretrainSpec.HeldOutDocuments), "generated held-out documents", s => s.HeldOutDocuments, (s, v) => P(s) with { HeldOutDocuments = v });
+        o.Value<int>("--validation-documents", nameof(PretrainSpec.ValidationDocuments), "generated documents the sweep is scored on (0: the held-out ones)", s => s.ValidationDocuments,
+            (s, v) => P(s) with { ValidationDocuments = v });
+        var command = o.AddTo(new Command("pretrain", "Pretrain a model from scratch on a generated language with LoRA, ReLoRA, MoRA, ReMoRA and full training " +
+            "(paper §4.4): tune each method's learning rate on a grid, then report held-out perplexity over seeds with 95 % intervals and paired differences."));
+        command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new PretrainExperiment(spec))));
         return command;
     }
 }

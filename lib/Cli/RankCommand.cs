@@ -37,7 +37,7 @@ static class RankCommand
     {
         if (!(tol > 0 && tol < 1)) throw new ArgumentException($"--tolerance must be in (0, 1), got {tol}");
         TorchRuntime.Ensure();
-        var learned = LearnedSpectra.Analyze(runsDir, tol);
+        var learned = LearnedSpectra.Analyze(runsDir, tol, Console.WriteLine);
         Console.WriteLine($"Learned ΔW (rank at σ ≥ {tol:G3}·σ_max, effective rank = exp of the spectral entropy), last checkpoint of each run in {Path.GetFullPath(runsDir)}:");
         Console.WriteLine(LearnedSpectra.Format(learned));
         string csv = Path.Combine(runsDir, "learned-spectra.csv");

@@ -72,22 +72,22 @@ public static class Claims
     static void Memorisation(string repoRoot, string memo, List<ClaimResult> results)
     {
         var spec = SpecOf(memo, MemorizationSpec.FromPreset);
-        var memoSummary = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.SummaryFile));
-        var memoPaired = CsvTable.Read(Path.Combine(memo, MemorizationExperiment.PairedFile));
-        var at = memoPaired.Rows.Select(r => r["metric"]).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
+        var memoSummary = SeedReport.ReadSummary(Path.Combine(memo, MemorizationExperiment.SummaryFile));
+        var memoPaired = SeedReport.ReadPaired(Path.Combine(memo, MemorizationExperiment.PairedFile));
+        var at = memoPaired.Select(r => r.Metric).Where(m => m.StartsWith("char_acc_step", StringComparison.Ordinal))
             .Select(m => int.Parse(m["char_acc_step".Length..], CultureInfo.InvariantCulture)).Distinct().Order().ToList();
         if (at.Count < 2) throw new FormatException($"{Path.Combine(memo, MemorizationExperiment.PairedFile)}: a curve's trend needs two evaluated steps, found {at.Count}");
         string lastStep = $"char_acc_step{at[^1]}";
-        foreach (var row in memoPaired.Rows.Where(r => r["metric"] == lastStep && r["method"].StartsWith("mora-", StringComparison.Ordinal)))
+        foreach (var row in memoPaired.Where(r => r.Metric == lastStep && r.Method.StartsWith("mora-", StringComparison.Ordinal)))
         {
             var d = Interval(row);
-            int rank = int.Parse(row["rank"], CultureInfo.InvariantCulture);
+            int rank = int.Parse(row.Rank, CultureInfo.InvariantCulture);
             IReadOnlyDictionary<string, string> Row(string method) => memoSummary.Rows.Single(r => r["method"] == method && r["rank"] == rank.ToString(CultureInfo.InvariantCulture));
             string Mean(string method) => $"{100 * Num(Row(method)[lastStep + "_mean"]):0.0} %";
             string Trend(string method) => SeedReport.Trend(Num(Row(method)[$"char_acc_step{at[^2]}_mean"]), Num(Row(method)[lastStep + "_mean"]), at[^1] - at[^2]);
             results.Add(new ClaimResult("Memorisation (§4.1): MoRA > LoRA at equal parameters",
-                $"UUID pairs ({spec.Pairs} a seed), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {row["method"]}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
-                $"char. accuracy at step {at[^1]}: {row["method"]} {Mean(row["method"])} ({Trend(row["method"])}), LoRA {Mean("lora")} ({Trend("lora")}); difference {d.Format(100)} points",
+                $"UUID pairs ({spec.Pairs} a seed), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {row.Method}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
+                $"char. accuracy at step {at[^1]}: {row.Method} {Mean(row.Method)} ({Trend(row.Method)}), LoRA {Mean("lora")} ({Trend("lora")}); difference {d.Format(100)} points",
                 Greater(d), Rel(repoRoot, Path.Combine(memo, MemorizationExperiment.PairedFile)), Command(memo)));
         }
     }
@@ -112,32 +112,33 @@ public static class Claims
     /// <summary>Paper §4.4: pretraining from scratch; lower held-out perplexity is better, so "A ≥ B" is ✓ when A − B lies below 0.</summary>
     static void Pretraining(string repoRoot, string folder, List<ClaimResult> results)
     {
-        var summary = CsvTable.Read(Path.Combine(folder, "pretrain-summary.csv")).Rows.ToDictionary(r => r["method"]);
+        var summary = SeedReport.ReadSummary(Path.Combine(folder, PretrainExperiment.SummaryFile)).Rows.ToDictionary(r => r["method"]);
         // The settings as the run printed them: the first line of table.txt names the model, steps, rank budget and merge interval.
         string table = File.ReadAllLines(Path.Combine(folder, "table.txt"))[0];
         string Setting(string pattern) => System.Text.RegularExpressions.Regex.Match(table, pattern) is { Success: true } m ? m.Groups[1].Value
             : throw new FormatException($"{Path.Combine(folder, "table.txt")}:1: no '{pattern}' in '{table}'");
         string model = Setting(@"\((\w+) model"), every = Setting(@"merge every (\d+) steps"), budget = Setting(@"rank budget r = (\d+)");
         bool validated = File.ReadAllText(Path.Combine(folder, "table.txt")).Contains("validation perplexity", StringComparison.Ordinal);
-        var paired = CsvTable.Read(Path.Combine(folder, "pretrain-paired.csv")).Rows.ToDictionary(r => r["comparison"]);
+        var paired = SeedReport.ReadPaired(Path.Combine(folder, PretrainExperiment.PairedFile)).Where(r => r.Metric == PretrainExperiment.HeldOutPerplexity)
+            .ToDictionary(r => $"{r.Method}-{r.Baseline}");
         // Four decimals, as the files hold them (table.txt rounds the unrounded means to three).
-        string Ppl(string m) => $"{summary[m]["heldout_ppl_mean"]} [{summary[m]["heldout_ppl_low95"]}, {summary[m]["heldout_ppl_high95"]}]";
+        string Ppl(string m) => $"{summary[m]["heldout_ppl_mean"]} [{summary[m]["heldout_ppl_ci_low"]}, {summary[m]["heldout_ppl_ci_high"]}]";
         foreach (var (a, b, claim) in new[] { ("remora", "relora", "Pretraining (§4.4): ReMoRA ≥ ReLoRA"), ("mora", "lora", "Pretraining (§4.4): MoRA ≥ LoRA") })
         {
             if (!paired.TryGetValue($"{a}-{b}", out var row)) continue;
-            int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
-            var d = new MeanInterval(Num(row["ppl_diff_mean"]), Num(row["ppl_diff_low95"]), Num(row["ppl_diff_high95"]), n, 0);
+            int n = row.Seeds;
+            var d = new MeanInterval(Num(row.Mean), Num(row.Low), Num(row.High), n, 0);
             results.Add(new ClaimResult(claim,
                 $"a generated language learned from scratch, {model} model, rank budget r = {budget}, {(a == "remora" ? $"merged and re-initialised every {every} steps (ReMoRA switching sharing types 1 ↔ 2), warm-up restarted" : "no merges")}, " +
                 $"{(validated ? "rates tuned on a validation split" : "rates tuned on the held-out split itself")}, {n} seeds",
-                $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {row["ppl_diff_mean"]} [{row["ppl_diff_low95"]}, {row["ppl_diff_high95"]}] (lower is better)",
-                Greater(new MeanInterval(-d.Mean, -d.High, -d.Low, n, 0)), Rel(repoRoot, Path.Combine(folder, "pretrain-paired.csv")), Command(folder)));
+                $"held-out perplexity: {a} {Ppl(a)}, {b} {Ppl(b)}; difference {row.Mean} [{row.Low}, {row.High}] (lower is better)",
+                Greater(new MeanInterval(-d.Mean, -d.High, -d.Low, n, 0)), Rel(repoRoot, Path.Combine(folder, PretrainExperiment.PairedFile)), Command(folder)));
         }
     }
 
     /// <summary>The settings of a committed result: its spec.json, or (for results committed before the spec was copied
     /// beside them) the preset its COMMAND.txt names, which then must name no other setting.</summary>
-    static TSpec SpecOf<TSpec>(string folder, Func<string, TSpec> fromPreset) where TSpec : ExperimentSpec
+    static TSpec SpecOf<TSpec>(string folder, Func<string, TSpec> fromPreset) where TSpec : FineTuningSpec
     {
         string path = Path.Combine(folder, ExperimentFolder.SpecFile);
         if (File.Exists(path))
@@ -165,7 +166,7 @@ public static class Claims
         return $"{(ratio <= 0.01 ? "low" : "high")} regime, r/d = {100 * ratio:0.#} %";
     }
 
-    static string Rates(ExperimentSpec spec) => spec.AdapterLrGrid.Count > 0 ? "tuned rates" : "one untuned rate";
+    static string Rates(FineTuningSpec spec) => spec.AdapterLrGrid.Count > 0 ? "tuned rates" : "one untuned rate";
 
     /// <summary>Paper §4.3 (continual pretraining on a new domain), in spirit: acquisition is the character accuracy of
     /// answers to questions on the new facts; "MoRA absorbs the domain better" is ✓ when MoRA − LoRA lies above 0.</summary>
@@ -174,15 +175,13 @@ public static class Claims
         string table = File.ReadAllLines(Path.Combine(folder, "table.txt"))[0];
         var setting = System.Text.RegularExpressions.Regex.Match(table, @"\((.*?); seeds");
         if (!setting.Success) throw new FormatException($"{Path.Combine(folder, "table.txt")}:1: no '(…; seeds' in '{table}'");
-        foreach (var row in CsvTable.Read(Path.Combine(folder, "continual-paired.csv")).Rows.Where(r => r["measure"] == "new_char_acc"))
+        foreach (var row in SeedReport.ReadPaired(Path.Combine(folder, ContinualExperiment.PairedFile)).Where(r => r.Metric == ContinualExperiment.NewChar))
         {
-            int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
-            var d = new MeanInterval(Num(row["mean"]), Num(row["low"]), Num(row["high"]), n, 0);
-            string method = row["comparison"].Split(' ')[0];
+            var d = new MeanInterval(Num(row.Mean), Num(row.Low), Num(row.High), row.Seeds, 0);
             results.Add(new ClaimResult("Continual pretraining (§4.3, in spirit): MoRA absorbs a new domain better than LoRA",
-                $"facts about fictional entities in varied prose, questions in an unseen phrasing; {setting.Groups[1].Value}; {method}, r = {row["rank"]}, tuned rates, {n} seeds",
-                $"character accuracy of answers on the new facts: difference {d.Format(100)} points (forgetting: `continual-paired.csv`)",
-                Greater(d), Rel(repoRoot, Path.Combine(folder, "continual-paired.csv")), Command(folder)));
+                $"facts about fictional entities in varied prose, questions in an unseen phrasing; {setting.Groups[1].Value}; {row.Method}, r = {row.Rank}, tuned rates, {row.Seeds} seeds",
+                $"character accuracy of answers on the new facts: difference {d.Format(100)} points (forgetting: `{ContinualExperiment.PairedFile}`)",
+                Greater(d), Rel(repoRoot, Path.Combine(folder, ContinualExperiment.PairedFile)), Command(folder)));
         }
     }
 
@@ -232,11 +231,11 @@ public static class Claims
         return readme[..a] + section + readme[(b + End.Length)..];
     }
 
-    static MeanInterval Interval(IReadOnlyDictionary<string, string> row)
+    static MeanInterval Interval(SeedReport.PairedRow row)
     {
-        double P(string c) => double.Parse(row[c], CultureInfo.InvariantCulture);
-        int n = int.Parse(row["seeds"], CultureInfo.InvariantCulture);
-        return new MeanInterval(P("mean_difference"), P("ci_low"), P("ci_high"), n, n > 1 ? (P("ci_high") - P("ci_low")) / 2 / SeedStatistics.StudentT975(n - 1) * Math.Sqrt(n) : 0);
+        double low = Num(row.Low), high = Num(row.High);
+        int n = row.Seeds;
+        return new MeanInterval(Num(row.Mean), low, high, n, n > 1 ? (high - low) / 2 / SeedStatistics.StudentT975(n - 1) * Math.Sqrt(n) : 0);
     }
 
     static string Rel(string root, string path) => Path.GetRelativePath(root, path).Replace('\\', '/');
@@ -246,32 +245,5 @@ public static class Claims
         string path = Path.Combine(folder, "COMMAND.txt");
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: every committed result needs the command that made it", path);
         return File.ReadAllLines(path).FirstOrDefault(l => l.Trim().Length > 0)?.Trim() ?? throw new FormatException($"{path}: empty");
-    }
-}
-
-/// <summary>A committed CSV read by column name (plain comma-separated, header first, no quoting: the kit's own tables).</summary>
-public sealed class CsvTable
-{
-    public IReadOnlyList<string> Header { get; }
-    public IReadOnlyList<IReadOnlyDictionary<string, string>> Rows { get; }
-
-    CsvTable(IReadOnlyList<string> header, IReadOnlyList<IReadOnlyDictionary<string, string>> rows) { Header = header; Rows = rows; }
-
-    /// <summary>Reads <paramref name="path"/>; a row with the wrong number of cells is an error naming the file and line.</summary>
-    public static CsvTable Read(string path)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"no file {Path.GetFullPath(path)}", path);
-        var lines = File.ReadAllLines(path);
-        if (lines.Length == 0) throw new FormatException($"{path}: empty (no header)");
-        var header = lines[0].Split(',');
-        var rows = new List<IReadOnlyDictionary<string, string>>();
-        for (int i = 1; i < lines.Length; i++)
-        {
-            if (lines[i].Length == 0) continue;
-            var cells = lines[i].Split(',');
-            if (cells.Length != header.Length) throw new FormatException($"{path}:{i + 1}: {cells.Length} cells, the header has {header.Length}");
-            rows.Add(header.Zip(cells).ToDictionary(p => p.First, p => p.Second));
-        }
-        return new CsvTable(header, rows);
     }
 }

@@ -4,12 +4,12 @@ using Mora.Adapters;
 using Mora.Data;
 using Mora.Evaluation;
 using Mora.Figures;
-using Mora.IO;
 using Mora.Model;
 using Mora.Training;
 using TorchSharp;
 
 namespace Mora.Experiments;
+
 
 /// <summary>Settings of the continual-pretraining experiment (paper §4.3 in spirit, at the kit's scale): a base is pretrained
 /// on an original domain (fictional people, in prose and as questions, plus a few companies so it knows the company
@@ -17,14 +17,14 @@ namespace Mora.Experiments;
 /// method. Acquisition: exact match and character accuracy of greedy answers to questions about the new facts, asked in a
 /// phrasing no training text uses. Forgetting: the held-out loss on the original domain, before and after.
 /// <para>Each method's learning rate is tuned first by the rule every reproduction uses (<see cref="LearningRateSweep"/>):
-/// every value of its grid (<see cref="ExperimentSpec.AdapterLrGrid"/>, <see cref="ExperimentSpec.FullLrGrid"/>) trains for
+/// every value of its grid (<see cref="FineTuningSpec.AdapterLrGrid"/>, <see cref="FineTuningSpec.FullLrGrid"/>) trains for
 /// <see cref="ExperimentSpec.TuneSteps"/> steps on <see cref="ExperimentSpec.TuneSeed"/> (other new companies than any
 /// evaluation seed's). The score it maximises is minus the final answer loss on the new facts: the teacher-forced loss of
 /// the true answers after the questions measures acquisition like the greedy answers do, but does not jump by whole
 /// characters, so a short sweep on 36 questions can rank the rates.</para>
-/// <para>One base (initialised and pretrained from <see cref="ExperimentSpec.BaseSeed"/>, which this experiment requires)
+/// <para>One base (initialised and pretrained from <see cref="FineTuningSpec.BaseSeed"/>, which this experiment requires)
 /// serves every run; a seed draws its new companies, their documents, the data order and the adapters' initialisation.</para></summary>
-public sealed record ContinualSpec : ExperimentSpec
+public sealed record ContinualSpec : FineTuningSpec
 {
     public ContinualSpec()
     {
@@ -70,7 +70,7 @@ public sealed record ContinualSpec : ExperimentSpec
     };
 
     /// <summary>Checks every setting; throws <see cref="ArgumentException"/> naming the property.</summary>
-    public ContinualSpec Validate()
+    public override ContinualSpec Validate()
     {
         Positive(NewEntities, nameof(NewEntities)); Positive(DocumentsPerEntity, nameof(DocumentsPerEntity));
         Positive(OriginalEntities, nameof(OriginalEntities)); Positive(FormatEntities, nameof(FormatEntities));
@@ -83,20 +83,9 @@ public sealed record ContinualSpec : ExperimentSpec
         foreach (var (grid, full, name) in new[] { (AdapterLrGrid, false, nameof(AdapterLrGrid)), (FullLrGrid, true, nameof(FullLrGrid)) })
             if (grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
                 throw new ArgumentException($"{name}: this experiment tunes every method's rate; name a grid", name);
-        ValidateShared();
+        ValidateFineTuning();
         return this;
     }
-}
-
-/// <summary>One run's result: the chosen rate, acquisition (questions on the new facts) and forgetting (held-out loss and
-/// retained answers of the original domain), before (the base) and after.</summary>
-public sealed record ContinualRun(string Method, int Rank, int Seed, double LearningRate, long TrainableParameters,
-    double NewExactMatch, double NewCharAccuracy, double NewCharAccuracyBefore, double NewAnswerLoss, double NewAnswerLossBefore,
-    double HeldOutLossBefore, double HeldOutLossAfter, double OriginalExactMatchBefore, double OriginalExactMatchAfter,
-    double FinalLoss, double WallSeconds)
-{
-    /// <summary>Forgetting: how much the held-out loss on the original domain rose (nats per token).</summary>
-    public double Forgetting => HeldOutLossAfter - HeldOutLossBefore;
 }
 
 /// <summary>The data of one experiment: the original domain (pretraining set, held-out documents, retention questions),
@@ -148,202 +137,127 @@ public sealed class ContinualData
     public static IReadOnlyList<(string Prompt, string Answer)> Prompts(IEnumerable<FactQuestion> questions) => questions.Select(q => (q.Question, q.Answer)).ToList();
 }
 
+
 /// <summary>
-/// The continual-pretraining experiment as one resumable job. Layout under the output folder: <c>base/</c> (pretraining run,
-/// then <c>model/</c> and <c>result.json</c> with the base's held-out loss and retention), <c>sweep/{method}-r{r}-seed{tuning}-lr{lr}/</c> (learning-rate sweep runs),
-/// <c>runs/{method}-r{r}-seed{s}/</c> (evaluation runs), each with <c>result.json</c> when finished; and the tables
-/// <c>lr-sweep.csv</c>, <c>continual.csv</c> (per run), <c>continual-summary.csv</c> (mean and 95 % interval over seeds),
-/// <c>continual-paired.csv</c> (per-seed paired MoRA − LoRA), and the figures <c>continual-acquisition</c> and
-/// <c>continual-forgetting</c> (method means by step). Started again with the same settings it reuses finished runs and
-/// resumes an interrupted one from its last checkpoint.
+/// The continual-pretraining experiment: one base (<c>base/</c>, its held-out loss and retention in
+/// <c>base/result.json</c>) continued with each method on a seed's new domain; scores of acquisition (answers on the new
+/// facts, and their teacher-forced loss) and forgetting (held-out loss and retained answers of the original domain),
+/// each beside the base's value before. Its figures are the method means by step (<c>continual-acquisition</c>,
+/// <c>continual-forgetting</c>). The pipeline is <see cref="Experiment{TSpec}"/>'s.
 /// </summary>
-public static class ContinualExperiment
+public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperiment<ContinualSpec>(spec)
 {
-    public const string TableFile = "continual.csv", SummaryFile = "continual-summary.csv", PairedFile = "continual-paired.csv", SweepFile = LearningRateSweep.File;
+    public const string Name = "continual", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv", SweepFile = LearningRateSweep.File;
     /// <summary>The metrics each evaluation logs.</summary>
     public const string NewExact = "new_exact_match", NewChar = "new_char_acc", NewAnswerLoss = "new_answer_loss", HeldOutLoss = "heldout_loss", OriginalExact = "orig_exact_match";
+    /// <summary>Scores beside them: the base's before training, and forgetting (the rise of the held-out loss, nats per token).</summary>
+    public const string NewCharBefore = "new_char_acc_before", NewAnswerLossBefore = "new_answer_loss_before", HeldOutLossBefore = "heldout_loss_before",
+        HeldOutLossAfter = "heldout_loss_after", Forgetting = "forgetting", OriginalExactBefore = "orig_exact_match_before";
 
-    /// <summary>Everything the job produced; the sweep is in <see cref="SweepFile"/>.</summary>
-    public sealed record Result(ContinualSpec Spec, IReadOnlyList<ContinualRun> Runs, IReadOnlyDictionary<(string Method, int Rank), double> Rates,
-        BaseMetrics Base, string Table);
+    /// <summary>Runs the job (see <see cref="Experiment{TSpec}.Run"/>).</summary>
+    public static JobResult Run(ContinualSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default, RunOptions? options = null) =>
+        new ContinualExperiment(spec).Run(outDir, output, cancel, options);
 
     /// <summary>The base model's held-out loss and retention score (the "before" of forgetting).</summary>
     public sealed record BaseMetrics(double HeldOutLoss, double OriginalExactMatch, double OriginalCharAccuracy);
 
-    public static Result Run(ContinualSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
+    public override string Kind => Name;
+    ContinualData _data = null!;
+    BaseMetrics? _base;
+
+    public override IReadOnlyList<string> Columns =>
+        [NewExact, NewChar, NewCharBefore, NewAnswerLoss, NewAnswerLossBefore, HeldOutLossBefore, HeldOutLossAfter, Forgetting, OriginalExactBefore, OriginalExact];
+    /// <summary>The measures the summary and the paired table report (acquisition, then forgetting).</summary>
+    public static IReadOnlyList<string> Measures { get; } = [NewExact, NewChar, NewAnswerLoss, HeldOutLossAfter, Forgetting, OriginalExact];
+    public override IReadOnlyList<string> SummaryScores => Measures;
+    /// <summary>MoRA against LoRA at the same rank (full fine-tuning is reported, not compared).</summary>
+    public override IReadOnlyList<(string Method, string Baseline)> Comparisons =>
+        Spec.Methods.Where(m => m.Method == AdapterMethod.Mora).Select(m => (m.Name, MethodSpec.Lora.Name)).ToList();
+    public override IReadOnlyList<int> ReportRanks => Spec.Ranks;
+    public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, .. FigureFiles];
+    protected override int PadId => _data.Tokenizer.PadId;
+    protected override string TunedOn => "the tuning seed's new facts";
+    protected override Func<double, string>? ShowTuningScore => score => $"answer loss {-score:F4}";
+    /// <summary>Minus the final answer loss on the tuning seed's new facts: the teacher-forced loss of the true answers
+    /// measures acquisition as the greedy answers do, but does not jump by whole characters, so a short sweep on a few
+    /// dozen questions can rank the rates.</summary>
+    protected override double TuningScore(RunRecord run) => -run.Score(NewAnswerLoss);
+
+    protected override IReadOnlyList<InputFile> Prepare()
     {
-        spec.Validate();
-        output ??= TextWriter.Null;
-        outDir = Path.GetFullPath(outDir);
-        var data = new ContinualData(spec);
-        int longest = data.Pretraining.Concat(data.HeldOut).Max(e => e.Tokens.Length);
-        int context = LlamaConfig.Preset(spec.Model, data.Tokenizer.VocabSize).MaxPositionEmbeddings;
-        if (longest > context) throw new ArgumentException($"{nameof(spec.Model)} {spec.Model} has a context of {context} tokens; the data needs {longest}", nameof(spec.Model));
-        Directory.CreateDirectory(outDir);
-        ExperimentFolder.Claim(outDir, spec, "continual");
-        output.WriteLine($"original domain: {data.People.Count} people ({data.Pretraining.Count} pretraining examples with {data.FormatCompanies.Count} format companies), " +
-                         $"{data.HeldOut.Count} held-out documents; new domain: {spec.NewEntities} companies × {spec.DocumentsPerEntity} documents per seed, with {data.Replay.Count} replayed format-company questions");
-
-        var (baseDir, before) = PretrainBase(spec, outDir, data, output, cancel);
-
-        // The learning-rate rule every reproduction uses; the score is minus the final answer loss on the tuning seed's new facts.
-        var rates = LearningRateSweep.TuneAll(spec, outDir, "the tuning seed's new facts", output, (method, r, lr, name) =>
-        {
-            var run = FineTune(spec, data, outDir, "sweep", name, baseDir, before, method, r, spec.TuneSeed, lr, spec.TuneSteps, output, cancel, tuning: true);
-            return (-run.NewAnswerLoss, run.FinalLoss);
-        }, score => $"answer loss {-score:F4}");
-
-        var results = new List<ContinualRun>();
-        foreach (int seed in spec.Seeds)
-            foreach (var (method, r) in spec.Configurations())
-                results.Add(FineTune(spec, data, outDir, "runs", method.RunName(r, seed), baseDir, before, method, r, seed, rates[(method.Name, r)], spec.Steps, output, cancel));
-        WriteTables(outDir, results);
-        string table = FormatTable(spec, results, before);
-        WriteFigures(spec, outDir, results);
-        output.WriteLine();
-        output.WriteLine(table);
-        output.WriteLine($"tables: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))}, " +
-                         $"{ExperimentFolder.Show(Path.Combine(outDir, PairedFile))}, {ExperimentFolder.Show(Path.Combine(outDir, SweepFile))}");
-        return new Result(spec, results, rates, before, table);
+        _data = new ContinualData(Spec);
+        int longest = _data.Pretraining.Concat(_data.HeldOut).Max(e => e.Tokens.Length);
+        int context = LlamaConfig.Preset(Spec.Model, _data.Tokenizer.VocabSize).MaxPositionEmbeddings;
+        if (longest > context) throw new ArgumentException($"{nameof(Spec.Model)} {Spec.Model} has a context of {context} tokens; the data needs {longest}", nameof(Spec.Model));
+        Output.WriteLine($"original domain: {_data.People.Count} people ({_data.Pretraining.Count} pretraining examples with {_data.FormatCompanies.Count} format companies), " +
+                         $"{_data.HeldOut.Count} held-out documents; new domain: {Spec.NewEntities} companies × {Spec.DocumentsPerEntity} documents per seed, with {_data.Replay.Count} replayed format-company questions");
+        return [];
     }
 
-
-    static (string ModelDir, BaseMetrics Before) PretrainBase(ContinualSpec spec, string outDir, ContinualData data, TextWriter output, CancellationToken cancel)
+    /// <summary>The one base (every seed's), pretrained on the original domain; its held-out loss and retention measured once.</summary>
+    protected override string? BaseFor(int seed)
     {
-        string dir = Path.Combine(outDir, "base");
-        string modelDir = Path.Combine(dir, "model");
-        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile)) && ExperimentFolder.ReadResult<BaseMetrics>(dir) is { } done)
+        var tok = _data.Tokenizer;
+        string modelDir = PretrainBase("base", "base", Spec.BaseSeed!.Value, () =>
         {
-            output.WriteLine($"reusing the pretrained base in {ExperimentFolder.Show(modelDir)}");
-            return (modelDir, done);
-        }
-        var tok = data.Tokenizer;
-        torch.manual_seed(spec.BaseSeed!.Value);
-        using var model = new LlamaForCausalLM(LlamaConfig.Preset(spec.Model, tok.VocabSize) with { BosTokenId = tok.BosId, EosTokenId = tok.EosId });
-        if (spec.PretrainSteps > 0)
+            torch.manual_seed(Spec.BaseSeed!.Value);
+            return new LlamaForCausalLM(LlamaConfig.Preset(Spec.Model, tok.VocabSize) with { BosTokenId = tok.BosId, EosTokenId = tok.EosId });
+        }, () => (_data.Pretraining, "the original domain"));
+        _base ??= ExperimentFolder.Cached(Path.Combine(Path.GetDirectoryName(modelDir)!, ExperimentFolder.ResultFile), () =>
         {
-            output.WriteLine($"pretraining the {spec.Model} base on the original domain for {spec.PretrainSteps} steps");
-            var config = new TrainConfig
-            {
-                Steps = spec.PretrainSteps, BatchSize = 32, LearningRate = spec.PretrainLr, WarmupSteps = Math.Min(50, spec.PretrainSteps / 10),
-                Seed = spec.BaseSeed.Value, OutputDir = dir, CheckpointEvery = Math.Max(1, spec.PretrainSteps / 4), Device = spec.Device, LogEvery = 25,
-            };
-            new Trainer(model, config, data.Pretraining, padId: tok.PadId) { Progress = new ConsoleProgress("base") }.Run(cancel);
-        }
-        var orig = Metrics.Answers(model, tok, ContinualData.Prompts(data.OriginalQuestions));
-        var before = new BaseMetrics(Metrics.HeldOutLoss(model, data.HeldOut, tok.PadId), orig.ExactMatch, orig.CharAccuracy);
-        ModelIO.Save(model, modelDir);
-        ExperimentFolder.WriteResult(dir, before);
-        output.WriteLine($"base: held-out loss {before.HeldOutLoss:F4} nats/char, original answers exact {100 * before.OriginalExactMatch:F1} %");
-        return (modelDir, before);
-    }
-
-    static ContinualRun FineTune(ContinualSpec spec, ContinualData data, string outDir, string folder, string name, string baseDir, BaseMetrics before,
-        MethodSpec method, int r, int seed, double lr, int steps, TextWriter output, CancellationToken cancel, bool tuning = false)
-    {
-        string dir = SafePath.Under(Path.Combine(outDir, folder), name, "run name");
-        if (ExperimentFolder.ReadResult<ContinualRun>(dir) is { } done)
-        {
-            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
-            output.WriteLine($"{folder}/{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
-            return done;
-        }
-        var tok = data.Tokenizer;
-        var (_, _, train, questions) = data.NewDomain(seed);
-        var newPrompts = ContinualData.Prompts(questions);
-        var origPrompts = ContinualData.Prompts(data.OriginalQuestions);
-        using var model = ModelIO.Load(baseDir);
-        var answers = questions.Select(q => LmData.FromPair(tok, q.Question, q.Answer, maskPrompt: true)).ToList();
-        double charBefore = Metrics.Answers(model, tok, newPrompts).CharAccuracy, answerLossBefore = Metrics.HeldOutLoss(model, answers, tok.PadId);
-        var adapter = method.Adapter(r);
-        torch.manual_seed(seed);
-        Peft.Inject(model, adapter);
-        IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM m)
-        {
-            var acquired = Metrics.Answers(m, tok, newPrompts);
-            return new Dictionary<string, double>
-            {
-                [NewExact] = acquired.ExactMatch, [NewChar] = acquired.CharAccuracy, [NewAnswerLoss] = Metrics.HeldOutLoss(m, answers, tok.PadId),
-                [HeldOutLoss] = Metrics.HeldOutLoss(m, data.HeldOut, tok.PadId), [OriginalExact] = Metrics.Answers(m, tok, origPrompts).ExactMatch,
-            };
-        }
-        int evalEvery = folder == "sweep" ? 0 : spec.EvalSteps[0];
-        var config = new TrainConfig
-        {
-            Steps = steps, BatchSize = spec.BatchSize, LearningRate = lr, WarmupSteps = Math.Min(20, steps / 10), Seed = seed, OutputDir = dir,
-            Device = spec.Device, EvalEvery = evalEvery, CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
-        };
-        output.WriteLine($"{folder}/{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {lr:G3}, {steps} steps on {train.Count} examples (new prose and {data.Replay.Count} replayed questions)");
-        var run = LearningRateSweep.TrainOrRecordDiverged(tuning, $"{folder}/{name}", output, () =>
-        {
-            var result = new Trainer(model, config, train, Evaluate, adapter, tok.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
-            var m = result.FinalMetrics;
-            return new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, result.TrainableParameters,
-                m[NewExact], m[NewChar], charBefore, m[NewAnswerLoss], answerLossBefore, before.HeldOutLoss, m[HeldOutLoss], before.OriginalExactMatch, m[OriginalExact],
-                result.Log.Rows[^1].Loss, result.WallSeconds);
-        }, () =>
-        {
-            // The worst answer loss (negated, the sweep's worst score) ranks it last.
-            var (_, worst) = LearningRateSweep.Diverged;
-            return new ContinualRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, lr, Peft.CountParameters(model).Trainable,
-                0, 0, charBefore, worst, answerLossBefore, before.HeldOutLoss, worst, before.OriginalExactMatch, 0, worst, 0);
+            using var model = ModelIO.Load(modelDir);
+            var orig = Metrics.Answers(model, tok, ContinualData.Prompts(_data.OriginalQuestions));
+            var before = new BaseMetrics(Metrics.HeldOutLoss(model, _data.HeldOut, tok.PadId), orig.ExactMatch, orig.CharAccuracy);
+            Output.WriteLine($"base: held-out loss {before.HeldOutLoss:F4} nats/char, original answers exact {100 * before.OriginalExactMatch:F1} %");
+            return before;
         });
-        ExperimentFolder.WriteResult(dir, run);
-        return run;
+        return modelDir;
     }
 
-    static string F(double v) => SeedReport.F(v);
-    static string G(double v) => v.ToString("G3", CultureInfo.InvariantCulture);
+    readonly Dictionary<int, (IReadOnlyList<LmExample> Train, IReadOnlyList<(string, string)> Prompts, List<LmExample> Answers)> _domains = [];
 
-    /// <summary>The measures the tables report, with how each reads from a run.</summary>
-    public static IReadOnlyList<(string Name, Func<ContinualRun, double> Of)> Measures { get; } =
-    [
-        (NewExact, r => r.NewExactMatch), (NewChar, r => r.NewCharAccuracy), (NewAnswerLoss, r => r.NewAnswerLoss), ("heldout_loss_after", r => r.HeldOutLossAfter),
-        ("forgetting", r => r.Forgetting), (OriginalExact, r => r.OriginalExactMatchAfter),
-    ];
-
-    /// <summary>Runs grouped by method and rank, in the order they ran.</summary>
-    public static IEnumerable<IGrouping<(string Method, int Rank), ContinualRun>> Groups(IEnumerable<ContinualRun> runs) => runs.GroupBy(r => (r.Method, r.Rank));
-
-    /// <summary>Per seed paired differences MoRA − LoRA (same rank, same seeds) of every measure: (mora method, rank, measure, interval).</summary>
-    public static List<(string Method, int Rank, string Measure, MeanInterval Difference)> Paired(IReadOnlyList<ContinualRun> runs)
+    (IReadOnlyList<LmExample> Train, IReadOnlyList<(string, string)> Prompts, List<LmExample> Answers) Domain(int seed)
     {
-        var result = new List<(string, int, string, MeanInterval)>();
-        foreach (var g in Groups(runs).Where(g => g.Key.Method.StartsWith("mora", StringComparison.Ordinal)))
-        {
-            var lora = runs.Where(x => x.Method == "lora" && x.Rank == g.Key.Rank).ToList();
-            if (lora.Count == 0) continue;
-            foreach (var (name, of) in Measures)
-                result.Add((g.Key.Method, g.Key.Rank, name, SeedStatistics.Paired95(g.ToDictionary(x => x.Seed, of), lora.ToDictionary(x => x.Seed, of))));
-        }
-        return result;
+        if (_domains.TryGetValue(seed, out var d)) return d;
+        var (_, _, train, questions) = _data.NewDomain(seed);
+        return _domains[seed] = (train, ContinualData.Prompts(questions), questions.Select(q => LmData.FromPair(_data.Tokenizer, q.Question, q.Answer, maskPrompt: true)).ToList());
     }
 
-    static void WriteTables(string outDir, IReadOnlyList<ContinualRun> runs)
+    protected override IReadOnlyList<LmExample> TrainingSet(RunPlan plan) => Domain(plan.Seed).Train;
+    protected override string Note(RunPlan plan) => $", {plan.Steps} steps on {Domain(plan.Seed).Train.Count} examples (new prose and {_data.Replay.Count} replayed questions)";
+
+    protected override IEnumerable<KeyValuePair<string, double>> Before(LlamaForCausalLM baseModel, RunPlan plan)
     {
-        var sb = new StringBuilder("method,rank,seed,lr,trainable_parameters,new_exact_match,new_char_acc,new_char_acc_before,new_answer_loss,new_answer_loss_before,heldout_loss_before,heldout_loss_after,forgetting,orig_exact_match_before,orig_exact_match_after,final_loss\n");
-        foreach (var r in runs)
-            sb.Append($"{r.Method},{r.Rank},{r.Seed},{G(r.LearningRate)},{r.TrainableParameters},{F(r.NewExactMatch)},{F(r.NewCharAccuracy)},{F(r.NewCharAccuracyBefore)},{F(r.NewAnswerLoss)},{F(r.NewAnswerLossBefore)},{F(r.HeldOutLossBefore)},{F(r.HeldOutLossAfter)},{F(r.Forgetting)},{F(r.OriginalExactMatchBefore)},{F(r.OriginalExactMatchAfter)},{F(r.FinalLoss)}\n");
-        AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
-
-        var summary = new StringBuilder("method,rank,seeds,lr,trainable_parameters," + string.Join(",", Measures.Select(m => $"{m.Name}_mean,{m.Name}_low,{m.Name}_high")) +
-                                        ",new_char_acc_before_mean,new_answer_loss_before_mean,heldout_loss_before\n");
-        foreach (var g in Groups(runs))
-        {
-            var list = g.ToList();
-            summary.Append($"{g.Key.Method},{g.Key.Rank},{list.Count},{G(list[0].LearningRate)},{list[0].TrainableParameters}");
-            foreach (var (_, of) in Measures) { var i = SeedStatistics.Mean95(list.Select(of)); summary.Append($",{F(i.Mean)},{F(i.Low)},{F(i.High)}"); }
-            summary.Append($",{F(list.Average(x => x.NewCharAccuracyBefore))},{F(list.Average(x => x.NewAnswerLossBefore))},{F(list[0].HeldOutLossBefore)}\n");
-        }
-        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), summary.ToString());
-
-        var paired = new StringBuilder("comparison,rank,measure,seeds,mean,low,high\n");
-        foreach (var (method, rank, measure, d) in Paired(runs))
-            paired.Append($"{method} - lora,{rank},{measure},{d.N},{F(d.Mean)},{F(d.Low)},{F(d.High)}\n");
-        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), paired.ToString());
+        var (_, prompts, answers) = Domain(plan.Seed);
+        yield return KeyValuePair.Create(NewCharBefore, Metrics.Answers(baseModel, _data.Tokenizer, prompts).CharAccuracy);
+        yield return KeyValuePair.Create(NewAnswerLossBefore, Metrics.HeldOutLoss(baseModel, answers, _data.Tokenizer.PadId));
+        yield return KeyValuePair.Create(HeldOutLossBefore, _base!.HeldOutLoss);
+        yield return KeyValuePair.Create(OriginalExactBefore, _base.OriginalExactMatch);
     }
 
-    /// <summary>Method means over seeds of <paramref name="metric"/> by evaluation step, one curve per method and rank.</summary>
+    protected override IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM m, RunPlan plan)
+    {
+        var (_, prompts, answers) = Domain(plan.Seed);
+        var tok = _data.Tokenizer;
+        var acquired = Metrics.Answers(m, tok, prompts);
+        return new Dictionary<string, double>
+        {
+            [NewExact] = acquired.ExactMatch, [NewChar] = acquired.CharAccuracy, [NewAnswerLoss] = Metrics.HeldOutLoss(m, answers, tok.PadId),
+            [HeldOutLoss] = Metrics.HeldOutLoss(m, _data.HeldOut, tok.PadId), [OriginalExact] = Metrics.Answers(m, tok, ContinualData.Prompts(_data.OriginalQuestions)).ExactMatch,
+        };
+    }
+
+    protected override IEnumerable<KeyValuePair<string, double>> Scores(TrainResult result, RunPlan plan)
+    {
+        var m = result.FinalMetrics;
+        return new Dictionary<string, double>
+        {
+            [NewExact] = m[NewExact], [NewChar] = m[NewChar], [NewAnswerLoss] = m[NewAnswerLoss], [HeldOutLossAfter] = m[HeldOutLoss],
+            [Forgetting] = m[HeldOutLoss] - _base!.HeldOutLoss, [OriginalExact] = m[OriginalExact],
+        };
+    }
+
+    /// <summary>Method means over seeds of <paramref name="metric"/> by evaluation step, one curve per method and rank (from the runs' logs).</summary>
     public static List<Curve> MeanCurves(string runsRoot, string metric)
     {
         var curves = new List<Curve>();
@@ -357,53 +271,56 @@ public static class ContinualExperiment
         return curves;
     }
 
-    static void WriteFigures(ContinualSpec spec, string outDir, IReadOnlyList<ContinualRun> runs)
-    {
-        string root = Path.Combine(outDir, "runs");
-        string seeds = $"mean of {spec.Seeds.Count} seed{(spec.Seeds.Count > 1 ? "s" : "")}";
-        RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(outDir, "continual-acquisition"));
-        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", "nats per character", Path.Combine(outDir, "continual-forgetting"));
-    }
-
-    /// <summary>The figure files <see cref="Run"/> writes next to its tables.</summary>
+    /// <summary>The figure files the job writes next to its tables.</summary>
     public static IReadOnlyList<string> FigureFiles { get; } =
         ["continual-acquisition.html", "continual-acquisition.png", "continual-forgetting.html", "continual-forgetting.png"];
 
-    /// <summary>The printed table: per method the chosen rate, acquisition and forgetting as mean [95 % interval] over seeds,
-    /// then the per-seed paired MoRA − LoRA differences.</summary>
-    public static string FormatTable(ContinualSpec spec, IReadOnlyList<ContinualRun> runs, BaseMetrics before)
+    protected override IEnumerable<string> WriteExtras(JobResult result)
     {
+        string root = Path.Combine(OutDir, "runs");
+        string seeds = $"mean of {Spec.Seeds.Count} seed{(Spec.Seeds.Count > 1 ? "s" : "")}";
+        RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(OutDir, "continual-acquisition"));
+        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", "nats per character", Path.Combine(OutDir, "continual-forgetting"));
+        return FigureFiles;
+    }
+
+    static bool LossLike(string measure) => measure.Contains("loss", StringComparison.Ordinal) || measure == Forgetting;
+
+    /// <summary>The printed table: the base's scores, per method the chosen rate, acquisition and forgetting as mean
+    /// [95 % interval] over seeds, the rule, then the per-seed paired MoRA − LoRA differences.</summary>
+    public override string FormatTable(JobResult result)
+    {
+        var runs = result.Runs;
+        string M(IEnumerable<RunRecord> l, string s, int width) => (LossLike(s) ? SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(1, "0.0000") : SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(100)).PadLeft(width);
         var sb = new StringBuilder();
-        sb.AppendLine($"Continual pretraining on a new domain ({spec.NewEntities} fictional companies × 3 facts, {spec.DocumentsPerEntity} prose documents each; {spec.Model} model, {spec.Steps} steps; " +
-                      $"seeds {string.Join(",", spec.Seeds)}; mean [95 % t interval] over seeds)");
-        sb.AppendLine($"base: held-out loss on the original domain {before.HeldOutLoss:F4} nats/char, original answers exact match {100 * before.OriginalExactMatch:F1} %; " +
-                      $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.NewCharAccuracyBefore):F1} %, answer loss {runs.Average(x => x.NewAnswerLossBefore):F4} nats/char");
+        sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each; {Spec.Model} model, {Spec.Steps} steps; " +
+                      $"seeds {string.Join(",", Spec.Seeds)}; mean [95 % t interval] over seeds)");
+        sb.AppendLine($"base: held-out loss on the original domain {runs[0].Score(HeldOutLossBefore):F4} nats/char, original answers exact match {100 * runs[0].Score(OriginalExactBefore):F1} %; " +
+                      $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(NewAnswerLossBefore)):F4} nats/char");
         sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
-        foreach (var g in Groups(runs))
+        foreach (var g in result.Groups)
         {
             var l = g.ToList();
-            sb.AppendLine($"{g.Key.Method,-14} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString(CultureInfo.InvariantCulture)),3} {l[0].TrainableParameters,9:N0} {G(l[0].LearningRate),7} " +
-                          $"{SeedStatistics.Mean95(l.Select(x => x.NewExactMatch)).Format(100),20} {SeedStatistics.Mean95(l.Select(x => x.NewCharAccuracy)).Format(100),20} {SeedStatistics.Mean95(l.Select(x => x.NewAnswerLoss)).Format(1, "0.0000"),24} " +
-                          $"{SeedStatistics.Mean95(l.Select(x => x.HeldOutLossAfter)).Format(1, "0.0000"),24} {SeedStatistics.Mean95(l.Select(x => x.Forgetting)).Format(1, "0.0000"),24} " +
-                          $"{SeedStatistics.Mean95(l.Select(x => x.OriginalExactMatchAfter)).Format(100),20}");
+            sb.AppendLine($"{g.Key.Method,-14} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString(CultureInfo.InvariantCulture)),3} {l[0].TrainableParameters,9:N0} {LearningRateSweep.Lr(l[0].LearningRate),7} " +
+                          $"{M(l, NewExact, 20)} {M(l, NewChar, 20)} {M(l, NewAnswerLoss, 24)} {M(l, HeldOutLossAfter, 24)} {M(l, Forgetting, 24)} {M(l, OriginalExact, 20)}");
         }
-        sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid, spec.TuneSteps, spec.TuneSeed, "score (minus the teacher-forced answer loss on the tuning seed's new facts)")
-            + $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}.");
+        sb.AppendLine("Rates: " + LearningRateSweep.Rule(Spec.AdapterLrGrid, Spec.TuneSteps, Spec.TuneSeed, "score (minus the teacher-forced answer loss on the tuning seed's new facts)")
+            + $"; full fine-tuning over {{{string.Join(", ", Spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}.");
         var paired = Paired(runs);
         if (paired.Count > 0)
         {
             sb.AppendLine("Paired per seed, MoRA − LoRA at the same rank (mean [95 % interval]; an interval that spans 0 does not resolve the difference):");
-            foreach (var (method, rank, measure, d) in paired)
-                sb.AppendLine($"  {method} − lora, r = {rank}, {measure}: {(measure.Contains("loss") || measure == "forgetting" ? d.Format(1, "0.0000") : d.Format(100) + " points")}");
+            foreach (var p in paired)
+                sb.AppendLine($"  {p.Method} − {p.Baseline}, r = {p.Rank}, {p.Metric}: {(LossLike(p.Metric) ? p.Difference.Format(1, "0.0000") : p.Difference.Format(100) + " points")}");
         }
         return sb.ToString().TrimEnd();
     }
 
     /// <summary>The closing verdict on acquisition for one MoRA method: ✓ when the paired interval of the answer character
     /// accuracy lies above 0, ✗ when below, else "not resolved at this scale".</summary>
-    public static string Verdict(IReadOnlyList<ContinualRun> runs, string moraMethod, int rank)
+    public string Verdict(IReadOnlyList<RunRecord> runs, string moraMethod, int rank)
     {
-        var d = Paired(runs).FirstOrDefault(p => p.Method == moraMethod && p.Rank == rank && p.Measure == NewChar).Difference;
+        var d = Paired(runs, NewChar).FirstOrDefault(p => p.Method == moraMethod && p.Rank == rank)?.Difference;
         if (d is null) return "not measured";
         return d.AboveZero ? "✓ (MoRA absorbs more)" : d.BelowZero ? "✗ (LoRA absorbs more)" : "not resolved at this scale";
     }

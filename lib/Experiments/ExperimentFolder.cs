@@ -1,60 +1,212 @@
+using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mora.IO;
+using Mora.Training;
 
 namespace Mora.Experiments;
 
-/// <summary>What the resumable experiments share: one settings file per output folder (a folder holds one job), run
-/// results written atomically and read back on resume, and mean ± sd over seeds.</summary>
+/// <summary>A file a job is made from, identified by its content: <paramref name="Role"/> says what it is ("train file",
+/// "base weights model.safetensors", …).</summary>
+public sealed record InputFile(string Role, string Path);
+
+/// <summary>
+/// An experiment's output folder (one job a folder): what it was made from, by content, and who writes it.
+/// <list type="bullet">
+/// <item><c>spec.json</c>: the resolved settings (the device blanked: not part of the identity); <c>inputs.json</c>: the
+/// job's kind and the SHA-256 of every file it was made from (a given base's weights, config and tokenizer; data files).
+/// A rerun with other settings or inputs is refused naming what changed; <c>--fresh</c> (<see cref="Claim"/>'s
+/// <c>fresh</c>) discards the folder's earlier runs instead.</item>
+/// <item>One writer a folder (<see cref="RunFolder.Lock"/>).</item>
+/// <item>Each run's <c>result.json</c> carries the job's identity, so a result made from other inputs is never reused.</item>
+/// <item>A pretrained base is written whole with its checksums and reused only while complete
+/// (<see cref="RunFolder.SaveModel"/>, <see cref="RunFolder.IsCompleteModel"/>).</item>
+/// </list>
+/// Refusals are <see cref="ArgumentException"/>s (parameter <c>outDir</c>) and happen before anything is written.
+/// </summary>
 public static class ExperimentFolder
 {
-    public const string SpecFile = "spec.json", ResultFile = "result.json";
-    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    public const string SpecFile = "spec.json", InputsFile = "inputs.json", ResultFile = "result.json";
+    internal static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+    static readonly JsonSerializerOptions Results = new() { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
-    /// <summary>Records the job's settings in <paramref name="outDir"/>, or refuses (naming <paramref name="outDir"/>) when the
-    /// folder holds a job with other settings, so a resume never mixes two experiments. The device is not part of the
-    /// settings: a <c>Device</c> property is written blank. A spec.json written by an earlier version (other spellings of
-    /// the same methods, another property order) is compared by what it means, and then rewritten in today's form.</summary>
-    public static void Claim<TSpec>(string outDir, TSpec spec, string kind)
+    // ------------------------------------------------------------------ identity
+
+    /// <summary>Records the job's settings and inputs in <paramref name="outDir"/> (creating it), or refuses when the
+    /// folder holds a job with other settings or inputs, naming what changed. With <paramref name="fresh"/> the folder's
+    /// earlier job is discarded first (<see cref="Discard"/>). A spec.json written by an earlier version (other spellings,
+    /// another property order, settings added since with their defaults) is compared by what it means and rewritten in
+    /// today's form. Returns the job's identity (a hash of both), which every run's result carries.</summary>
+    public static string Claim(string outDir, ExperimentSpec spec, string kind, IReadOnlyList<InputFile>? inputs = null, bool fresh = false, TextWriter? output = null)
     {
-        string path = Path.Combine(outDir, SpecFile);
-        string json = Identity(JsonSerializer.SerializeToNode(spec, Indented));
-        if (File.Exists(path))
+        inputs ??= [];
+        string specPath = Path.Combine(outDir, SpecFile), inputsPath = Path.Combine(outDir, InputsFile);
+        string json = Identity(JsonSerializer.SerializeToNode(spec, spec.GetType(), Indented));
+        var hashes = new JsonObject { ["kind"] = kind, ["files"] = new JsonArray(inputs.Select(i => (JsonNode)new JsonObject
         {
-            string existing = File.ReadAllText(path);
-            if (existing != json && Canonical<TSpec>(existing) != json)
-                throw new ArgumentException($"{outDir} holds a {kind} job with other settings ({path}); choose another output folder or delete it", nameof(outDir));
+            ["role"] = i.Role, ["path"] = Path.GetFullPath(i.Path), ["sha256"] = RunFolder.Sha256(i.Path),
+        }).ToArray()) };
+        if (fresh) Discard(outDir, output);
+        if (File.Exists(specPath))
+        {
+            string existing = File.ReadAllText(specPath);
+            string? canonical = existing == json ? json : Canonical(existing, spec.GetType());
+            string job = KindOf(inputsPath, existing) is { } other && other != kind ? $"a {JobName(other)} job" : $"a {JobName(kind)} job";
+            if (canonical != json)
+                throw new ArgumentException($"{Show(outDir)} holds {job} with other settings ({Changes(canonical ?? existing, json)}; {Show(specPath)}). " +
+                    $"Run with --fresh to discard its runs and start again, or choose another output folder", nameof(outDir));
+            if (File.Exists(inputsPath) && InputChanges(inputsPath, hashes) is { Count: > 0 } changed)
+                throw new ArgumentException($"{Show(outDir)} holds {job} made from other inputs: {string.Join("; ", changed)}. " +
+                    $"Run with --fresh to discard its runs and start again from these inputs, or choose another output folder", nameof(outDir));
+            if (!File.Exists(inputsPath) && inputs.Count > 0)
+                output?.WriteLine($"{Show(outDir)}: no {InputsFile} (written by an earlier version); recording the inputs' checksums now");
         }
-        AtomicFile.WriteText(path, json);
+        Directory.CreateDirectory(outDir);
+        AtomicFile.WriteText(specPath, json);
+        AtomicFile.WriteText(inputsPath, hashes.ToJsonString(Indented));
+        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(json + hashes["files"]!.ToJsonString())))[..16];
     }
 
-    /// <summary>The spec's JSON with the device blanked: what identifies an experiment.</summary>
+    /// <summary>Whether <paramref name="folder"/> holds a spec.json of <paramref name="spec"/>'s settings (its published
+    /// results are this job's).</summary>
+    public static bool HoldsSettingsOf(string folder, ExperimentSpec spec)
+    {
+        string path = Path.Combine(folder, SpecFile);
+        if (!File.Exists(path)) return false;
+        string json = Identity(JsonSerializer.SerializeToNode(spec, spec.GetType(), Indented)), existing = File.ReadAllText(path);
+        return existing == json || Canonical(existing, spec.GetType()) == json;
+    }
+
+    /// <summary>The spec's JSON with the device blanked: what identifies an experiment's settings.</summary>
     static string Identity(JsonNode? node)
     {
         if (node is JsonObject o && o.ContainsKey("Device")) o["Device"] = "";
         return node?.ToJsonString(Indented) ?? "null";
     }
 
-    /// <summary>A stored spec read back and written in today's form, or null when it does not read as a <typeparamref name="TSpec"/>.</summary>
-    static string? Canonical<TSpec>(string text)
+    /// <summary>A stored spec read back and written in today's form, or null when it does not read as <paramref name="type"/>.</summary>
+    static string? Canonical(string text, Type type)
     {
         try
         {
             if (JsonNode.Parse(text) is not JsonObject node) return null;
             node.Remove("Device");
-            return node.Deserialize<TSpec>(Indented) is { } spec ? Identity(JsonSerializer.SerializeToNode(spec, Indented)) : null;
+            return node.Deserialize(type, Indented) is { } spec ? Identity(JsonSerializer.SerializeToNode(spec, type, Indented)) : null;
         }
         catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException or NotSupportedException) { return null; }
     }
 
-    /// <summary>A finished run's result, or null when the run has not finished.</summary>
-    public static T? ReadResult<T>(string runDir) where T : class
+    /// <summary>"Steps 40 → 80, Pairs 8 → 16": the top-level settings that differ between two spec JSONs.</summary>
+    static string Changes(string before, string now)
+    {
+        JsonObject? a = null, b = JsonNode.Parse(now) as JsonObject;
+        try { a = JsonNode.Parse(before) as JsonObject; } catch (JsonException) { }
+        if (a is null || b is null) return "its spec.json is not a spec of this experiment";
+        var names = a.Select(p => p.Key).Union(b.Select(p => p.Key)).Where(k => k is not ("Tunes" or "EvalSteps" or "Device"));
+        var diff = names.Where(k => a[k]?.ToJsonString() != b[k]?.ToJsonString())
+            .Select(k => $"{k} {Compact(a[k])} → {Compact(b[k])}").ToList();
+        return diff.Count == 0 ? "its spec.json differs" : string.Join(", ", diff);
+    }
+
+    static string Compact(JsonNode? n) => n is null ? "(none)" : n.ToJsonString().Replace("\"", "");
+
+    static List<string> InputChanges(string inputsPath, JsonObject now)
+    {
+        JsonArray? before;
+        try { before = JsonNode.Parse(File.ReadAllText(inputsPath))?["files"] as JsonArray; }
+        catch (JsonException e) { throw new FormatException($"{inputsPath}: unreadable ({e.Message}); run with --fresh to start this folder again", e); }
+        var old = (before ?? []).OfType<JsonObject>().ToDictionary(f => f["role"]?.GetValue<string>() ?? "", f => f);
+        var changes = new List<string>();
+        foreach (var f in now["files"]!.AsArray().OfType<JsonObject>())
+        {
+            string role = f["role"]!.GetValue<string>();
+            if (!old.Remove(role, out var was)) { changes.Add($"{role} {f["path"]} was not an input then"); continue; }
+            if (was["sha256"]?.GetValue<string>() != f["sha256"]!.GetValue<string>())
+                changes.Add($"the {role} ({f["path"]}) changed: sha256 {Short(was["sha256"])} then, {Short(f["sha256"])} now");
+        }
+        changes.AddRange(old.Select(kv => $"{kv.Key} ({kv.Value["path"]}) was an input then and is not now"));
+        return changes;
+    }
+
+    static string Short(JsonNode? sha) => sha?.GetValue<string>() is { Length: >= 12 } s ? s[..12] + "…" : "(none)";
+
+    /// <summary>The kind recorded in inputs.json, or (for a folder an earlier version wrote) the kind its spec.json's settings name.</summary>
+    static string? KindOf(string inputsPath, string specJson)
+    {
+        try
+        {
+            if (File.Exists(inputsPath) && JsonNode.Parse(File.ReadAllText(inputsPath))?["kind"]?.GetValue<string>() is { } k) return k;
+            var spec = JsonNode.Parse(specJson) as JsonObject;
+            foreach (var (property, kind) in new[] { ("Pairs", "memorization"), ("TrainProblems", "gsm8k"), ("NewEntities", "continual"), ("MergeEvery", "pretrain") })
+                if (spec?.ContainsKey(property) == true) return kind;
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException) { }
+        return null;
+    }
+
+    /// <summary>How messages name a job kind (its file prefix): memorisation, GSM8K, continual, pretraining.</summary>
+    public static string JobName(string kind) => kind switch
+    {
+        "memorization" => "memorisation", "gsm8k" => "GSM8K", "continual" => "continual-pretraining", "pretrain" => "pretraining", _ => kind,
+    };
+
+    /// <summary>Discards the job an output folder holds, so a run with other settings or inputs starts there afresh: its
+    /// settings, inputs, runs, sweep, bases and the files named after its kind. Other files, and the figures folder (a
+    /// publication, overwritten by the next run's), are left; a folder that holds no job (no spec.json) is left as it is.</summary>
+    public static void Discard(string outDir, TextWriter? output = null)
+    {
+        string specPath = Path.Combine(outDir, SpecFile);
+        if (!File.Exists(specPath)) return;
+        string? kind = KindOf(Path.Combine(outDir, InputsFile), File.ReadAllText(specPath));
+        int removed = 0;
+        foreach (var dir in Directory.GetDirectories(outDir))
+            if (Path.GetFileName(dir) is "runs" or "sweep" || Path.GetFileName(dir).StartsWith("base", StringComparison.Ordinal))
+            { Directory.Delete(dir, recursive: true); removed++; }
+        foreach (var file in Directory.GetFiles(outDir))
+        {
+            string name = Path.GetFileName(file);
+            if (name is SpecFile or InputsFile or LearningRateSweep.File or "learned-spectra.csv" || kind is not null && name.StartsWith(kind, StringComparison.Ordinal))
+            { File.Delete(file); removed++; }
+        }
+        output?.WriteLine($"--fresh: discarded the earlier {(kind is null ? "" : JobName(kind) + " ")}job in {Show(outDir)} ({removed} entries)");
+    }
+
+    // ------------------------------------------------------------------ results
+
+    /// <summary>A finished run's result, or null when the run has not finished. A result made from other inputs than
+    /// <paramref name="identity"/> (the job's, from <see cref="Claim"/>) is refused: it would be reported under these.
+    /// A result without an identity (written by an earlier version, before identities were recorded) is taken as it is:
+    /// the folder's spec.json vouches for it.</summary>
+    public static RunRecord? ReadResult(string runDir, string? identity)
     {
         string path = Path.Combine(runDir, ResultFile);
         if (!File.Exists(path)) return null;
-        try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path)) ?? throw new FormatException("empty"); }
+        RunRecord record;
+        try { record = JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(path), Results) ?? throw new FormatException("empty"); }
         catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
-        { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that method again", e); }
+        { throw new FormatException($"{path}: unreadable run result ({e.Message}); delete it to run that configuration again", e); }
+        if (record.Scores is null || record.Method is null)
+            throw new FormatException($"{path}: not a run result of this version (no Method or Scores; an earlier version wrote it); delete it to run that configuration again, or rerun the job with --fresh");
+        if (identity is not null && record.Identity is { } made && made != identity)
+            throw new ArgumentException($"{Show(path)} was made from other settings or inputs than this job's ({made}, now {identity}); " +
+                "run with --fresh to discard the folder's runs and start again", "outDir");
+        return record;
+    }
+
+    public static void WriteResult(string runDir, RunRecord result) =>
+        AtomicFile.WriteText(Path.Combine(runDir, ResultFile), JsonSerializer.Serialize(result, Results));
+
+    /// <summary>A small JSON value cached in <paramref name="path"/>: read when there, else computed and written atomically.</summary>
+    public static T Cached<T>(string path, Func<T> compute)
+    {
+        if (File.Exists(path))
+        {
+            try { return JsonSerializer.Deserialize<T>(File.ReadAllText(path), Results) ?? throw new FormatException("empty"); }
+            catch (Exception e) when (e is JsonException or FormatException) { throw new FormatException($"{path}: unreadable ({e.Message}); delete it to compute it again", e); }
+        }
+        var value = compute();
+        AtomicFile.WriteText(path, JsonSerializer.Serialize(value, Results));
+        return value;
     }
 
     /// <summary>Refuses to reuse a finished run that trained at another rate than <paramref name="lr"/>, the one this job
@@ -63,12 +215,11 @@ public static class ExperimentFolder
     public static void CheckReusedRate(string runDir, double recorded, double lr)
     {
         if (recorded != 0 && Math.Abs(recorded - lr) > 1e-9 * Math.Max(Math.Abs(lr), 1e-300))
-            throw new ArgumentException($"{runDir} finished at learning rate {recorded:G4}, but this job now trains it at {lr:G4} " +
-                $"(was the sweep rerun?); delete {runDir} to train it at the new rate", "outDir");
+            throw new ArgumentException($"{Show(runDir)} finished at learning rate {recorded:G4}, but this job now trains it at {lr:G4} " +
+                $"(was the sweep rerun?); delete {Show(runDir)} to train it at the new rate", "outDir");
     }
 
-    public static void WriteResult<T>(string runDir, T result) =>
-        AtomicFile.WriteText(Path.Combine(runDir, ResultFile), JsonSerializer.Serialize(result, Indented));
+    // ------------------------------------------------------------------ printing
 
     /// <summary>Mean and sample standard deviation (0 for one value).</summary>
     public static (double Mean, double Sd) MeanSd(IEnumerable<double> values)

@@ -1,10 +1,6 @@
-using System.Globalization;
 using System.Text;
-using System.Text.Json;
-using Mora.Adapters;
 using Mora.Data;
 using Mora.Evaluation;
-using Mora.IO;
 using Mora.Model;
 using Mora.Training;
 using TorchSharp;
@@ -14,11 +10,11 @@ namespace Mora.Experiments;
 /// <summary>Settings of the GSM8K-style reproduction (paper §4.3 math reasoning, at the kit's scale): pretrain a base on a
 /// generated corpus (or load a local checkpoint), fine-tune it with each method on word problems, score exact match of
 /// the final answer on a held-out split.</summary>
-public sealed record Gsm8kSpec : ExperimentSpec
+public sealed record Gsm8kSpec : FineTuningSpec
 {
     public Gsm8kSpec()
     {
-        PretrainSteps = 600; Steps = 300; AdapterLr = 5e-3; FullLr = 1e-3; PretrainLr = 2e-3; EvalPoints = 3;
+        PretrainSteps = 600; Steps = 300; AdapterLr = 5e-3; FullLr = 1e-3; PretrainLr = 2e-3; EvalPoints = 3; PretrainBatchSize = 16; PretrainMaxWarmupSteps = 100;
     }
 
     public int Context { get; init; } = 512;
@@ -71,15 +67,19 @@ public sealed record Gsm8kSpec : ExperimentSpec
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
 
-    /// <summary>Checks every setting; throws <see cref="ArgumentException"/> naming the property.</summary>
-    public Gsm8kSpec Validate()
+    /// <summary>Tokens per block of the base's pretraining corpus (at most <see cref="Context"/>).</summary>
+    public int PretrainBlockSize { get; init; } = 256;
+
+    /// <summary>Checks every setting; throws <see cref="ArgumentException"/> naming the property. Files are checked
+    /// to exist here, and read (with the base) before anything is written, by <see cref="Gsm8kExperiment"/>.</summary>
+    public override Gsm8kSpec Validate()
     {
         Positive(TrainProblems, nameof(TrainProblems)); Positive(TestProblems, nameof(TestProblems)); Positive(MaxNewTokens, nameof(MaxNewTokens));
-        Positive(Context, nameof(Context)); Positive(PretrainDocuments, nameof(PretrainDocuments));
-        if (ValidationProblems < 0) throw new ArgumentException($"{nameof(ValidationProblems)} must be ≥ 0, got {ValidationProblems}", nameof(ValidationProblems));
+        Positive(Context, nameof(Context)); Positive(PretrainDocuments, nameof(PretrainDocuments)); Positive(PretrainBlockSize, nameof(PretrainBlockSize));
+        NonNegative(ValidationProblems, nameof(ValidationProblems));
+        ValidateFineTuning();
         if (Tunes && ValidationProblems == 0)
             throw new ArgumentException($"{nameof(ValidationProblems)}: tuning rates needs a validation split (tuning on the test split would flatter every method)", nameof(ValidationProblems));
-        ValidateShared();
         if (TrainFile is not null && !File.Exists(TrainFile)) throw new ArgumentException($"{nameof(TrainFile)}: no file {Path.GetFullPath(TrainFile)}", nameof(TrainFile));
         if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"{nameof(TestFile)}: no file {Path.GetFullPath(TestFile)}", nameof(TestFile));
         if ((TrainFile is null) != (TestFile is null))
@@ -91,195 +91,139 @@ public sealed record Gsm8kSpec : ExperimentSpec
     }
 }
 
-/// <summary>One fine-tuning run's result (a row of <c>gsm8k.csv</c>).</summary>
-public sealed record Gsm8kRun(string Method, int Rank, int Seed, long TrainableParameters, IReadOnlyDictionary<int, double> AccuracyAt, double FinalLoss, double WallSeconds,
-    double LearningRate = 0);
-
 /// <summary>
-/// The GSM8K-style reproduction as one resumable job; the layout follows <see cref="MemorizationExperiment"/>: <c>base-seed{s}/</c>,
-/// <c>runs/{method}-r{r}-seed{s}/</c> with <c>result.json</c>, and <c>gsm8k.csv</c> / <c>gsm8k-summary.csv</c>.
+/// The GSM8K-style reproduction (paper §4.3 math reasoning, at the kit's scale): a base pretrained on a generated corpus
+/// (or a local model folder, <see cref="Gsm8kSpec.BaseModel"/>, with its tokenizer), fine-tuned with each method on word
+/// problems (generated, or GSM8K-format files), scored by exact match of the final answer on held-out problems at each
+/// evaluation step; tuning runs are scored on a validation split apart from both. The pipeline is
+/// <see cref="Experiment{TSpec}"/>'s.
 /// </summary>
-public static class Gsm8kExperiment
+public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8kSpec>(spec)
 {
-    public const string TableFile = "gsm8k.csv", SummaryFile = "gsm8k-summary.csv", PairedFile = "gsm8k-paired.csv", SpecFile = ExperimentFolder.SpecFile;
+    public const string Name = "gsm8k", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv",
+        SpecFile = ExperimentFolder.SpecFile, Accuracy = "accuracy", NoAnswer = "no_answer";
 
-    /// <summary>Every table the job writes for its report.</summary>
-    public static string[] ReportFiles(Gsm8kSpec spec) => [SpecFile, TableFile, SummaryFile, PairedFile, .. spec.Tunes ? new[] { LearningRateSweep.File } : []];
+    /// <summary>Runs the job (see <see cref="Experiment{TSpec}.Run"/>).</summary>
+    public static JobResult Run(Gsm8kSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default, RunOptions? options = null) =>
+        new Gsm8kExperiment(spec).Run(outDir, output, cancel, options);
 
-    public static IReadOnlyList<Gsm8kRun> Run(Gsm8kSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default)
+    public override string Kind => Name;
+    ITextTokenizer _tokenizer = new CharTokenizer();
+    List<MathProblem> _train = [], _test = [], _validation = [];
+    List<LmExample> _examples = [];
+
+    /// <summary>The score column of accuracy at <paramref name="step"/>.</summary>
+    public static string AccuracyAt(int step) => $"{Accuracy}_step{step}";
+
+    public override IReadOnlyList<string> Columns => [.. Spec.EvalSteps.Select(AccuracyAt)];
+    public override IReadOnlyList<int> ReportRanks => Spec.Ranks;
+    protected override int PadId => _tokenizer.PadId;
+    protected override string TunedOn => "the validation split";
+    protected override double TuningScore(RunRecord run) => run.Score(AccuracyAt(Spec.TuneSteps));
+
+    /// <summary>Reads the tokenizer, the problems and a given base (weights against its config, its vocabulary against the
+    /// tokenizer) before anything is written.</summary>
+    protected override IReadOnlyList<InputFile> Prepare()
     {
-        spec.Validate();
-        output ??= TextWriter.Null;
-        outDir = Path.GetFullPath(outDir);
-
-        ITextTokenizer tokenizer = spec.BaseModel is not null && File.Exists(Path.Combine(spec.BaseModel, ModelIO.TokenizerFile))
-            ? HfTokenizer.Load(spec.BaseModel) : new CharTokenizer();
-        List<MathProblem> train, test, validation;
-        if (spec.TrainFile is not null)
+        var inputs = new List<InputFile>();
+        string? tokenizerFile = Spec.BaseModel is { } b && File.Exists(Path.Combine(b, ModelIO.TokenizerFile)) ? Path.Combine(b, ModelIO.TokenizerFile) : null;
+        _tokenizer = tokenizerFile is not null ? HfTokenizer.Load(Spec.BaseModel!) : new CharTokenizer();
+        if (Spec.TrainFile is not null)
         {
-            var all = Gsm8kData.Load(spec.TrainFile);
-            train = all.Take(spec.TrainProblems).ToList();
-            validation = all.Skip(spec.TrainProblems).Take(spec.ValidationProblems).ToList();
-            test = Gsm8kData.Load(spec.TestFile!).Take(spec.TestProblems).ToList();
-            if (validation.Count < spec.ValidationProblems)
-                throw new ArgumentException($"{nameof(spec.ValidationProblems)}: {spec.TrainFile} has {all.Count} problems, fewer than {spec.TrainProblems} training plus {spec.ValidationProblems} validation ones", nameof(spec.ValidationProblems));
+            var all = Gsm8kData.Load(Spec.TrainFile);
+            if (all.Count == 0) throw new ArgumentException($"{nameof(Spec.TrainFile)}: {Spec.TrainFile} holds no problems (an empty file)", nameof(Spec.TrainFile));
+            _train = all.Take(Spec.TrainProblems).ToList();
+            _validation = all.Skip(Spec.TrainProblems).Take(Spec.ValidationProblems).ToList();
+            _test = Gsm8kData.Load(Spec.TestFile!).Take(Spec.TestProblems).ToList();
+            if (_test.Count == 0) throw new ArgumentException($"{nameof(Spec.TestFile)}: {Spec.TestFile} holds no problems (an empty file)", nameof(Spec.TestFile));
+            if (_validation.Count < Spec.ValidationProblems)
+                throw new ArgumentException($"{nameof(Spec.ValidationProblems)}: {Spec.TrainFile} has {all.Count} problems, fewer than {Spec.TrainProblems} training plus {Spec.ValidationProblems} validation ones", nameof(Spec.ValidationProblems));
+            inputs.Add(new InputFile("train file", Spec.TrainFile));
+            inputs.Add(new InputFile("test file", Spec.TestFile!));
         }
         else
         {
-            (train, test) = Gsm8kStyle.Splits(spec.TrainProblems, spec.TestProblems, seed: 4242, spec.Style);
-            var seen = train.Concat(test).Select(p => p.Question).ToHashSet();
-            validation = spec.ValidationProblems == 0 ? [] : Gsm8kStyle.Generate(spec.TrainProblems + spec.TestProblems + 4 * spec.ValidationProblems, 4242, spec.Style)
-                .Where(p => !seen.Contains(p.Question)).Take(spec.ValidationProblems).ToList();
-            if (validation.Count < spec.ValidationProblems)
-                throw new ArgumentException($"{nameof(spec.ValidationProblems)}: only {validation.Count} generated problems are apart from the training and test splits; ask for fewer", nameof(spec.ValidationProblems));
+            (_train, _test) = Gsm8kStyle.Splits(Spec.TrainProblems, Spec.TestProblems, seed: 4242, Spec.Style);
+            var seen = _train.Concat(_test).Select(p => p.Question).ToHashSet();
+            _validation = Spec.ValidationProblems == 0 ? [] : Gsm8kStyle.Generate(Spec.TrainProblems + Spec.TestProblems + 4 * Spec.ValidationProblems, 4242, Spec.Style)
+                .Where(p => !seen.Contains(p.Question)).Take(Spec.ValidationProblems).ToList();
+            if (_validation.Count < Spec.ValidationProblems)
+                throw new ArgumentException($"{nameof(Spec.ValidationProblems)}: only {_validation.Count} generated problems are apart from the training and test splits; ask for fewer", nameof(Spec.ValidationProblems));
         }
-        var examples = train.Select(p => LmData.FromPair(tokenizer, Gsm8kData.Prompt(p.Question), p.Answer)).ToList();
-        int longest = examples.Max(e => e.Tokens.Length) + spec.MaxNewTokens;
-        if (longest > spec.Context && spec.BaseModel is null)
-            throw new ArgumentException($"{nameof(spec.Context)} {spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", nameof(spec.Context));
-        // A local base is read once before anything is written: bad weights fail here, not after spec.json exists.
-        if (spec.BaseModel is not null) using (ModelIO.Load(spec.BaseModel)) { }
-        Directory.CreateDirectory(outDir);
-        ExperimentFolder.Claim(outDir, spec, "GSM8K");
-        output.WriteLine($"{train.Count} training and {test.Count} test problems ({(spec.TrainFile is null ? "generated" : spec.TrainFile)}), tokenizer {tokenizer.GetType().Name}");
-
-        string BaseFor(int seed) => spec.BaseModel ?? PretrainBase(spec, outDir, spec.BaseSeed ?? seed, tokenizer, test.Concat(validation).ToList(), output, cancel);
-        string? tuningBase = null;   // made on the first tuning run
-        var rates = LearningRateSweep.TuneAll(spec, outDir, "the validation split", output, (method, r, lr, name) =>
+        _examples = _train.Select(p => LmData.FromPair(_tokenizer, Gsm8kData.Prompt(p.Question), p.Answer)).ToList();
+        int longest = _examples.Max(e => e.Tokens.Length) + Spec.MaxNewTokens;
+        if (longest > Spec.Context && Spec.BaseModel is null)
+            throw new ArgumentException($"{nameof(Spec.Context)} {Spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", nameof(Spec.Context));
+        if (Spec.BaseModel is { } baseDir)
         {
-            tuningBase ??= BaseFor(spec.TuneSeed);
-            var run = FineTune(spec, Path.Combine(outDir, "sweep"), name, tokenizer, examples, validation,
-                tuningBase, method, r, spec.TuneSeed, lr, spec.TuneSteps, [spec.TuneSteps], output, cancel, tuning: true);
-            return (run.AccuracyAt[spec.TuneSteps], run.FinalLoss);
-        });
-
-        var results = new List<Gsm8kRun>();
-        foreach (int seed in spec.Seeds)
-        {
-            string baseDir = BaseFor(seed);
-            foreach (var (method, r) in spec.Configurations())
-                results.Add(FineTune(spec, Path.Combine(outDir, "runs"), method.RunName(r, seed), tokenizer, examples, test, baseDir, method, r, seed,
-                    rates[(method.Name, r)], spec.Steps, spec.EvalSteps, output, cancel));
+            using (ModelIO.Load(baseDir)) { }      // bad weights fail here, before anything is written
+            var config = ModelIO.ReadConfig(baseDir);
+            string configFile = Path.Combine(baseDir, ModelIO.ConfigFile);
+            CheckVocabulary(_tokenizer, tokenizerFile, config.VocabSize, configFile);
+            if (longest > config.MaxPositionEmbeddings)
+                throw new ArgumentException($"{nameof(Spec.BaseModel)}: {configFile} has max_position_embeddings {config.MaxPositionEmbeddings}, " +
+                    $"but the longest problem with its answer budget ({nameof(Spec.MaxNewTokens)} {Spec.MaxNewTokens}) needs {longest} tokens", nameof(Spec.BaseModel));
+            inputs.Add(new InputFile("base config", Path.Combine(baseDir, ModelIO.ConfigFile)));
+            inputs.AddRange(ModelIO.WeightFiles(baseDir).Select(f => new InputFile($"base weights {Path.GetFileName(f)}", f)));
+            if (tokenizerFile is not null) inputs.Add(new InputFile("base tokenizer", tokenizerFile));
         }
-        WriteTables(spec, outDir, results);
-        output.WriteLine();
-        output.WriteLine(FormatTable(spec, results));
-        output.WriteLine($"table: {ExperimentFolder.Show(Path.Combine(outDir, TableFile))} (per run), {ExperimentFolder.Show(Path.Combine(outDir, SummaryFile))} (mean and 95 % interval over seeds), {ExperimentFolder.Show(Path.Combine(outDir, PairedFile))} (per seed minus LoRA)");
-        return results;
+        Output.WriteLine($"{_train.Count} training and {_test.Count} test problems ({(Spec.TrainFile is null ? "generated" : Spec.TrainFile)}), tokenizer {_tokenizer.GetType().Name}");
+        return inputs;
     }
 
-    static string PretrainBase(Gsm8kSpec spec, string outDir, int seed, ITextTokenizer tokenizer, IReadOnlyList<MathProblem> test, TextWriter output, CancellationToken cancel)
+    /// <summary>Refuses a tokenizer whose ids the model cannot embed (ids at or past its <c>vocab_size</c>), and a base
+    /// with a vocabulary of its own but no tokenizer.json (the character tokenizer's ids would mean nothing to it); both
+    /// files are named.</summary>
+    public static void CheckVocabulary(ITextTokenizer tokenizer, string? tokenizerFile, int vocabSize, string configFile)
     {
-        string dir = Path.Combine(outDir, $"base-seed{seed}");
-        string modelDir = Path.Combine(dir, "model");
-        if (File.Exists(Path.Combine(modelDir, ModelIO.WeightsFile)))
-        {
-            output.WriteLine($"base seed {seed}: reusing the pretrained base in {ExperimentFolder.Show(modelDir)}");
-            return modelDir;
-        }
-        torch.manual_seed(seed);
-        var config = LlamaConfig.Preset(spec.Model, tokenizer.VocabSize) with
-        { MaxPositionEmbeddings = spec.Context, BosTokenId = tokenizer.BosId, EosTokenId = tokenizer.EosId };
-        using var model = new LlamaForCausalLM(config);
-        if (spec.PretrainSteps > 0)
-        {
-            var corpus = PretrainingCorpus.Generate(spec.PretrainDocuments, seed: 7000 + seed, spec.Style, test.Select(p => p.Question).ToHashSet());
-            var blocks = LmData.FromCorpus(tokenizer, corpus, Math.Min(256, spec.Context));
-            output.WriteLine($"pretraining the {spec.Model} base (seed {seed}) on {corpus.Count} documents ({blocks.Count} blocks) for {spec.PretrainSteps} steps");
-            var train = new TrainConfig
-            {
-                Steps = spec.PretrainSteps, BatchSize = 16, LearningRate = spec.PretrainLr, WarmupSteps = Math.Min(100, spec.PretrainSteps / 10),
-                Seed = seed, OutputDir = dir, CheckpointEvery = Math.Max(1, spec.PretrainSteps / 4), Device = spec.Device, LogEvery = 25,
-            };
-            new Trainer(model, train, blocks, padId: tokenizer.PadId) { Progress = new ConsoleProgress($"base-seed{seed}") }.Run(cancel);
-        }
-        ModelIO.Save(model, modelDir);
-        return modelDir;
+        int highest = new[] { tokenizer.VocabSize - 1, tokenizer.BosId, tokenizer.EosId, tokenizer.PadId }.Max();
+        if (tokenizerFile is null && vocabSize != tokenizer.VocabSize)
+            throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {configFile} has vocab_size {vocabSize} but there is no {ModelIO.TokenizerFile} beside it: " +
+                $"the character tokenizer's {tokenizer.VocabSize} ids would mean nothing to this model; put the model's {ModelIO.TokenizerFile} in the folder", nameof(Gsm8kSpec.BaseModel));
+        if (highest >= vocabSize)
+            throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {tokenizerFile ?? "the character tokenizer"} has ids up to {highest} ({tokenizer.VocabSize} tokens), " +
+                $"but {configFile} has vocab_size {vocabSize}: the model cannot embed them; use the tokenizer the model was trained with", nameof(Gsm8kSpec.BaseModel));
     }
 
-    static Gsm8kRun FineTune(Gsm8kSpec spec, string root, string name, ITextTokenizer tokenizer, IReadOnlyList<LmExample> examples, IReadOnlyList<MathProblem> test,
-        string baseDir, MethodSpec method, int r, int seed, double lr, int steps, IReadOnlyList<int> evalSteps, TextWriter output, CancellationToken cancel, bool tuning = false)
+    protected override string? BaseFor(int seed)
     {
-        string dir = SafePath.Under(root, name, "run name");
-        if (ExperimentFolder.ReadResult<Gsm8kRun>(dir) is { } done)
+        if (Spec.BaseModel is not null) return Spec.BaseModel;
+        int s = Spec.BaseSeed ?? seed;
+        return PretrainBase($"base-seed{s}", $"base seed {s}", s, () =>
         {
-            ExperimentFolder.CheckReusedRate(dir, done.LearningRate, lr);
-            output.WriteLine($"{name}: finished before, reusing its {ExperimentFolder.ResultFile} (delete {ExperimentFolder.Show(dir)} to run it again)");
-            return done.LearningRate == 0 ? done with { LearningRate = lr } : done;   // written before rates were recorded
-        }
-        using var model = ModelIO.Load(baseDir);
-        var adapter = method.Adapter(r);
-        torch.manual_seed(seed);
-        Peft.Inject(model, adapter);
-        var evaluate = (LlamaForCausalLM m) =>
-        {
-            var s = Metrics.Math(m, tokenizer, test, spec.MaxNewTokens);
-            return (IReadOnlyDictionary<string, double>)new Dictionary<string, double> { ["accuracy"] = s.ExactMatch, ["no_answer"] = (double)s.NoAnswer / s.Count };
-        };
-        var config = new TrainConfig
-        {
-            Steps = steps, BatchSize = spec.BatchSize, LearningRate = lr,
-            WarmupSteps = Math.Min(20, steps / 10), Seed = seed, OutputDir = dir, Device = spec.Device,
-            EvalEvery = evalSteps[0], CheckpointEvery = Math.Max(1, steps / 4), LogEvery = 25,
-        };
-        output.WriteLine($"{name}: {Peft.CountParameters(model).Trainable:N0} trainable parameters, lr {config.LearningRate:G3}");
-        var run = LearningRateSweep.TrainOrRecordDiverged(tuning, name, output, () =>
-        {
-            var result = new Trainer(model, config, examples, evaluate, adapter, tokenizer.PadId) { Progress = new ConsoleProgress(name) }.Run(cancel);
-            var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey("accuracy")).ToDictionary(x => (int)x.Step, x => x.Metrics["accuracy"]);
-            return new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, result.TrainableParameters,
-                evalSteps.ToDictionary(s => s, s => at.TryGetValue(s, out var v) ? v : double.NaN), result.Log.Rows[^1].Loss, result.WallSeconds, lr);
+            torch.manual_seed(s);
+            return new LlamaForCausalLM(LlamaConfig.Preset(Spec.Model, _tokenizer.VocabSize) with
+                { MaxPositionEmbeddings = Spec.Context, BosTokenId = _tokenizer.BosId, EosTokenId = _tokenizer.EosId });
         }, () =>
         {
-            var (metric, loss) = LearningRateSweep.Diverged;
-            return new Gsm8kRun(method.Name, method.Method == AdapterMethod.Full ? 0 : r, seed, Peft.CountParameters(model).Trainable,
-                evalSteps.ToDictionary(s => s, _ => metric), loss, 0, lr);
+            var corpus = PretrainingCorpus.Generate(Spec.PretrainDocuments, seed: 7000 + s, Spec.Style, _test.Concat(_validation).Select(p => p.Question).ToHashSet());
+            var blocks = LmData.FromCorpus(_tokenizer, corpus, Math.Min(Spec.PretrainBlockSize, Spec.Context));
+            return (blocks, $"{corpus.Count} documents ({blocks.Count} blocks)");
         });
-        ExperimentFolder.WriteResult(dir, run);
-        return run;
     }
 
-    static string F(double v) => SeedReport.F(v);
+    protected override IReadOnlyList<LmExample> TrainingSet(RunPlan plan) => _examples;
 
-    static void WriteTables(Gsm8kSpec spec, string outDir, IReadOnlyList<Gsm8kRun> runs)
+    protected override IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM model, RunPlan plan)
     {
-        var steps = spec.EvalSteps;
-        var sb = new StringBuilder("method,rank,seed,trainable_parameters,learning_rate," + string.Join(",", steps.Select(s => $"accuracy_step{s}")) + ",final_loss\n");
-        foreach (var r in runs)
-            sb.Append($"{r.Method},{r.Rank},{r.Seed},{r.TrainableParameters},{LearningRateSweep.Lr(r.LearningRate)},{string.Join(",", steps.Select(s => F(r.AccuracyAt[s])))},{F(r.FinalLoss)}\n");
-        AtomicFile.WriteText(Path.Combine(outDir, TableFile), sb.ToString());
-        var scores = Scores(spec, runs);
-        AtomicFile.WriteText(Path.Combine(outDir, SummaryFile), SeedReport.SummaryCsv(scores));
-        AtomicFile.WriteText(Path.Combine(outDir, PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
+        var s = Metrics.Math(model, _tokenizer, plan.Tuning ? _validation : _test, Spec.MaxNewTokens);
+        return new Dictionary<string, double> { [Accuracy] = s.ExactMatch, [NoAnswer] = (double)s.NoAnswer / s.Count };
     }
 
-    /// <summary>The runs as <see cref="SeedReport"/> reads them: accuracy at each step.</summary>
-    public static IReadOnlyList<RunScores> Scores(Gsm8kSpec spec, IEnumerable<Gsm8kRun> runs) =>
-        runs.Select(r => new RunScores(r.Method, r.Rank, r.Seed, r.TrainableParameters, r.LearningRate,
-            spec.EvalSteps.Select(s => ($"accuracy_step{s}", r.AccuracyAt[s])).ToList())).ToList();
+    protected override IEnumerable<KeyValuePair<string, double>> Scores(TrainResult result, RunPlan plan) => AtSteps(result, Accuracy, StepsOf(plan));
 
     /// <summary>Exact-match accuracy (%) of the final answer on the test split by training step per method and rank with
     /// its learning rate, mean [95 % interval] over seeds; then each method's per-seed difference from LoRA at the last step
     /// and the learning-rate rule.</summary>
-    public static string FormatTable(Gsm8kSpec spec, IReadOnlyList<Gsm8kRun> runs)
+    public override string FormatTable(JobResult result)
     {
-        var steps = spec.EvalSteps;
-        var sb = new StringBuilder();
-        sb.AppendLine($"Exact-match accuracy (%) on {spec.TestProblems} held-out GSM8K-style problems by training step ({spec.Model} model, seeds {string.Join(",", spec.Seeds)}{(spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})");
-        sb.Append($"{"method",-16} {"r",3} {"params",10} {"lr",8}");
-        foreach (var s in steps) sb.Append($" {"step " + s,19}");
-        sb.AppendLine();
-        foreach (var g in runs.GroupBy(r => (r.Method, r.Rank)))
-        {
-            var list = g.ToList();
-            sb.Append($"{g.Key.Method,-16} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString()),3} {list[0].TrainableParameters,10:N0} {LearningRateSweep.Lr(list[0].LearningRate),8}");
-            foreach (var s in steps) sb.Append($" {SeedStatistics.Mean95(list.Select(x => x.AccuracyAt[s])).Format(100),19}");
-            sb.AppendLine();
-        }
-        if (spec.Seeds.Count > 1)
-            foreach (var line in SeedReport.PairedLines(spec.Ranks, Scores(spec, runs), $"accuracy_step{steps[^1]}", $"step {steps[^1]}")) sb.AppendLine(line);
-        if (spec.Tunes) sb.AppendLine("Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid.Count > 0 ? spec.AdapterLrGrid : spec.FullLrGrid, spec.TuneSteps, spec.TuneSeed, $"accuracy on {spec.ValidationProblems} validation problems")
-            + (spec.FullLrGrid.Count > 0 && spec.AdapterLrGrid.Count > 0 ? $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}." : "."));
+        var steps = Spec.EvalSteps;
+        var sb = new StringBuilder(SeedReport.MeanTable(
+            $"Exact-match accuracy (%) on {Spec.TestProblems} held-out GSM8K-style problems by training step ({Spec.Model} model, seeds {string.Join(",", Spec.Seeds)}{(Spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})",
+            result.Groups, [.. steps.Select(s => ($"step {s}", AccuracyAt(s)))]));
+        if (Spec.Seeds.Count > 1)
+            foreach (var line in SeedReport.PairedLines(Paired(result.Runs, AccuracyAt(steps[^1])), AccuracyAt(steps[^1]), $"step {steps[^1]}")) sb.AppendLine(line);
+        if (Spec.Tunes) sb.AppendLine(RatesLine(Spec, result.Sweep, $"accuracy on {Spec.ValidationProblems} validation problems"));
         return sb.ToString().TrimEnd();
     }
 }

@@ -5,7 +5,7 @@ using Mora.IO;
 namespace Mora.Experiments;
 
 /// <summary>One tuning run of a learning-rate sweep (a row of <c>lr-sweep.csv</c>): <c>Metric</c> is the score the rule
-/// maximises (character accuracy, accuracy, or minus a perplexity), <c>FinalLoss</c> the run's last training loss (the
+/// maximises (character accuracy, accuracy, minus an answer loss, or minus a perplexity), <c>FinalLoss</c> the run's last training loss (the
 /// tie-break), <c>Chosen</c> whether the rule chose this rate for its method and rank, and <c>AtEdge</c> is true on the
 /// chosen row when it is still at an end of the grid after the extensions allowed.</summary>
 public sealed record SweepPoint(string Method, int Rank, double LearningRate, double Metric, double FinalLoss, bool Chosen = false, bool AtEdge = false);
@@ -32,30 +32,28 @@ public static class LearningRateSweep
         $"learning rate per method and rank: best final {metric} after {steps} steps on tuning seed {seed} over {{{string.Join(", ", grid.Select(Lr))}}} " +
         $"(log-spaced; extended by one step past an end when the best is there, up to {MaxExtensions} times; ties to the lower training loss)";
 
-    /// <summary>The rate of every method and rank of <paramref name="spec"/>: its fixed rate when it has no grid, else the
-    /// rule's choice, with <paramref name="train"/> training one tuning run (method, rank, rate, run name
-    /// <c>{method}-r{r}-seed{tuning seed}-lr{rate}</c>) and returning its final metric (higher is better: an accuracy, or minus a
-    /// loss) and training loss.
-    /// Writes every tuning run to <c>lr-sweep.csv</c> in <paramref name="outDir"/> and prints each choice, with
-    /// <paramref name="scoredOn"/> saying what the metric was measured on and <paramref name="show"/> how a metric prints
-    /// (default: as a percentage).</summary>
-    public static Dictionary<(string Method, int Rank), double> TuneAll(ExperimentSpec spec, string outDir, string scoredOn, TextWriter output,
-        Func<MethodSpec, int, double, string, (double Metric, double FinalLoss)> train, Func<double, string>? show = null)
+    /// <summary>The rate of every configuration of <paramref name="spec"/>: its fixed rate when it has no grid, else the
+    /// rule's choice, with <paramref name="train"/> training one tuning run (configuration, rate) and returning its final
+    /// metric (higher is better: an accuracy, or minus a loss or a perplexity) and training loss. Prints each choice
+    /// under <paramref name="label"/>'s name for the configuration, with <paramref name="scoredOn"/> saying what the metric
+    /// was measured on and <paramref name="show"/> how a metric prints (default: as a percentage). Returns the rates and
+    /// every tuning run (the rows of <c>lr-sweep.csv</c>).</summary>
+    public static (Dictionary<(string Method, int Rank), double> Rates, IReadOnlyList<SweepPoint> Points) TuneAll(ExperimentSpec spec,
+        Func<Configuration, double, (double Metric, double FinalLoss)> train, Func<Configuration, string> label, string scoredOn, TextWriter output,
+        Func<double, string>? show = null)
     {
         show ??= m => $"{100 * m:0.0} %";
         var rates = new Dictionary<(string, int), double>();
         var points = new List<SweepPoint>();
-        foreach (var (method, r) in spec.Configurations())
+        foreach (var c in spec.Configurations())
         {
-            if (spec.GridFor(method) is not { } grid) { rates[(method.Name, r)] = spec.FixedLr(method); continue; }
-            string run = method.RunName(r, spec.TuneSeed);
-            var (chosen, tried) = Choose(method.Name, r, grid, lr => train(method, r, lr, $"{run}-lr{Lr(lr)}"));
-            rates[(method.Name, r)] = chosen;
+            if (spec.GridFor(c) is not { } grid) { rates[(c.Method, c.Rank)] = spec.FixedLr(c); continue; }
+            var (chosen, tried) = Choose(c.Method, c.Rank, grid, lr => train(c, lr));
+            rates[(c.Method, c.Rank)] = chosen;
             points.AddRange(tried);
-            output.WriteLine($"{run}: learning rate {Lr(chosen)} chosen on {scoredOn} ({string.Join(", ", tried.Select(p => $"{Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : show(p.Metric))}"))})");
+            output.WriteLine($"{label(c)}: learning rate {Lr(chosen)} chosen on {scoredOn} ({string.Join(", ", tried.Select(p => $"{Lr(p.LearningRate)} → {(p.Metric == double.MinValue ? "diverged" : show(p.Metric))}"))})");
         }
-        if (points.Count > 0) Write(Path.Combine(outDir, File), points);
-        return rates;
+        return (rates, points);
     }
 
     /// <summary>Runs the rule for one method and rank. <paramref name="train"/> trains one tuning run at a rate and returns its
@@ -77,7 +75,7 @@ public static class LearningRateSweep
             {
                 if (tried[best].Metric == double.MinValue)   // every rate diverged, the extensions below the grid too
                     throw new ArgumentException($"every learning rate tried for {method} at r = {rank} diverged ({string.Join(", ", tried.Keys.Select(Lr))}); give a grid of lower rates",
-                        method == MethodSpec.Full.Name ? nameof(ExperimentSpec.FullLrGrid) : nameof(ExperimentSpec.AdapterLrGrid));
+                        method == MethodSpec.Full.Name ? nameof(FineTuningSpec.FullLrGrid) : nameof(FineTuningSpec.AdapterLrGrid));
                 var points = tried.Select(kv => new SweepPoint(method, rank, kv.Key, kv.Value.Metric, kv.Value.FinalLoss, kv.Key == best,
                     kv.Key == best && ratio > 1 && (low || high))).ToList();
                 return (best, points);
@@ -119,25 +117,19 @@ public static class LearningRateSweep
     /// <summary>A rate as folders and tables print it (3 significant digits).</summary>
     public static string Lr(double lr) => lr.ToString("G3", CultureInfo.InvariantCulture);
 
-    /// <summary>What a tuning run that diverged reports (<see cref="Mora.Training.TrainingDivergedException"/>): the worst
-    /// score, written to its result so a resumed sweep does not train it again, and printed as "diverged".</summary>
+    /// <summary>What a tuning run that diverged scores (<see cref="Mora.Training.TrainingDivergedException"/>): the worst,
+    /// so it is never the choice; printed and written as "diverged".</summary>
     public static (double Metric, double FinalLoss) Diverged => (double.MinValue, double.MaxValue);
 
-    /// <summary>Trains one run with <paramref name="train"/>. A tuning run that diverges is an outcome of the sweep, not an
-    /// error: it is printed and <paramref name="diverged"/> builds its record (with <see cref="Diverged"/>'s worst score, so
-    /// it is never the choice and, once written, a resumed sweep does not train it again). An evaluation run's divergence
-    /// propagates.</summary>
-    public static TRun TrainOrRecordDiverged<TRun>(bool tuning, string name, TextWriter output, Func<TRun> train, Func<TRun> diverged)
-    {
-        try { return train(); }
-        catch (Mora.Training.TrainingDivergedException e) when (tuning)
-        {
-            output.WriteLine($"{name}: diverged ({e.Message.Split('.')[0]}); recorded as the sweep's worst score");
-            return diverged();
-        }
-    }
-
     static string Cell(double v) => v is double.MinValue or double.MaxValue or double.NegativeInfinity or double.PositiveInfinity ? "diverged" : v.ToString("0.0000", CultureInfo.InvariantCulture);
+
+    /// <summary>The sweep's rows read back from <paramref name="path"/> ("diverged" cells as the worst score).</summary>
+    public static IReadOnlyList<SweepPoint> Read(string path)
+    {
+        static double Value(string s, double diverged) => s == "diverged" ? diverged : double.Parse(s, CultureInfo.InvariantCulture);
+        return CsvTable.Read(path).Rows.Select(r => new SweepPoint(r["method"], int.Parse(r["rank"], CultureInfo.InvariantCulture), Value(r["learning_rate"], double.NaN),
+            Value(r["metric"], double.MinValue), Value(r["final_loss"], double.MaxValue), r["chosen"] == "1", r["at_edge"] == "1")).ToList();
+    }
 
     /// <summary>Writes the sweep's rows (atomically).</summary>
     public static void Write(string path, IEnumerable<SweepPoint> points)

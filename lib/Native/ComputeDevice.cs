@@ -45,11 +45,18 @@ public readonly record struct ComputeDevice
     }
 
     /// <summary>The default device: CUDA when TorchSharp sees one, else the CPU (loads the native runtime).</summary>
-    public static ComputeDevice Default()
+    public static ComputeDevice Default() => CudaDevices > 0 ? Cuda() : Cpu;
+
+    /// <summary>CUDA devices TorchSharp sees (0 without CUDA), probed once per process: what is installed does not change
+    /// while a process runs, and every spec, trainer and benchmark asks.</summary>
+    static int CudaDevices => _cudaDevices ??= Probe();
+    static int? _cudaDevices;
+
+    static int Probe()
     {
         TorchRuntime.Ensure();
-        CpuThreads.Configure();
-        return torch.cuda.is_available() ? Cuda() : Cpu;
+        CpuThreads.Configure();     // the kit's CPU thread rule, once per process (setup.dib and the CLI reach it here)
+        return torch.cuda.is_available() ? torch.cuda.device_count() : 0;
     }
 
     /// <summary>Checks that the device exists here (the CPU always does); returns it.</summary>
@@ -57,10 +64,9 @@ public readonly record struct ComputeDevice
     public ComputeDevice EnsureAvailable(string paramName = "device")
     {
         if (!IsCuda) return this;
-        TorchRuntime.Ensure();
-        if (!torch.cuda.is_available())
+        int count = CudaDevices;
+        if (count == 0)
             throw new ArgumentException($"device {this} asked for, but CUDA is not available (on a machine with an NVIDIA GPU: use a CUDA PyTorch's libtorch with -p:TorchBackend=pytorch or MORA_LIBTORCH, or build with -p:TorchBackend=cuda-linux or cuda-windows; `info` shows what TorchSharp sees)", paramName);
-        int count = torch.cuda.device_count();
         if (CudaIndex >= count)
             throw new ArgumentException($"device {this} asked for, but only {count} CUDA device{(count == 1 ? "" : "s")} visible (cuda:0 … cuda:{count - 1})", paramName);
         return this;

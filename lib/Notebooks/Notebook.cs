@@ -124,10 +124,10 @@ public static class Notebook
 /// <summary>Experiment results as DataFrames, one row a run, one column per evaluation step (as the paper's tables).</summary>
 public static class ResultTables
 {
-    public static DataFrame Memorization(IReadOnlyList<Experiments.MemorizationRun> runs)
+    public static DataFrame Memorization(IReadOnlyList<Experiments.RunRecord> runs)
     {
-        var columns = RunColumns(runs.Select(r => (r.Method, r.Rank, r.Seed, r.TrainableParameters, r.CharAccuracyAt)).ToList(), "char_acc");
-        columns.Add(new DoubleDataFrameColumn("exact_match %", runs.Select(r => (double?)Math.Round(100 * r.ExactMatch, 1))));
+        var columns = RunColumns(runs, Experiments.MemorizationExperiment.CharAccuracy);
+        columns.Add(new DoubleDataFrameColumn("exact_match %", runs.Select(r => (double?)Math.Round(100 * r.Score(Experiments.MemorizationExperiment.ExactMatch), 1))));
         columns.Add(new DoubleDataFrameColumn("final_loss", runs.Select(r => (double?)Math.Round(r.FinalLoss, 4))));
         return new DataFrame(columns);
     }
@@ -147,16 +147,20 @@ public static class ResultTables
         return new DataFrame(columns);
     }
 
-    public static DataFrame Gsm8k(IReadOnlyList<Experiments.Gsm8kRun> runs)
+    public static DataFrame Gsm8k(IReadOnlyList<Experiments.RunRecord> runs)
     {
-        var columns = RunColumns(runs.Select(r => (r.Method, r.Rank, r.Seed, r.TrainableParameters, r.AccuracyAt)).ToList(), "accuracy");
+        var columns = RunColumns(runs, Experiments.Gsm8kExperiment.Accuracy);
         columns.Add(new DoubleDataFrameColumn("final_loss", runs.Select(r => (double?)Math.Round(r.FinalLoss, 4))));
         return new DataFrame(columns);
     }
 
-    /// <summary>method, rank, seed, trainable, then "<paramref name="metric"/> %@step" for every evaluated step.</summary>
-    static List<DataFrameColumn> RunColumns(IReadOnlyList<(string Method, int Rank, int Seed, long Trainable, IReadOnlyDictionary<int, double> At)> runs, string metric)
+    /// <summary>method, rank, seed, trainable, then "<paramref name="metric"/> %@step" for every evaluated step (the runs'
+    /// scores <c>{metric}_step{s}</c>).</summary>
+    static List<DataFrameColumn> RunColumns(IReadOnlyList<Experiments.RunRecord> all, string metric)
     {
+        string prefix = metric + "_step";
+        var runs = all.Select(r => (r.Method, r.Rank, r.Seed, Trainable: r.TrainableParameters,
+            At: r.Scores.Where(kv => kv.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(kv => int.Parse(kv.Key[prefix.Length..], System.Globalization.CultureInfo.InvariantCulture), kv => kv.Value))).ToList();
         var columns = new List<DataFrameColumn>
         {
             new StringDataFrameColumn("method", runs.Select(r => r.Method)),

@@ -9,6 +9,15 @@ using static TorchSharp.torch;
 
 namespace Mora.Training;
 
+/// <summary>A checkpoint that cannot continue this run: its settings differ from the run's, or it lacks what the run
+/// needs. The message names the checkpoint and what to do.</summary>
+public sealed class ResumeRefusedException(string message) : InvalidOperationException(message);
+
+/// <summary>A checkpoint that cannot be read: garbled, truncated, or a file that no longer matches the checksum written
+/// with it (overwritten moments, a damaged tensor file). The message names the file and the remedy: delete the run's
+/// checkpoints to train it again from the start.</summary>
+public sealed class CheckpointDamagedException(string message, Exception? inner = null) : FormatException(message, inner);
+
 /// <summary>What a checkpoint restores besides tensors.</summary>
 public sealed record CheckpointState(long Step, long Tokens, double WallSeconds, RunLog Log);
 
@@ -16,7 +25,8 @@ public sealed record CheckpointState(long Step, long Tokens, double WallSeconds,
 /// Checkpoints of a run: <c>checkpoints/step-N/</c> holds the trainable parameters and the AdamW moments (safetensors),
 /// the counters and the log so far; <c>checkpoints/latest.json</c> names the newest. A checkpoint folder is written under a
 /// temporary name and renamed, then <c>latest.json</c> is replaced atomically, so a process killed at any moment leaves
-/// the previous checkpoint usable.
+/// the previous checkpoint usable. Each checkpoint carries <c>checksums.json</c> (<see cref="RunFolder"/>), checked before
+/// it is read: a damaged or overwritten file is a <see cref="CheckpointDamagedException"/> naming it, never a resume from it.
 /// </summary>
 public static class Checkpoints
 {
@@ -30,13 +40,21 @@ public static class Checkpoints
         string name;
         try { name = JsonNode.Parse(File.ReadAllText(pointer))?["checkpoint"]?.GetValue<string>() ?? throw new FormatException("no 'checkpoint' field"); }
         catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
-        { throw new FormatException($"{pointer}: unreadable ({e.Message}); delete it to start the run afresh", e); }
+        { throw Damaged(outDir, $"{pointer}: unreadable ({e.Message})", e); }
         if (Path.GetFileName(name) != name || !name.StartsWith("step-", StringComparison.Ordinal))
-            throw new FormatException($"{pointer}: checkpoint name '{name}' must be a folder name step-N beside it");
+            throw Damaged(outDir, $"{pointer}: checkpoint name '{name}' must be a folder name step-N beside it");
         string dir = Path.Combine(outDir, Trainer.CheckpointDir, name);
-        if (!Directory.Exists(dir)) throw new FormatException($"{pointer} names {name}, which does not exist");
+        if (!Directory.Exists(dir)) throw Damaged(outDir, $"{pointer} names {name}, which does not exist");
         return dir;
     }
+
+    /// <summary>The error for a damaged checkpoint of the run in <paramref name="outDir"/>, with the remedy.</summary>
+    static CheckpointDamagedException Damaged(string outDir, string problem, Exception? inner = null) =>
+        new($"{problem}: the run's checkpoint is damaged and cannot be resumed from. Delete {Path.Combine(outDir, Trainer.CheckpointDir)} to train this run again from its start", inner);
+
+    /// <summary>The step of a run's newest checkpoint (from <c>latest.json</c>), or null when it has none.</summary>
+    public static long? LatestStep(string outDir) =>
+        Latest(outDir) is { } dir && long.TryParse(Path.GetFileName(dir)["step-".Length..], System.Globalization.NumberStyles.None, CultureInfo.InvariantCulture, out long step) ? step : null;
 
     internal static void Save(string outDir, long step, long tokens, double wall, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
         AdamW optimizer, RunLog log, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null)
@@ -69,6 +87,7 @@ public static class Checkpoints
                 ["train"] = JsonNode.Parse(config.ToJson()),
             };
             AtomicFile.WriteText(Path.Combine(tmp, State), state.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            RunFolder.WriteChecksums(tmp);                 // written with the checkpoint, renamed with it: one step
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
             Directory.Move(tmp, final);
         }
@@ -94,6 +113,18 @@ public static class Checkpoints
     internal static CheckpointState Load(string dir, LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
         AdamW optimizer, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged = null, long? firstMergeStep = null)
     {
+        string runDir = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(dir)))!;
+        // A checkpoint written before checksums were recorded has none to check.
+        if (File.Exists(Path.Combine(dir, RunFolder.ChecksumsFile)) && RunFolder.ChecksumProblems(dir) is { } problem)
+            throw Damaged(runDir, $"{dir}: {problem}");
+        try { return Read(dir, model, trainable, optimizer, config, merged, firstMergeStep); }
+        catch (Exception e) when (e is FormatException and not CheckpointDamagedException || e is JsonException or IOException or KeyNotFoundException or InvalidOperationException and not ResumeRefusedException)
+        { throw Damaged(runDir, $"{dir}: {e.Message}", e); }
+    }
+
+    static CheckpointState Read(string dir, LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> trainable,
+        AdamW optimizer, TrainConfig config, IReadOnlyList<(string Name, Tensor Weight)>? merged, long? firstMergeStep)
+    {
         string statePath = Path.Combine(dir, State);
         JsonObject state;
         try { state = JsonNode.Parse(File.ReadAllText(statePath)) as JsonObject ?? throw new FormatException("not an object"); }
@@ -105,7 +136,7 @@ public static class Checkpoints
         var differ = MustMatch.Where(k => Saved(k) != now?[k]?.ToJsonString())
             .Select(k => $"{k}: checkpoint {saved?[k]?.ToJsonString() ?? "(none)"}, now {now?[k]?.ToJsonString()}").ToList();
         if (differ.Count > 0)
-            throw new InvalidOperationException(
+            throw new ResumeRefusedException(
                 $"cannot resume from {dir}: the run's settings changed ({string.Join("; ", differ)}). " +
                 "Use a new output folder, or set Resume = false to start over.");
 
@@ -134,7 +165,7 @@ public static class Checkpoints
             // A checkpoint past a merge that holds no merged weights (written before they were saved) would resume on the
             // unmerged base and silently lose every update merged so far.
             if (merged is { Count: > 0 } && !File.Exists(mergedPath) && firstMergeStep is { } first && state["step"]?.GetValue<long>() >= first)
-                throw new InvalidOperationException($"cannot resume from {dir}: it is past the merge at step {first} but holds no {Merged} " +
+                throw new ResumeRefusedException($"cannot resume from {dir}: it is past the merge at step {first} but holds no {Merged} " +
                     "(written before merged weights were checkpointed), so the merged updates would be lost. Use a new output folder, or set Resume = false to start over.");
             if (merged is { Count: > 0 } && File.Exists(mergedPath))
             {

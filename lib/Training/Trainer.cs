@@ -74,6 +74,9 @@ public sealed class Trainer
     public event Action<long>? StepCompleted;
     /// <summary>ReLoRA/ReMoRA merge schedule, applied after optimizer steps (the optimizer state of the adapters is reset on a merge).</summary>
     public ReMergeSchedule? ReMerge { get; init; }
+    /// <summary>The folder of the base model the run started from, recorded in the manifest (<c>base_model</c>) so the run
+    /// can be rebuilt (its ΔW is the trained weights minus this base); null when it started from scratch.</summary>
+    public string? BaseModel { get; init; }
 
     /// <param name="model">the model, adapters already injected (or none, for full training of every parameter)</param>
     /// <param name="config">the run's settings</param>
@@ -343,6 +346,7 @@ public sealed class Trainer
             ["seed"] = _config.Seed,
             ["train"] = JsonNode.Parse(_config.ToJson()),
             ["model"] = JsonNode.Parse(_model.Config.ToJson()),
+            ["base_model"] = BaseModel is null ? null : Path.GetFullPath(BaseModel),
             ["train_examples"] = _train.Count,
             ["device"] = device.ToString(),
             ["dtype"] = dtype.ToString(),
@@ -362,22 +366,30 @@ public sealed class Trainer
 /// <summary>Facts about the code and machine for run manifests.</summary>
 public static class RunInfo
 {
-    /// <summary>The commit of the checkout above the working directory or the app (read from .git, no git process); null if none.</summary>
+    /// <summary>The commit of the checkout above the working directory or the app (read from .git, no git process; a
+    /// worktree's .git file and its common folder are followed); null if none.</summary>
     public static string? GitCommit()
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
             {
                 string git = Path.Combine(dir.FullName, ".git");
-                if (!Directory.Exists(git)) continue;
+                if (!Directory.Exists(git) && !File.Exists(git)) continue;
                 try
                 {
+                    if (File.Exists(git))      // a worktree: "gitdir: <folder>"
+                    {
+                        string link = File.ReadAllText(git).Trim();
+                        if (!link.StartsWith("gitdir: ", StringComparison.Ordinal)) return null;
+                        git = Path.GetFullPath(Path.Combine(dir.FullName, link["gitdir: ".Length..].Trim()));
+                    }
+                    string common = File.Exists(Path.Combine(git, "commondir")) ? Path.GetFullPath(Path.Combine(git, File.ReadAllText(Path.Combine(git, "commondir")).Trim())) : git;
                     string head = File.ReadAllText(Path.Combine(git, "HEAD")).Trim();
                     if (!head.StartsWith("ref: ", StringComparison.Ordinal)) return head;
                     string reference = head[5..];
-                    string loose = Path.Combine(git, reference);
-                    if (File.Exists(loose)) return File.ReadAllText(loose).Trim();
-                    string packed = Path.Combine(git, "packed-refs");
+                    foreach (var root in new[] { git, common })
+                        if (File.Exists(Path.Combine(root, reference))) return File.ReadAllText(Path.Combine(root, reference)).Trim();
+                    string packed = Path.Combine(common, "packed-refs");
                     if (File.Exists(packed))
                         foreach (var line in File.ReadLines(packed))
                             if (line.EndsWith(" " + reference, StringComparison.Ordinal)) return line[..line.IndexOf(' ')];

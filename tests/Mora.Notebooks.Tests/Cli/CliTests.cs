@@ -80,6 +80,25 @@ public class CliTests
         }
     }
 
+    /// <summary>Help says what each setting is and its default-preset value, names the PyTorch backend for CUDA, and offers
+    /// continual no fixed-rate option (every rate is tuned there).</summary>
+    [Fact]
+    public void ExperimentHelpShowsDefaultsAndOnlyTheOptionsTheCommandHas()
+    {
+        var (code, memo) = Cli("memorization --help");
+        Assert.Equal(0, code);
+        Assert.Matches(@"--pretrain-batch-size [^\n]*sequences per step of the base's pretraining \(default preset: 32\)", memo);
+        Assert.Matches(@"--log-every [^\n]*\(default preset: 25\)", memo);
+        Assert.Contains("TorchBackend=pytorch", memo);
+        foreach (var o in new[] { "--fresh", "--overwrite", "--base-seed", "--threads", "--max-warmup" }) Assert.Contains(o, memo);
+        var (code2, continual) = Cli("continual --help");
+        Assert.Equal(0, code2);
+        Assert.DoesNotMatch(@"--(full-)?lr(?![-\w])", continual);
+        Assert.Contains("--lr-grid", continual);
+        var (_, pretrain) = Cli("pretrain --help");
+        Assert.Matches(@"--batch-size <batch-size> +sequences per step \(default preset: 16\)", pretrain);
+    }
+
     [Fact]
     public void HelpShowsHowToCallIt()
     {

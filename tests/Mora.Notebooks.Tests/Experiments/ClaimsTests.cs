@@ -26,6 +26,19 @@ public class ClaimsTests
         Assert.Equal("not resolved at this scale", Claims.Symbol(Verdict.NotResolved));
     }
 
+    /// <summary>A memorisation run with character accuracy <paramref name="at"/> at each evaluation step.</summary>
+    static RunRecord Memo(MemorizationSpec spec, string method, int rank, int seed, Func<int, double> at) =>
+        new(method, rank, seed, 1000, 0.01, spec.EvalSteps.ToDictionary(MemorizationExperiment.CharAccuracyAt, at)
+            .Append(KeyValuePair.Create(MemorizationExperiment.ExactMatch, 0.0)).ToDictionary(), 1, 1);
+
+    /// <summary>The summary and paired tables the memorisation job writes of <paramref name="runs"/>.</summary>
+    static void WriteTables(string folder, MemorizationSpec spec, IReadOnlyList<RunRecord> runs)
+    {
+        var experiment = new MemorizationExperiment(spec);
+        File.WriteAllText(Path.Combine(folder, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(runs, experiment.SummaryScores));
+        File.WriteAllText(Path.Combine(folder, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(experiment.Paired(runs)));
+    }
+
     /// <summary>A repository with a memorisation and a GSM8K result in the experiments' own formats.</summary>
     static string FakeRepo(Random rng, double moraGain)
     {
@@ -33,18 +46,16 @@ public class ClaimsTests
         string memo = Path.Combine(root, "figures", "memorization-cpu-regimes");
         Directory.CreateDirectory(memo);
         var spec = MemorizationSpec.FromPreset("cpu-regimes");
-        var runs = new List<MemorizationRun>();
+        var runs = new List<RunRecord>();
         foreach (int seed in spec.Seeds)
             foreach (var (m, r) in spec.Configurations())
             {
-                double acc = 0.3 + 0.05 * rng.NextDouble() + (m.Name.StartsWith("mora") ? moraGain : 0);
-                runs.Add(new MemorizationRun(m.Name, m.Name == "full" ? 0 : r, seed, 1000, spec.EvalSteps.ToDictionary(s => s, s => acc * s / spec.Steps), 0, 1, 1, 0.01));
+                double acc = 0.3 + 0.05 * rng.NextDouble() + (m.StartsWith("mora") ? moraGain : 0);
+                runs.Add(Memo(spec, m, r, seed, s => acc * s / spec.Steps));
             }
-        var scores = MemorizationExperiment.Scores(spec, runs);
-        File.WriteAllText(Path.Combine(memo, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(scores));
-        File.WriteAllText(Path.Combine(memo, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
+        WriteTables(memo, spec, runs);
         File.WriteAllText(Path.Combine(memo, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-regimes --steps 200\n");
-        ExperimentFolder.Claim(memo, spec with { Pairs = 7 }, "memorisation");   // spec.json as the job writes it (device blank); it wins over COMMAND.txt
+        ExperimentFolder.Claim(memo, spec with { Pairs = 7 }, MemorizationExperiment.Name);   // spec.json as the job writes it (device blank); it wins over COMMAND.txt
         string math = Path.Combine(root, "figures", "gsm8k-cpu-hour");
         Directory.CreateDirectory(math);
         var lines = new List<string> { "method,rank,seed,trainable_parameters,accuracy_step80,accuracy_step160,final_loss" };
@@ -123,10 +134,8 @@ public class ClaimsTests
         Directory.CreateDirectory(low);
         var spec = MemorizationSpec.FromPreset("cpu-low-regime");
         var runs = spec.Seeds.SelectMany(seed => spec.Configurations().Select(c =>
-            new MemorizationRun(c.Method.Name, c.Rank, seed, 1000, spec.EvalSteps.ToDictionary(s => s, s => s >= 500 ? 0.6 + 0.01 * rng.NextDouble() : 0.3), 0, 1, 1, 0.01))).ToList();
-        var scores = MemorizationExperiment.Scores(spec, runs);
-        File.WriteAllText(Path.Combine(low, MemorizationExperiment.SummaryFile), SeedReport.SummaryCsv(scores));
-        File.WriteAllText(Path.Combine(low, MemorizationExperiment.PairedFile), SeedReport.PairedCsv(spec.Ranks, scores));
+            Memo(spec, c.Method, c.Rank, seed, s => s >= 500 ? 0.6 + 0.01 * rng.NextDouble() : 0.3))).ToList();
+        WriteTables(low, spec, runs);
         File.WriteAllText(Path.Combine(low, "COMMAND.txt"), "dotnet run -c Release -- memorization --preset cpu-low-regime\n");
         string newer = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
         Directory.CreateDirectory(newer);

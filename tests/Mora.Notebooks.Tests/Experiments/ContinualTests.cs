@@ -49,23 +49,30 @@ public class ContinualMetricsTests
         Assert.Equal((1 + 0 + 0.75) / 3, s.CharAccuracy, 12);      // "Ostrelle" vs "Quenmoor": no position agrees
     }
 
-    static ContinualRun Run(string method, int seed, double newChar, double forgetting = 0.1) =>
-        new(method, 8, seed, 1e-3, 1000, 0, newChar, 0.1, 2.0, 2.5, 1.0, 1.0 + forgetting, 0.5, 0.4, 0.5, 1);
+    static RunRecord Run(string method, int seed, double newChar, double forgetting = 0.1) =>
+        new(method, 8, seed, 1000, 1e-3, new Dictionary<string, double>
+        {
+            [ContinualExperiment.NewExact] = 0, [ContinualExperiment.NewChar] = newChar, [ContinualExperiment.NewCharBefore] = 0.1, [ContinualExperiment.NewAnswerLoss] = 2.0,
+            [ContinualExperiment.NewAnswerLossBefore] = 2.5, [ContinualExperiment.HeldOutLossBefore] = 1.0, [ContinualExperiment.HeldOutLossAfter] = 1.0 + forgetting,
+            [ContinualExperiment.Forgetting] = forgetting, [ContinualExperiment.OriginalExactBefore] = 0.5, [ContinualExperiment.OriginalExact] = 0.4,
+        }, 0.5, 1);
 
     [Fact]
     public void TheVerdictFollowsThePairedInterval()
     {
         var rng = new Random(TestSupport.Seed());
         var lora = Enumerable.Range(0, 5).Select(s => Run("lora", s, 0.3 + 0.1 * rng.NextDouble())).ToList();
-        List<ContinualRun> Mora(double shift, double noise) => lora.Select(l => Run("mora-rotation", l.Seed, l.NewCharAccuracy + shift + noise * (rng.NextDouble() - 0.5))).ToList();
-        Assert.StartsWith("✓", ContinualExperiment.Verdict([.. lora, .. Mora(0.1, 0.01)], "mora-rotation", 8));
-        Assert.StartsWith("✗", ContinualExperiment.Verdict([.. lora, .. Mora(-0.1, 0.01)], "mora-rotation", 8));
-        var mixed = lora.Select((l, i) => Run("mora-rotation", l.Seed, l.NewCharAccuracy + (i % 2 == 0 ? 0.05 : -0.05))).ToList();
-        Assert.Equal("not resolved at this scale", ContinualExperiment.Verdict([.. lora, .. mixed], "mora-rotation", 8));
-        // The paired table holds every measure, with the per-seed difference as its mean.
-        var paired = ContinualExperiment.Paired([.. lora, .. mixed]);
-        Assert.Equal(ContinualExperiment.Measures.Select(m => m.Name), paired.Select(p => p.Measure));
-        Assert.Equal(mixed.Zip(lora, (m, l) => m.NewCharAccuracy - l.NewCharAccuracy).Average(), paired.Single(p => p.Measure == ContinualExperiment.NewChar).Difference.Mean, 12);
+        double Char(RunRecord r) => r.Score(ContinualExperiment.NewChar);
+        List<RunRecord> Mora(double shift, double noise) => lora.Select(l => Run("mora-rotation", l.Seed, Char(l) + shift + noise * (rng.NextDouble() - 0.5))).ToList();
+        var experiment = new ContinualExperiment(ContinualSpec.FromPreset("smoke"));
+        Assert.StartsWith("✓", experiment.Verdict([.. lora, .. Mora(0.1, 0.01)], "mora-rotation", 8));
+        Assert.StartsWith("✗", experiment.Verdict([.. lora, .. Mora(-0.1, 0.01)], "mora-rotation", 8));
+        var mixed = lora.Select((l, i) => Run("mora-rotation", l.Seed, Char(l) + (i % 2 == 0 ? 0.05 : -0.05))).ToList();
+        Assert.Equal("not resolved at this scale", experiment.Verdict([.. lora, .. mixed], "mora-rotation", 8));
+        // The paired table holds every measure, with the per-seed difference as its mean; full fine-tuning is not compared.
+        var paired = experiment.Paired([.. lora, .. mixed, Run("full", 0, 0.9)]);
+        Assert.Equal(ContinualExperiment.Measures, paired.Select(p => p.Metric));
+        Assert.Equal(mixed.Zip(lora, (m, l) => Char(m) - Char(l)).Average(), paired.Single(p => p.Metric == ContinualExperiment.NewChar).Difference.Mean, 12);
     }
 }
 
@@ -86,7 +93,7 @@ public class ContinualCliTests
         Assert.Contains("Continual pretraining on a new domain", output);
         Assert.Contains("mora-rotation − lora, r = 8, new_char_acc", output);
         var table = File.ReadAllLines(Path.Combine(dir, "fig", ContinualExperiment.TableFile));
-        Assert.StartsWith("method,rank,seed,lr,trainable_parameters,new_exact_match,new_char_acc", table[0]);
+        Assert.StartsWith("method,rank,seed,trainable_parameters,learning_rate,new_exact_match,new_char_acc", table[0]);
         Assert.Equal(["lora", "mora-rotation", "full", "lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
         foreach (var row in table.Skip(1))
             foreach (var c in row.Split(',').Skip(5)) Assert.InRange(double.Parse(c, CultureInfo.InvariantCulture), -10, 10);
@@ -100,7 +107,7 @@ public class ContinualCliTests
             Assert.InRange(g.Count(), 2, 2 + LearningRateSweep.MaxExtensions);
             Assert.All(g, s => Assert.True(s[3] == "diverged" || double.Parse(s[3], CultureInfo.InvariantCulture) < 0));   // minus an answer loss
             string lr = Assert.Single(g, s => s[5] == "1")[2];
-            Assert.All(table.Skip(1).Select(l => l.Split(',')).Where(r => r[0] == g.Key), r => Assert.Equal(lr, r[3]));
+            Assert.All(table.Skip(1).Select(l => l.Split(',')).Where(r => r[0] == g.Key), r => Assert.Equal(lr, r[4]));
         }
         Assert.True(Directory.Exists(Path.Combine(dir, "out", "sweep", "lora-r8-seed100-lr0.003")));
         Assert.Contains("Rates: learning rate per method and rank: best final score (minus the teacher-forced answer loss", output);

@@ -53,6 +53,23 @@ public class ExperimentCliTests
         Assert.Contains("finished before, reusing its result.json", output2);
         Assert.Contains("reusing the pretrained base", output2);
         Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
+        // Other settings in the same folder are refused naming them, with the remedy; nothing trains, nothing is rewritten.
+        var (pairs, refusal) = Cli($"memorization --preset smoke --pairs 9 --out \"{dir}/out\"");
+        Assert.True(pairs == 2, refusal);
+        Assert.Contains("--pairs 8 → 9", refusal);
+        Assert.Contains("--fresh", refusal);
+        var (steps, refusal2) = Cli($"memorization --preset smoke --steps 80 --out \"{dir}/out\"");
+        Assert.True(steps == 2, refusal2);
+        Assert.Contains("--steps 40 → 80", refusal2);
+        // Even with the folder's settings deleted by hand, a result made under other settings is never reused (it once
+        // crashed with KeyNotFoundException: the old result had no step 80).
+        File.Delete(Path.Combine(dir, "out", ExperimentFolder.SpecFile));
+        File.Delete(Path.Combine(dir, "out", ExperimentFolder.InputsFile));
+        var (deleted, refusal3) = Cli($"memorization --preset smoke --steps 80 --out \"{dir}/out\"");
+        Assert.True(deleted == 2, refusal3);
+        Assert.Contains("result.json was made from other settings or inputs", refusal3);
+        Assert.DoesNotContain("KeyNotFoundException", refusal3);
+        Assert.Equal(table, File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile)));
     }
 
     [Fact]
@@ -96,7 +113,7 @@ public class ExperimentCliTests
         Assert.Equal(6, back.Count);
         Assert.Equal([0, 1], floors.Select(f => f.Seed));
         var first = File.ReadAllLines(Path.Combine(dir, "out", MemorizationExperiment.TableFile))[1].Split(',');
-        Assert.Equal(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), back[0].CharAccuracyAt[20], 12);
+        Assert.Equal(double.Parse(first[5], System.Globalization.CultureInfo.InvariantCulture), back[0].Score(MemorizationExperiment.CharAccuracyAt(20)), 12);
         Assert.Equal(double.Parse(first[4], System.Globalization.CultureInfo.InvariantCulture), back[0].LearningRate, 12);
         var df = Mora.Notebooks.ResultTables.Committed(Path.Combine(dir, "out", LearningRateSweep.File));
         Assert.Equal(sweep.Length - 1, df.Rows.Count);
@@ -158,6 +175,7 @@ public class ExperimentCliTests
         Assert.False(File.Exists(Path.Combine(killed, MemorizationExperiment.TableFile)));
         var (again, output2) = Cli($"memorization --preset smoke --out \"{killed}\"");
         Assert.True(again == 0, output2);
+        Assert.Matches(@"lora-r8-seed0: resuming from step \d+", output2);
         Assert.Equal(File.ReadAllText(Path.Combine(straight, MemorizationExperiment.TableFile)), File.ReadAllText(Path.Combine(killed, MemorizationExperiment.TableFile)));
         // The resumed run's log has every step once.
         var log = Mora.Training.RunLog.ReadCsv(Path.Combine(killed, "runs", "lora-r8-seed0", "log.csv"));
@@ -248,7 +266,8 @@ public class ExperimentCliTests
         string bad = Path.Combine(dir, "bad.jsonl");
         File.WriteAllText(bad, "{\"question\": \"q\", \"answer\": \"#### 1\"}\n{\"question\": \"q2\"}\n");
         var (code, output) = Cli($"gsm8k --preset smoke --train-file \"{bad}\" --test-file \"{bad}\" --out \"{dir}/out\"");
-        Assert.Equal(1, code);
+        Assert.Equal(2, code);                      // bad input: exit 2, no stack trace
+        Assert.DoesNotContain("   at ", output);
         Assert.Contains($"{bad}:2: missing field \"answer\"", output);
     }
 }

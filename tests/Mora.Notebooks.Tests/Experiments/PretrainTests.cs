@@ -50,13 +50,16 @@ public class PretrainCorpusTests
     public void ADivergedRunsResultIsWrittenAndReadBack()
     {
         string dir = TestSupport.TempDir();
-        var run = new PretrainRun(PretrainMethod.Full, 1, 0.1, 10, 100, 100, double.NaN, double.NaN, double.NaN, 0, true);
+        var run = new RunRecord(PretrainMethod.Full.Name(), 0, 1, 100, 0.1,
+            new Dictionary<string, double> { [PretrainExperiment.HeldOutLoss] = double.NaN, [PretrainExperiment.HeldOutPerplexity] = double.NaN }, double.NaN, 0, Diverged: true) { Identity = "abc" };
         ExperimentFolder.WriteResult(dir, run);
-        var back = ExperimentFolder.ReadResult<PretrainRun>(dir)!;
+        var back = ExperimentFolder.ReadResult(dir, "abc")!;
         Assert.True(back.Diverged);
-        Assert.True(double.IsNaN(back.HeldOutPerplexity));
-        Assert.Equal(PretrainMethod.Full, back.Method);
-        Assert.Contains("\"Full\"", File.ReadAllText(Path.Combine(dir, ExperimentFolder.ResultFile)));
+        Assert.True(double.IsNaN(back.Score(PretrainExperiment.HeldOutPerplexity)));
+        Assert.Equal("full", back.Method);
+        Assert.Contains("\"NaN\"", File.ReadAllText(Path.Combine(dir, ExperimentFolder.ResultFile)));
+        // Made under another job's identity, it is refused, not reused.
+        Assert.Contains("--fresh", Assert.Throws<ArgumentException>(() => ExperimentFolder.ReadResult(dir, "other")).Message);
     }
 
     [Fact]
@@ -95,35 +98,38 @@ public class PretrainCliTests
         string[] methods = ["lora", "relora", "mora", "remora", "full"];
 
         var runs = File.ReadAllLines(Path.Combine(dir, "fig", PretrainExperiment.TableFile));
-        Assert.Equal("method,seed,lr,steps,trainable_parameters,total_parameters,heldout_loss,heldout_ppl,final_train_loss,wall_seconds,diverged", runs[0]);
+        Assert.Equal("method,rank,seed,trainable_parameters,learning_rate,heldout_loss,heldout_ppl,final_loss,diverged", runs[0]);
         Assert.Equal(2 * methods.Length, runs.Length - 1);
         foreach (var row in runs.Skip(1).Select(r => r.Split(',')))
         {
-            double ppl = double.Parse(row[7], CultureInfo.InvariantCulture);
+            double ppl = double.Parse(row[6], CultureInfo.InvariantCulture);
             Assert.InRange(ppl, 1, 101);                                                  // at most uniform over the vocabulary
-            Assert.InRange(ppl / Math.Exp(double.Parse(row[6], CultureInfo.InvariantCulture)), 0.9999, 1.0001);   // exp of the mean loss (4 decimals printed)
+            Assert.InRange(ppl / Math.Exp(double.Parse(row[5], CultureInfo.InvariantCulture)), 0.9999, 1.0001);   // exp of the mean loss (4 decimals printed)
+            Assert.Equal(row[0] == "full" ? "0" : "4", row[1]);                          // the smoke preset's rank budget; full has none
         }
         // LoRA and MoRA train as many parameters at one rank budget (within 3 %: r̂ is rounded to an integer at r = 4); full trains all.
-        long Params(string m) => long.Parse(runs.Skip(1).First(r => r.StartsWith(m + ",")).Split(',')[4]);
+        long Params(string m) => long.Parse(runs.Skip(1).First(r => r.StartsWith(m + ",")).Split(',')[3]);
         Assert.InRange(Params("mora") / (double)Params("lora"), 0.97, 1.03);
         Assert.Equal(Params("lora"), Params("relora"));
         Assert.True(Params("full") > 3 * Params("lora"));
 
         var summary = File.ReadAllLines(Path.Combine(dir, "fig", PretrainExperiment.SummaryFile));
-        Assert.Equal("method,seeds,lr,trainable_parameters,heldout_ppl_mean,heldout_ppl_low95,heldout_ppl_high95,heldout_ppl_sd,heldout_loss_mean,diverged_runs", summary[0]);
+        Assert.StartsWith("method,rank,seeds,trainable_parameters,learning_rate,heldout_ppl_mean,heldout_ppl_ci_low,heldout_ppl_ci_high,heldout_ppl_sd,heldout_loss_mean,", summary[0]);
+        Assert.EndsWith(",diverged_runs", summary[0]);
         Assert.Equal(methods, summary.Skip(1).Select(l => l.Split(',')[0]));
-        foreach (var row in summary.Skip(1).Select(r => r.Split(',').Skip(4).Take(3).Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray()))
+        foreach (var row in summary.Skip(1).Select(r => r.Split(',').Skip(5).Take(3).Select(v => double.Parse(v, CultureInfo.InvariantCulture)).ToArray()))
             Assert.True(row[1] <= row[0] && row[0] <= row[2], "the interval holds the mean");
-        var paired = File.ReadAllLines(Path.Combine(dir, "fig", PretrainExperiment.PairedFile));
-        Assert.Equal("comparison,seeds,ppl_diff_mean,ppl_diff_low95,ppl_diff_high95,per_seed,verdict", paired[0]);
-        Assert.Equal(["remora-relora", "mora-lora", "relora-lora", "remora-mora", "remora-full"], paired.Skip(1).Select(l => l.Split(',')[0]));
-        Assert.All(paired.Skip(1), l => Assert.Equal("2", l.Split(',')[1]));
+        var paired = SeedReport.ReadPaired(Path.Combine(dir, "fig", PretrainExperiment.PairedFile)).Where(p => p.Metric == PretrainExperiment.HeldOutPerplexity).ToList();
+        Assert.Equal(["remora-relora", "mora-lora", "relora-lora", "remora-mora", "remora-full"], paired.Select(p => $"{p.Method}-{p.Baseline}"));
+        Assert.All(paired, p => Assert.Equal(2, p.Seeds));
 
         var sweep = File.ReadAllLines(Path.Combine(dir, "fig", PretrainExperiment.SweepFile));
-        Assert.Equal("method,lr,metric,validation_ppl,steps,seed,diverged,chosen", sweep[0]);   // scored on the validation split, not the reported one
-        Assert.Equal(2 * methods.Length, sweep.Length - 1);
-        foreach (var m in methods) Assert.Single(sweep.Skip(1), l => l.StartsWith(m + ",") && l.EndsWith(",1"));
-        Assert.All(sweep.Skip(1), l => Assert.Equal("0", l.Split(',')[5]));            // the tuning seed, not an evaluation seed
+        Assert.Equal("method,rank,learning_rate,metric,final_loss,chosen,at_edge", sweep[0]);   // the one rule's table: metric = minus the validation perplexity
+        Assert.InRange(sweep.Length - 1, 2 * methods.Length, (2 + LearningRateSweep.MaxExtensions) * methods.Length);
+        foreach (var m in methods) Assert.Single(sweep.Skip(1), l => l.StartsWith(m + ",") && l.Split(',')[5] == "1");
+        Assert.All(sweep.Skip(1).Select(l => l.Split(',')[3]), v => Assert.True(v == "diverged" || double.Parse(v, CultureInfo.InvariantCulture) < -1));
+        Assert.All(Directory.GetDirectories(Path.Combine(dir, "out", "sweep")),                       // the tuning seed, not an evaluation seed
+            d => Assert.Equal(0, System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(d, Mora.Training.Trainer.ManifestFile)))!["seed"]!.GetValue<int>()));
         foreach (var f in new[] { "pretrain-loss", "pretrain-heldout_ppl", "pretrain-heldout-mean", "pretrain-lr" })
             Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(Path.Combine(dir, "fig", f + ".png"))[..4]);
         Assert.Contains("pretrain --preset smoke", File.ReadAllText(Path.Combine(dir, "fig", "COMMAND.txt")));
@@ -136,8 +142,7 @@ public class PretrainCliTests
         Assert.True(again == 0, output2);
         Assert.Contains("finished before, reusing its result.json", output2);
         Assert.Contains("relora-seed2:", output2);
-        static string[] WithoutWall(IEnumerable<string> lines) => lines.Select(l => string.Join(',', l.Split(',').Where((_, i) => i != 9))).ToArray();
-        Assert.Equal(WithoutWall(runs), WithoutWall(File.ReadAllLines(Path.Combine(dir, "out", PretrainExperiment.TableFile))));   // the same table
+        Assert.Equal(runs, File.ReadAllLines(Path.Combine(dir, "out", PretrainExperiment.TableFile)));   // the same table
     }
 
     [Theory]

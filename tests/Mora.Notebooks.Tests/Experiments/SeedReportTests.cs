@@ -37,11 +37,9 @@ public class SeedReportTests
         var rng = new Random(TestSupport.Seed());
         var spec = MemorizationSpec.FromPreset("smoke-tuned");   // evaluations at steps 20 and 40
         double jitter = 0.001 * rng.NextDouble();
-        var runs = spec.Seeds.SelectMany(seed => new[]
-        {
-            new MemorizationRun("lora", 8, seed, 100, new Dictionary<int, double> { [20] = 0.30 + jitter, [40] = 0.40 + jitter }, 0, 1, 1),
-            new MemorizationRun("full", 0, seed, 100, new Dictionary<int, double> { [20] = 0.90, [40] = 0.97 }, 0, 1, 1),
-        }).ToList();
+        static RunRecord Run(string method, int rank, int seed, double at20, double at40) =>
+            new(method, rank, seed, 100, 0.01, new Dictionary<string, double> { ["char_acc_step20"] = at20, ["char_acc_step40"] = at40, ["exact_match"] = 0 }, 1, 1);
+        var runs = spec.Seeds.SelectMany(seed => new[] { Run("lora", 8, seed, 0.30 + jitter, 0.40 + jitter), Run("full", 0, seed, 0.90, 0.97) }).ToList();
         Assert.Equal([$"lora r=8: {100 * (0.40 + jitter):0.0} % at step 40, still rising: +10.0 points over the last 20 steps", "full: 97.0 % at step 40, reached 95 %"],
             MemorizationExperiment.Trends(spec, runs));
         Assert.Equal("spec", Assert.Throws<ArgumentException>(() => MemorizationExperiment.Trends(spec with { EvalPoints = 1 }, runs).ToList()).ParamName);

@@ -128,7 +128,7 @@ public class EngineTests(PretrainedTinyBase fixture) : IClassFixture<PretrainedT
         new Trainer(a, Quick(5, dir), fixture.Task.Train).Run();
         using var b = fixture.Load();
         Peft.Inject(b, AdapterConfig.Lora(4));
-        var e = Assert.Throws<InvalidOperationException>(() => new Trainer(b, Quick(5, dir) with { LearningRate = 0.5 }, fixture.Task.Train).Run());
+        var e = Assert.Throws<ResumeRefusedException>(() => new Trainer(b, Quick(5, dir) with { LearningRate = 0.5 }, fixture.Task.Train).Run());
         Assert.Contains("LearningRate", e.Message);
         using var c = fixture.Load();
         Peft.Inject(c, AdapterConfig.Lora(8));                      // other shapes

@@ -45,8 +45,9 @@ public class RestartWarmupTests
             first.StepCompleted += s => { if (s == 3) cancel.Cancel(); };
             Assert.ThrowsAny<OperationCanceledException>(() => first.Run(cancel.Token));
         }
-        // An older kit wrote state.json without RestartWarmupSteps: remove it, as such a checkpoint reads.
+        // An older kit wrote state.json without RestartWarmupSteps (and no checksums): remove both, as such a checkpoint reads.
         string state = Path.Combine(Checkpoints.Latest(dir)!, "state.json");
+        File.Delete(Path.Combine(Checkpoints.Latest(dir)!, RunFolder.ChecksumsFile));
         var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(state))!;
         Assert.True(node["train"]!.AsObject().Remove("RestartWarmupSteps"));
         File.WriteAllText(state, node.ToJsonString());
@@ -54,7 +55,7 @@ public class RestartWarmupTests
         Assert.Equal(2, new Trainer(b, config, train).Run().ResumedFromStep);
         // … while a run that now asks for a restart warm-up is told the settings changed.
         using var c = PretrainExperiment.NewModel(spec, PretrainMethod.Lora, 1);
-        var e = Assert.Throws<InvalidOperationException>(() => new Trainer(c, config with { Steps = 4, RestartWarmupSteps = 1 }, train).Run());
+        var e = Assert.Throws<ResumeRefusedException>(() => new Trainer(c, config with { Steps = 4, RestartWarmupSteps = 1 }, train).Run());
         Assert.Contains("RestartWarmupSteps", e.Message);
     }
 
@@ -118,8 +119,9 @@ public class RestartWarmupTests
                 Assert.ThrowsAny<OperationCanceledException>(() => t.Run(stop.Token));
             }
             File.Delete(Path.Combine(Checkpoints.Latest(old)!, "merged.safetensors"));
+            File.Delete(Path.Combine(Checkpoints.Latest(old)!, RunFolder.ChecksumsFile));     // nor checksums, then
             using var f = PretrainExperiment.NewModel(spec, method, 3);
-            var refused = Assert.Throws<InvalidOperationException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
+            var refused = Assert.Throws<ResumeRefusedException>(() => new Trainer(f, Config(old), train) { ReMerge = method.Schedule(4) }.Run());
             Assert.Contains("past the merge at step 4 but holds no merged.safetensors", refused.Message);
         }
     }

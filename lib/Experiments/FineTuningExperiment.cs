@@ -1,0 +1,81 @@
+using Mora.Adapters;
+using Mora.Data;
+using Mora.Model;
+using Mora.Training;
+using TorchSharp;
+
+namespace Mora.Experiments;
+
+/// <summary>
+/// What the experiments that fine-tune a base share (memorisation, GSM8K, continual pretraining): a fine-tuning run
+/// loads the base, injects the method's adapter (seeded), and trains with the spec's schedule
+/// (<see cref="FineTuningSpec.RunConfig"/>) on the experiment's data for that seed, evaluating with its metric. The
+/// experiment supplies the data (<see cref="TrainingSet"/>), the evaluation (<see cref="Evaluate"/>), the scores it keeps
+/// (<see cref="Scores"/>) and, where it has them, the base's own scores before training (<see cref="Before"/>).
+/// </summary>
+public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec>(spec) where TSpec : FineTuningSpec
+{
+    /// <summary>The examples a run of <paramref name="plan"/> trains on.</summary>
+    protected abstract IReadOnlyList<LmExample> TrainingSet(RunPlan plan);
+
+    /// <summary>The metrics a run logs at each evaluation (tuning runs: on what the sweep scores).</summary>
+    protected abstract IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM model, RunPlan plan);
+
+    /// <summary>The scores a finished run keeps (the table's columns but those of <see cref="Before"/>).</summary>
+    protected abstract IEnumerable<KeyValuePair<string, double>> Scores(TrainResult result, RunPlan plan);
+
+    /// <summary>Scores of the base on this run's data, measured before its adapter is injected (none by default).</summary>
+    protected virtual IEnumerable<KeyValuePair<string, double>> Before(LlamaForCausalLM baseModel, RunPlan plan) => [];
+
+    /// <summary>The padding id of the experiment's tokenizer.</summary>
+    protected abstract int PadId { get; }
+
+    /// <summary>What the line announcing a run adds after its rate.</summary>
+    protected virtual string Note(RunPlan plan) => "";
+
+    protected override RunRecord Train(RunPlan plan)
+    {
+        using var model = ModelIO.Load(plan.BaseDir ?? throw new InvalidOperationException($"{plan.Name}: a fine-tuning run needs a base"));
+        var before = Before(model, plan).ToList();
+        var adapter = MethodSpec.Parse(plan.Config.Method).Adapter(plan.Config.Rank);
+        torch.manual_seed(plan.Seed);
+        Peft.Inject(model, adapter);
+        var config = Spec.RunConfig(plan.Steps, plan.LearningRate, plan.Seed, plan.Dir, plan.EvalEvery);
+        var trainer = new Trainer(model, config, TrainingSet(plan), m => Evaluate(m, plan), adapter, PadId) { BaseModel = plan.BaseDir };
+        return Fit(plan, model, trainer, r => Scores(r, plan).Concat(before), Note(plan));
+    }
+
+    /// <summary>The value of <paramref name="metric"/> logged at each of <paramref name="steps"/> (NaN where not evaluated),
+    /// as scores named <c>{metric}_step{s}</c>.</summary>
+    protected static IEnumerable<KeyValuePair<string, double>> AtSteps(TrainResult result, string metric, IReadOnlyList<int> steps)
+    {
+        var at = result.Log.Rows.Where(x => x.Metrics.ContainsKey(metric)).ToDictionary(x => (int)x.Step, x => x.Metrics[metric]);
+        return steps.Select(s => KeyValuePair.Create($"{metric}_step{s}", at.TryGetValue(s, out var v) ? v : double.NaN));
+    }
+
+    /// <summary>The steps a run of <paramref name="plan"/> is scored at: the tuning budget's end, or the spec's evaluation steps.</summary>
+    protected IReadOnlyList<int> StepsOf(RunPlan plan) => plan.Tuning ? [plan.Steps] : Spec.EvalSteps;
+
+    /// <summary>The rule's line under a fine-tuning table: the rule over the adapter grid (or the full one), the full grid
+    /// beside it, and a note when a chosen rate is still at an end of its extended grid.</summary>
+    protected static string RatesLine(FineTuningSpec spec, IReadOnlyList<SweepPoint> sweep, string metric) =>
+        "Rates: " + LearningRateSweep.Rule(spec.AdapterLrGrid.Count > 0 ? spec.AdapterLrGrid : spec.FullLrGrid, spec.TuneSteps, spec.TuneSeed, metric)
+        + (spec.FullLrGrid.Count > 0 && spec.AdapterLrGrid.Count > 0 ? $"; full fine-tuning over {{{string.Join(", ", spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}" : "")
+        + (sweep.Any(p => p.Chosen && p.AtEdge) ? ". A chosen rate is still at an end of its extended grid (lr-sweep.csv, at_edge)." : ".");
+
+    /// <summary>The base of <paramref name="seed"/>, pretrained from a model <paramref name="init"/> makes on
+    /// <paramref name="data"/> (the experiment's pretraining examples, and how to name them) with the spec's base schedule;
+    /// reused once complete.</summary>
+    protected string PretrainBase(string folder, string label, int seed, Func<LlamaForCausalLM> init, Func<(IReadOnlyList<LmExample> Examples, string What)> data) =>
+        PretrainedBase(folder, label, dir =>
+        {
+            var model = init();
+            if (Spec.PretrainSteps > 0)
+            {
+                var (examples, what) = data();
+                Output.WriteLine($"pretraining the {Spec.Model} base (seed {seed}) on {what} for {Spec.PretrainSteps} steps");
+                new Trainer(model, Spec.BaseConfig(seed, dir), examples, padId: PadId) { Progress = new ConsoleProgress(folder) }.Run(Cancel);
+            }
+            return model;
+        });
+}
