@@ -176,6 +176,13 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     /// files are named.</summary>
     public static void CheckVocabulary(ITextTokenizer tokenizer, string? tokenizerFile, int vocabSize, string configFile)
     {
+        if (tokenizer is HfTokenizer hf)
+        {
+            // Every id the file can produce (added and template tokens too), named with both files.
+            try { Mora.Data.Tokenization.TokenizerVocabularyCheck.AgainstModel(hf, vocabSize, configFile); }
+            catch (Mora.Data.Tokenization.TokenizerFormatException e) { throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {e.Message}; use the tokenizer the model was trained with", nameof(Gsm8kSpec.BaseModel), e); }
+            return;
+        }
         int highest = new[] { tokenizer.VocabSize - 1, tokenizer.BosId, tokenizer.EosId, tokenizer.PadId }.Max();
         if (tokenizerFile is null && vocabSize != tokenizer.VocabSize)
             throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {configFile} has vocab_size {vocabSize} but there is no {ModelIO.TokenizerFile} beside it: " +
