@@ -13,6 +13,7 @@ var root = new RootCommand(
     InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(args), MemorizationCommand.Create(args), Gsm8kCommand.Create(args),
     PretrainCommand.Create(args), ContinualCommand.Create(args),
     BenchCommand.Create(args), PlotCommand.Create(), ClaimsCommand.Create(), BundleCommand.Create(),
+    EvidenceCommand.Create(args),
 };
 root.SetAction(_ => MemorizationCommand.DefaultJob());
 

@@ -227,9 +227,10 @@ public sealed class Blocks(int k, int rHat) : BlockCompression(k, rHat)
 
 /// <summary>
 /// Paper Eq. 9 (reference type 6): block t of the filled input rotated by the RoPE rotation R_t (<see cref="Rotary"/>,
-/// angles t·θ_i, θ_i = 10000^(−2i/r̂)) before M, so the blocks are told apart; core C_t = M R_t. The forward rotates M's
-/// n copies (n·r̂² values) rather than the input (tokens·n·r̂ values) and makes one batched product over the blocks: same
-/// FLOPs for M and no rotated copy of the input kept for the backward. <see cref="Apply"/> still returns the rotated blocks.
+/// angles t·θ_i, θ_i = 10000^(−2i/r̂)) before M, so the blocks are told apart; core C_t = M R_t. The forward either rotates
+/// M's n copies (n·r̂² values) and makes one batched product over the blocks (no rotated copy of the input kept for the
+/// backward), or rotates the input (tokens·n·r̂ values) and makes one matrix product (fewer kernels, no transposing
+/// copies): <see cref="RotationFormulation"/>, chosen per device. <see cref="Apply"/> returns the rotated blocks.
 /// Tables are built once per device and dtype.
 /// </summary>
 public sealed class RotatedBlocks : BlockCompression
@@ -259,9 +260,15 @@ public sealed class RotatedBlocks : BlockCompression
         return Rotary.Apply(blocks, cos, sin);
     }
 
-    /// <summary>M (R_t x_t) = (M R_t) x_t for every block, as one batched product.</summary>
+    /// <summary>M R_t x_t for every block, (…, k) → (…, n, r̂), by the formulation <see cref="RotationFormulations.For"/>
+    /// gives for x's device: (M R_t) x_t as one batched product over the blocks, or M (R_t x_t) as one matrix product.</summary>
     public override Tensor TimesM(Tensor x, Tensor m)
     {
+        if (RotationFormulations.For(x.device.type) == RotationFormulation.RotateInput)
+        {
+            using var rotated = Apply(x);                                  // (…, n, r̂): R_t x_t
+            return rotated.matmul(m.t());
+        }
         using var blocks = Fill.Apply(x);                                  // (…, n, r̂)
         using var cores = Cores(m);                                        // (n, r̂, r̂)
         return einsum("...nr,nsr->...ns", blocks, cores);
