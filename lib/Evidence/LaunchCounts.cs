@@ -32,50 +32,44 @@ public static class LaunchCounts
     public static List<LaunchRow> Measure((int D, int K)[] shapes, int[] ranks, int tokens, Device device, ScalarType dtype, TextWriter log)
     {
         var rows = new List<LaunchRow>();
-        var saved = RotationFormulations.Choice;
-        try
+        foreach (var (d, k) in shapes)
         {
-            foreach (var (d, k) in shapes)
+            using var scope = NewDisposeScope();
+            manual_seed(0);
+            var baseLinear = nn.Linear(k, d, hasBias: false, device: device, dtype: dtype);
+            baseLinear.weight!.requires_grad = false;
+            var x = randn(tokens, k, dtype: dtype, device: device).requires_grad_(true);
+            var gy = randn(tokens, d, dtype: dtype, device: device);
+            rows.Add(Count(d, k, "base", "", 0, 0, baseLinear, [], x, gy));
+            int smallest = ranks.Min();
+            foreach (int r in ranks.Distinct())
             {
-                using var scope = NewDisposeScope();
-                manual_seed(0);
-                var baseLinear = nn.Linear(k, d, hasBias: false, device: device, dtype: dtype);
-                baseLinear.weight!.requires_grad = false;
-                var x = randn(tokens, k, dtype: dtype, device: device).requires_grad_(true);
-                var gy = randn(tokens, d, dtype: dtype, device: device);
-                rows.Add(Count(d, k, "base", "", 0, 0, baseLinear, [], x, gy));
-                int smallest = ranks.Min();
-                foreach (int r in ranks.Distinct())
+                if (r > Math.Min(d, k)) continue;
+                var lora = new LoraLinear(baseLinear, r, 2 * r);
+                rows.Add(Count(d, k, "lora", "", r, 0, lora, Trainable(lora), x, gy));
+                if (r == smallest)
                 {
-                    if (r > Math.Min(d, k)) continue;
-                    var lora = new LoraLinear(baseLinear, r, 2 * r);
-                    rows.Add(Count(d, k, "lora", "", r, 0, lora, Trainable(lora), x, gy));
-                    if (r == smallest)
-                    {
-                        var dora = new DoraLinear(baseLinear, r, 2 * r);
-                        rows.Add(Count(d, k, "dora", "", r, 0, dora, Trainable(dora), x, gy));
-                    }
-                    foreach (var type in MoraTypes.All)
-                    {
-                        MoraLinear mora;
-                        try { mora = new MoraLinear(baseLinear, r, type); }
-                        catch (ArgumentException) { continue; }            // r̂ does not fit this layer
-                        using (no_grad()) mora.M.normal_(0, 0.02);
-                        string method = $"mora-{MoraTypes.Name(type)}";
-                        if (type == MoraType.Rotation)
-                            foreach (var f in new[] { RotationFormulation.RotateM, RotationFormulation.RotateInput })
-                            {
-                                RotationFormulations.Choice = f;
-                                rows.Add(Count(d, k, method, RotationFormulations.Name(f), r, mora.RHat, mora, Trainable(mora), x, gy));
-                            }
-                        else rows.Add(Count(d, k, method, "", r, mora.RHat, mora, Trainable(mora), x, gy));
-                        RotationFormulations.Choice = saved;
-                    }
+                    var dora = new DoraLinear(baseLinear, r, 2 * r);
+                    rows.Add(Count(d, k, "dora", "", r, 0, dora, Trainable(dora), x, gy));
                 }
-                log.WriteLine($"  launches {d}×{k}: {rows.Count(r => r.D == d && r.K == k)} rows");
+                foreach (var type in MoraTypes.All)
+                {
+                    MoraLinear mora;
+                    try { mora = new MoraLinear(baseLinear, r, type); }
+                    catch (ArgumentException) { continue; }            // r̂ does not fit this layer
+                    using (no_grad()) mora.M.normal_(0, 0.02);
+                    string method = $"mora-{MoraTypes.Name(type)}";
+                    if (type == MoraType.Rotation)
+                        foreach (var f in new[] { RotationFormulation.RotateM, RotationFormulation.RotateInput })
+                        {
+                            using var use = RotationFormulations.Use(f);
+                            rows.Add(Count(d, k, method, RotationFormulations.Name(f), r, mora.RHat, mora, Trainable(mora), x, gy));
+                        }
+                    else rows.Add(Count(d, k, method, "", r, mora.RHat, mora, Trainable(mora), x, gy));
+                }
             }
+            log.WriteLine($"  launches {d}×{k}: {rows.Count(r => r.D == d && r.K == k)} rows");
         }
-        finally { RotationFormulations.Choice = saved; }
         return rows;
     }
 

@@ -45,8 +45,27 @@ public static class RotationFormulations
         set => _choice = Enum.IsDefined(value) ? value : throw new ArgumentException($"unknown rotation formulation {(int)value}", nameof(Choice));
     }
 
-    /// <summary>The formulation a forward on <paramref name="device"/> uses under <see cref="Choice"/>.</summary>
-    public static RotationFormulation For(DeviceType device) => _choice switch
+    [ThreadStatic] static RotationFormulation? _onThisThread;
+
+    /// <summary>Makes this thread's forwards use <paramref name="formulation"/> until the result is disposed, whatever
+    /// <see cref="Choice"/> says (benchmarks and tests compare the two this way without touching other threads).</summary>
+    public static IDisposable Use(RotationFormulation formulation)
+    {
+        if (!Enum.IsDefined(formulation)) throw new ArgumentException($"unknown rotation formulation {(int)formulation}", nameof(formulation));
+        var previous = _onThisThread;
+        _onThisThread = formulation;
+        return new Restore(previous);
+    }
+
+    sealed class Restore(RotationFormulation? previous) : IDisposable
+    {
+        bool _done;
+        public void Dispose() { if (!_done) { _onThisThread = previous; _done = true; } }
+    }
+
+    /// <summary>The formulation a forward on <paramref name="device"/> uses: this thread's <see cref="Use"/>, else
+    /// <see cref="Choice"/>, with <see cref="RotationFormulation.Auto"/> resolved by device.</summary>
+    public static RotationFormulation For(DeviceType device) => (_onThisThread ?? _choice) switch
     {
         RotationFormulation.Auto => device == DeviceType.CPU ? RotationFormulation.RotateM : RotationFormulation.RotateInput,
         var fixedChoice => fixedChoice,
