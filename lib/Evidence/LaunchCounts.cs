@@ -135,12 +135,19 @@ public static class LaunchCounts
         sb.AppendLine("# Kernel launches per layer, forward + backward");
         sb.AppendLine();
         sb.AppendLine($"`{commandLine}`. Counted from libtorch's own trace of the step the bench times (`torch::autograd::profiler::RecordProfile`, " +
-                      "`lib/Evidence/OpTrace.cs`): the output, the input's gradient and the adapter's gradients. A launch is a leaf operator that computes " +
-                      "(views, metadata and bare allocations excluded, `OpTrace.NoKernel`). Counts do not depend on the token count; they depend on whether r̂ divides " +
-                      "the shape, hence the bench's shapes. The frozen base layer alone is the `base` row; every other row includes it.");
+                      "`lib/Evidence/OpTrace.cs`): the output, the input's gradient and the adapter's gradients. A launch is an ATen operator that computes " +
+                      "(views, metadata and bare allocations excluded, `OpTrace.NoKernel`) with no computing operator inside it. Counts do not depend on the token count; " +
+                      "they depend on whether r̂ divides the shape, hence the bench's shapes. The frozen base layer alone is the `base` row; every other row includes it. " +
+                      "`launching operators`: the whole step's launches by operator.");
         if (note is not null) { sb.AppendLine(); sb.AppendLine(note); }
         sb.AppendLine();
         bool withBefore = before.Count > 0;
+        if (withBefore)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"`total before`: {BeforeFile} beside this file, the same count measured before the operator changes it is compared with " +
+                          "(for the rotation design, the formulation of that name as it was then).");
+        }
         sb.AppendLine(withBefore
             ? "| shape | method | formulation | r | r̂ | forward | backward | total | total before | launching operators |"
             : "| shape | method | formulation | r | r̂ | forward | backward | total | launching operators |");
