@@ -13,10 +13,12 @@ namespace Mora;
 /// <item><see cref="RotateInput"/>: rotate the input blocks (what the reference's <c>_apply_mora</c> does) and multiply
 /// by Mᵀ as one plain matrix product over tokens·n rows: no transposing copies, one rotated copy of the input kept.</item>
 /// </list>
-/// <see cref="Auto"/> chooses by device (<see cref="RotationFormulations.For"/>): on the CPU rotating M, measured faster there (figures/bench/full:
-/// rotation at r = 8 went from 1.405× to 1.145× LoRA when the kit switched to it); on CUDA rotating the input, the
-/// formulation with fewer kernel launches and no transposing copies (figures/bench/launches) — a hypothesis until a GPU
-/// run measures it (bench/gpu/evidence.sh runs the bfloat16 layer benchmark with each). The environment variable
+/// <see cref="Auto"/> chooses by device (<see cref="RotationFormulations.For"/>): on the CPU rotating M, measured faster there
+/// (figures/bench/rotation-formulation-cpu: 1.04–1.08× LoRA against 1.28–1.31× for rotating the input, 4096², 2048 tokens,
+/// r = 8, float32; figures/bench/full: 1.405× → 1.145× when the kit first switched to it); on CUDA rotating the input,
+/// the formulation with fewer kernel launches (15 against 20 a layer step there) and no transposing copies
+/// (figures/bench/launches) — a hypothesis until a GPU run measures it (bench/gpu/evidence.sh times the bfloat16 layer
+/// with each). The environment variable
 /// <c>MORA_ROTATION</c> (<c>auto</c>, <c>rotate-m</c>, <c>rotate-input</c>), read once, or <see cref="RotationFormulations.Choice"/> overrides it.
 /// </summary>
 public enum RotationFormulation
