@@ -67,7 +67,7 @@ public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec
         }
         finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
         string reader = adapter.Method == AdapterMethod.Mora
-            ? adapter.MoraType is MoraType.Truncation or MoraType.Decouple ? $"the kit (the MoRA fork has no design {(int)adapter.MoraType})" : "the MoRA fork (kongds/MoRA peft-mora)"
+            ? adapter.MoraType is MoraType.Truncation or MoraType.Decouple ? $"the kit (the MoRA fork has no design {(int)adapter.MoraType})" : "the MoRA fork, kongds/MoRA peft-mora"
             : "PEFT";
         Output.WriteLine($"{plan.Label}: adapter saved in {ExperimentFolder.Show(dir)} (for {reader})");
     }

@@ -220,7 +220,7 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
         if (floors.Count > 0)
         {
             var bases = floors.Select(f => double.Parse(SeedReport.Cell(f.BaseCharAccuracy), CultureInfo.InvariantCulture));
-            sb.AppendLine($"Floor: the pretrained base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
+            sb.AppendLine($"Floor: the {(Spec.BaseModel is null ? "pretrained " : "")}base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
         }
         if (Spec.Seeds.Count > 1)
             foreach (var line in SeedReport.PairedLines(Paired(result.Runs, CharAccuracyAt(steps[^1])), CharAccuracyAt(steps[^1]), $"step {steps[^1]}")) sb.AppendLine(line);
