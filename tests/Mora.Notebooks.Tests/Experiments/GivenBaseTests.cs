@@ -9,8 +9,8 @@ namespace Mora.Tests;
 
 /// <summary>
 /// A researcher's own Hugging Face model as the base (<c>--base DIR</c>), end to end: a checkpoint written by
-/// transformers 4.40 (tests/data/interop/models, README there) with a tokenizer.json is fine-tuned by the memorisation
-/// and continual experiments for a few steps; each adapter run leaves <c>runs/&lt;run&gt;/adapter/</c> whose
+/// transformers 4.40 (tests/data/interop/models, README there) with a tokenizer.json is fine-tuned by the memorisation,
+/// continual and GSM8K experiments for a few steps; each adapter run leaves <c>runs/&lt;run&gt;/adapter/</c> whose
 /// adapter_config.json is the one official PEFT 0.10 (LoRA, DoRA) or the MoRA fork (MoRA) wrote for the same base
 /// (tests/data/interop/adapters) but for the base's path, with the same tensor names and shapes; read back by
 /// <see cref="AdapterIO.Load"/> it gives the logits of the run's final checkpoint (max abs ≤ 1e-6, float32: the same
@@ -233,6 +233,37 @@ public class GivenBaseTests
         AdapterIO.Load(loaded, adapter);
         Assert.NotEqual(heldOut, Mora.Evaluation.Metrics.HeldOutLoss(loaded, data.HeldOut, tokenizer.PadId));
         Assert.Equal(result.Runs[1].Score(ContinualExperiment.HeldOutLossAfter), Mora.Evaluation.Metrics.HeldOutLoss(loaded, data.HeldOut, tokenizer.PadId), 6);   // 6 decimals
+    }
+
+    [Fact]
+    public void Gsm8kOnAGivenBaseSavesTheAdapterAndHoldsTheTokenizerConfigInItsIdentity()
+    {
+        string baseDir = ModelFolder(maxPositions: 1024), outDir = Path.Combine(TestSupport.TempDir(), "out");
+        var spec = Gsm8kSpec.FromPreset("smoke") with
+        {
+            BaseModel = baseDir, TrainProblems = 8, TestProblems = 2, MaxNewTokens = 8, Steps = 2, EvalPoints = 1, BatchSize = 4, Seeds = [0],
+            Methods = [MethodSpec.Dora], Ranks = [2], CheckpointsPerRun = 1,
+        };
+        var result = Gsm8kExperiment.Run(spec, outDir);
+        var roles = ReadJson(Path.Combine(outDir, ExperimentFolder.InputsFile))["files"]!.AsArray().Select(f => f!["role"]!.GetValue<string>()).ToList();
+        Assert.Contains("base tokenizer config", roles);
+        string adapter = Path.Combine(outDir, "runs", "dora-r2-seed0", FineTuningExperiment<Gsm8kSpec>.AdapterDir);
+        var config = ReadJson(Path.Combine(adapter, AdapterIO.ConfigFile));
+        Assert.Equal(AdapterIO.PeftLoraKeys.Order(), config.Select(p => p.Key).Order());
+        Assert.True(config["use_dora"]!.GetValue<bool>());
+        // Read back, it is the trained adapter (a DoRA adapter at its initialisation computes the base), and the run's.
+        using var loaded = ModelIO.Load(baseDir);
+        AdapterIO.Load(loaded, adapter);
+        using var trained = FromCheckpoint(baseDir, Path.Combine(outDir, "runs", "dora-r2-seed0"), MethodSpec.Dora.Adapter(2));
+        using var baseModel = ModelIO.Load(baseDir);
+        using var rng = TestSupport.Generator();
+        using var ids = randint(0, 100, [2, 16], dtype: ScalarType.Int64, generator: rng);
+        using var got = Logits(loaded, ids);
+        using var expected = Logits(trained, ids);
+        using var untrained = Logits(baseModel, ids);
+        Assert.True(TestSupport.MaxAbs(expected, got) <= LogitsTolerance, $"read-back DoRA adapter's logits differ from the run's by {TestSupport.MaxAbs(expected, got)}");
+        Assert.True(TestSupport.MaxAbs(got, untrained) > 1e-4, "the saved DoRA adapter computes the base: it is not the trained one");
+        Assert.Single(result.Runs);
     }
 
     [Fact]
