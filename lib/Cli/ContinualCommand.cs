@@ -17,6 +17,8 @@ static class ContinualCommand
         o.Value<int>("--original-entities", nameof(ContinualSpec.OriginalEntities), "people of the original domain (pretraining)", s => s.OriginalEntities, (s, v) => C(s) with { OriginalEntities = v });
         o.Value<int>("--replay-questions", nameof(ContinualSpec.ReplayQuestions), "questions about the pretraining's format companies mixed into the new domain's training set (0 = prose alone)",
             s => s.ReplayQuestions, (s, v) => C(s) with { ReplayQuestions = v });
+        o.Text("--base", nameof(ContinualSpec.BaseModel), "a local Hugging Face model folder (config.json, safetensors weights, tokenizer.json) continued instead of a base pretrained on the original domain; " +
+            "each adapter run saves runs/<run>/adapter/ for PEFT (LoRA, DoRA) or the MoRA fork", _ => null, (s, v) => C(s) with { BaseModel = v });
         var command = o.AddTo(new Command("continual",
             "Continual pretraining on a new domain (paper §4.3 in spirit): pretrain a base on fictional people, continue on prose about new fictional companies with each method " +
             "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain)."));

@@ -20,7 +20,8 @@ static class Gsm8kCommand
             (s, v) => G(s) with { Context = v });
         o.Value<int>("--pretrain-block-size", nameof(Gsm8kSpec.PretrainBlockSize), "tokens per block of the base's pretraining corpus (at most --context)", s => s.PretrainBlockSize,
             (s, v) => G(s) with { PretrainBlockSize = v });
-        o.Text("--base", nameof(Gsm8kSpec.BaseModel), "a local model folder (config.json, model.safetensors, tokenizer.json) instead of pretraining", _ => null, (s, v) => G(s) with { BaseModel = v });
+        o.Text("--base", nameof(Gsm8kSpec.BaseModel), "a local Hugging Face model folder (config.json, safetensors weights, tokenizer.json) instead of pretraining; " +
+            "each adapter run saves runs/<run>/adapter/ for PEFT (LoRA, DoRA) or the MoRA fork", _ => null, (s, v) => G(s) with { BaseModel = v });
         var command = o.AddTo(new Command("gsm8k", "Pretrain (or load) a base model, fine-tune it with each method on GSM8K-style problems, report exact-match accuracy on held-out problems."));
         command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new Gsm8kExperiment(spec))));
         return command;

@@ -12,6 +12,8 @@ static class MemorizationCommand
         o.Value<int>("--pairs", nameof(MemorizationSpec.Pairs), "UUID pairs to memorise (the paper: 10,000)", s => s.Pairs, (s, v) => (MemorizationSpec)s with { Pairs = v });
         o.Value<int>("--pretrain-pairs", nameof(MemorizationSpec.PretrainPairs), "other pairs the base model is pretrained on (it learns the format)", s => s.PretrainPairs,
             (s, v) => (MemorizationSpec)s with { PretrainPairs = v });
+        o.Text("--base", nameof(MemorizationSpec.BaseModel), "a local Hugging Face model folder (config.json, safetensors weights, tokenizer.json) fine-tuned instead of a pretrained base; " +
+            "each adapter run saves runs/<run>/adapter/ for PEFT (LoRA, DoRA) or the MoRA fork", _ => null, (s, v) => (MemorizationSpec)s with { BaseModel = v });
         var command = o.AddTo(new Command("memorization", "Reproduce the paper's UUID memorisation experiment: pretrain a base, fine-tune it with each method, report character-level accuracy by step."));
         command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new MemorizationExperiment(spec))));
         return command;

@@ -49,6 +49,11 @@ public sealed record ContinualSpec : FineTuningSpec
     public int PretrainDocumentsPerEntity { get; init; } = 4;
     /// <summary>Original-domain questions scored for retention (the first ones; they were trained in pretraining).</summary>
     public int OriginalQuestions { get; init; } = 60;
+    /// <summary>A local Hugging Face model folder (config.json, safetensors weights, tokenizer.json) continued as it is
+    /// instead of a base pretrained on the original domain (<see cref="GivenBase"/>); every text is tokenized with its
+    /// tokenizer. The original domain is then text the base never trained on: forgetting is the drift of its held-out
+    /// loss there, and retention starts from what the base answers without having seen it.</summary>
+    public string? BaseModel { get; init; }
 
     /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
     /// default (5 seeds) and cpu (the committed run: 10 seeds, about 10 minutes on 2 shared cores with OMP_NUM_THREADS=1).</summary>
@@ -79,6 +84,7 @@ public sealed record ContinualSpec : FineTuningSpec
             throw new ArgumentException($"{nameof(ReplayQuestions)} must be in 0 … {3 * FormatEntities} (the questions of {FormatEntities} format companies), got {ReplayQuestions}", nameof(ReplayQuestions));
         if (OriginalQuestions > 3 * OriginalEntities)
             throw new ArgumentException($"{nameof(OriginalQuestions)} {OriginalQuestions} exceeds the {3 * OriginalEntities} questions of {OriginalEntities} people", nameof(OriginalQuestions));
+        GivenBase.CheckExists(BaseModel);
         if (BaseSeed is null) throw new ArgumentException($"{nameof(BaseSeed)}: this experiment continues every run from one shared base; name its seed", nameof(BaseSeed));
         foreach (var (grid, full, name) in new[] { (AdapterLrGrid, false, nameof(AdapterLrGrid)), (FullLrGrid, true, nameof(FullLrGrid)) })
             if (grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
@@ -92,7 +98,7 @@ public sealed record ContinualSpec : FineTuningSpec
 /// and for a seed the new companies, their prose and their questions.</summary>
 public sealed class ContinualData
 {
-    public ITextTokenizer Tokenizer { get; } = new CharTokenizer();
+    public ITextTokenizer Tokenizer { get; }
     public IReadOnlyList<FictionalEntity> People { get; }
     public IReadOnlyList<FictionalEntity> FormatCompanies { get; }
     /// <summary>The base's pretraining examples: people and format companies in prose (loss everywhere) and as questions (loss on the answer).</summary>
@@ -107,9 +113,12 @@ public sealed class ContinualData
     readonly HashSet<string> _names;
     readonly ContinualSpec _spec;
 
-    public ContinualData(ContinualSpec spec)
+    /// <param name="spec">the experiment's settings</param>
+    /// <param name="tokenizer">the base's tokenizer (default: the kit's character tokenizer)</param>
+    public ContinualData(ContinualSpec spec, ITextTokenizer? tokenizer = null)
     {
         _spec = spec;
+        Tokenizer = tokenizer ?? new CharTokenizer();
         _names = [];
         People = FictionalFacts.Generate(EntityKind.Person, spec.OriginalEntities, seed: 31_000, _names);
         FormatCompanies = FictionalFacts.Generate(EntityKind.Company, spec.FormatEntities, seed: 32_000, _names);
@@ -164,6 +173,9 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
     public override string Kind => Name;
     ContinualData _data = null!;
     BaseMetrics? _base;
+    GivenBase? _given;
+    /// <summary>What a loss is per: a character (the kit's tokenizer) or a token (a given base's tokenizer.json).</summary>
+    string Unit => Spec.BaseModel is { } b && File.Exists(Path.Combine(b, ModelIO.TokenizerFile)) ? "token" : "char";
 
     public override IReadOnlyList<string> Columns =>
         [NewExact, NewChar, NewCharBefore, NewAnswerLoss, NewAnswerLossBefore, HeldOutLossBefore, HeldOutLossAfter, Forgetting, OriginalExactBefore, OriginalExact];
@@ -185,30 +197,46 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
 
     protected override IReadOnlyList<InputFile> Prepare()
     {
-        _data = new ContinualData(Spec);
-        int longest = _data.Pretraining.Concat(_data.HeldOut).Max(e => e.Tokens.Length);
-        int context = LlamaConfig.Preset(Spec.Model, _data.Tokenizer.VocabSize).MaxPositionEmbeddings;
-        if (longest > context) throw new ArgumentException($"{nameof(Spec.Model)} {Spec.Model} has a context of {context} tokens; the data needs {longest}", nameof(Spec.Model));
+        _domains.Clear();
+        _base = null;
+        _given = Spec.BaseModel is { } dir ? GivenBase.Read(dir) : null;     // weights against config, tokenizer against vocab_size
+        _data = new ContinualData(Spec, _given?.Tokenizer);
+        if (_given is not null)
+        {
+            // What a given base sees: the held-out documents, the new domain's prose, questions and replay (no pretraining).
+            int longest = _data.HeldOut.Concat(_data.Replay).Concat(Spec.Seeds.Append(Spec.TuneSeed).SelectMany(s => Domain(s).Train.Concat(Domain(s).Answers)))
+                .Max(e => e.Tokens.Length);
+            _given.CheckLength(longest, "the longest document or question of the original and new domains");
+            Output.WriteLine(_given.Describe());
+        }
+        else
+        {
+            int longest = _data.Pretraining.Concat(_data.HeldOut).Max(e => e.Tokens.Length);
+            int context = LlamaConfig.Preset(Spec.Model, _data.Tokenizer.VocabSize).MaxPositionEmbeddings;
+            if (longest > context) throw new ArgumentException($"{nameof(Spec.Model)} {Spec.Model} has a context of {context} tokens; the data needs {longest}", nameof(Spec.Model));
+        }
         Output.WriteLine($"original domain: {_data.People.Count} people ({_data.Pretraining.Count} pretraining examples with {_data.FormatCompanies.Count} format companies), " +
                          $"{_data.HeldOut.Count} held-out documents; new domain: {Spec.NewEntities} companies × {Spec.DocumentsPerEntity} documents per seed, with {_data.Replay.Count} replayed format-company questions");
-        return [];
+        return _given?.Inputs ?? [];
     }
 
     /// <summary>The one base (every seed's), pretrained on the original domain; its held-out loss and retention measured once.</summary>
     protected override string? BaseFor(int seed)
     {
         var tok = _data.Tokenizer;
-        string modelDir = PretrainBase("base", "base", Spec.BaseSeed!.Value, () =>
+        // A given base is continued as it is; its scores go to base/ of the output folder (never into the user's folder).
+        string modelDir = _given?.Dir ?? PretrainBase("base", "base", Spec.BaseSeed!.Value, () =>
         {
             torch.manual_seed(Spec.BaseSeed!.Value);
             return new LlamaForCausalLM(LlamaConfig.Preset(Spec.Model, tok.VocabSize) with { BosTokenId = tok.BosId, EosTokenId = tok.EosId });
         }, () => (_data.Pretraining, "the original domain"));
-        _base ??= ExperimentFolder.Cached(Path.Combine(Path.GetDirectoryName(modelDir)!, ExperimentFolder.ResultFile), () =>
+        string scores = _given is not null ? Path.Combine(OutDir, "base", ExperimentFolder.ResultFile) : Path.Combine(Path.GetDirectoryName(modelDir)!, ExperimentFolder.ResultFile);
+        _base ??= ExperimentFolder.Cached(scores, () =>
         {
             using var model = ModelIO.Load(modelDir);
             var orig = Metrics.Answers(model, tok, ContinualData.Prompts(_data.OriginalQuestions));
             var before = new BaseMetrics(Metrics.HeldOutLoss(model, _data.HeldOut, tok.PadId), orig.ExactMatch, orig.CharAccuracy);
-            Output.WriteLine($"base: held-out loss {before.HeldOutLoss:F4} nats/char, original answers exact {100 * before.OriginalExactMatch:F1} %");
+            Output.WriteLine($"base: held-out loss {before.HeldOutLoss:F4} nats/{Unit}, original answers exact {100 * before.OriginalExactMatch:F1} %");
             return before;
         });
         return modelDir;
@@ -280,7 +308,7 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
         string root = Path.Combine(OutDir, "runs");
         string seeds = $"mean of {Spec.Seeds.Count} seed{(Spec.Seeds.Count > 1 ? "s" : "")}";
         RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(OutDir, "continual-acquisition"));
-        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", "nats per character", Path.Combine(OutDir, "continual-forgetting"));
+        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", Unit == "char" ? "nats per character" : "nats per token", Path.Combine(OutDir, "continual-forgetting"));
         return FigureFiles;
     }
 
@@ -293,10 +321,10 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
         var runs = result.Runs;
         string M(IEnumerable<RunRecord> l, string s, int width) => (LossLike(s) ? SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(1, "0.0000") : SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(100)).PadLeft(width);
         var sb = new StringBuilder();
-        sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each; {Spec.Model} model, {Spec.Steps} steps; " +
+        sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each; {(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, {Spec.Steps} steps; " +
                       $"seeds {string.Join(",", Spec.Seeds)}; mean [95 % t interval] over seeds)");
-        sb.AppendLine($"base: held-out loss on the original domain {runs[0].Score(HeldOutLossBefore):F4} nats/char, original answers exact match {100 * runs[0].Score(OriginalExactBefore):F1} %; " +
-                      $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(NewAnswerLossBefore)):F4} nats/char");
+        sb.AppendLine($"base: held-out loss on the original domain {runs[0].Score(HeldOutLossBefore):F4} nats/{Unit}, original answers exact match {100 * runs[0].Score(OriginalExactBefore):F1} %; " +
+                      $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(NewAnswerLossBefore)):F4} nats/{Unit}");
         sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
         foreach (var g in result.Groups)
         {

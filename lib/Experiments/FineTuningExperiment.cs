@@ -42,7 +42,34 @@ public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec
         Peft.Inject(model, adapter);
         var config = Spec.RunConfig(plan.Steps, plan.LearningRate, plan.Seed, plan.Dir, plan.EvalEvery);
         var trainer = new Trainer(model, config, TrainingSet(plan), m => Evaluate(m, plan), adapter, PadId) { BaseModel = plan.BaseDir };
-        return Fit(plan, model, trainer, r => Scores(r, plan).Concat(before), Note(plan));
+        var run = Fit(plan, model, trainer, r => Scores(r, plan).Concat(before), Note(plan));
+        if (!plan.Tuning && !run.Diverged && adapter.Method != AdapterMethod.Full) SaveAdapter(model, adapter, plan);
+        return run;
+    }
+
+    /// <summary>The folder in each reported adapter run's folder that holds its trained adapter, as PEFT and the MoRA fork
+    /// read it (<see cref="AdapterIO.Save"/>).</summary>
+    public const string AdapterDir = "adapter";
+
+    /// <summary>Writes a reported run's trained adapter into <see cref="AdapterDir"/> of its folder, before its result.json
+    /// (a run with a result has its adapter): LoRA and DoRA as official PEFT's <c>adapter_config.json</c> +
+    /// <c>adapter_model.safetensors</c>, MoRA as the reference fork (kongds/MoRA peft-mora) writes it, the kit's own settings
+    /// in <c>mora_notebooks.json</c>; <c>base_model_name_or_path</c> is the base's folder. Written into a temporary folder and
+    /// renamed, so the folder is whole or absent.</summary>
+    void SaveAdapter(LlamaForCausalLM model, AdapterConfig adapter, RunPlan plan)
+    {
+        string dir = Path.Combine(plan.Dir, AdapterDir), tmp = Path.Combine(plan.Dir, $".{AdapterDir}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            AdapterIO.Save(model, adapter, tmp, Path.GetFullPath(plan.BaseDir!));
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+            Directory.Move(tmp, dir);
+        }
+        finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
+        string reader = adapter.Method == AdapterMethod.Mora
+            ? adapter.MoraType is MoraType.Truncation or MoraType.Decouple ? $"the kit (the MoRA fork has no design {(int)adapter.MoraType})" : "the MoRA fork, kongds/MoRA peft-mora"
+            : "PEFT";
+        Output.WriteLine($"{plan.Label}: adapter saved in {ExperimentFolder.Show(dir)} (for {reader})");
     }
 
     /// <summary>The value of <paramref name="metric"/> logged at each of <paramref name="steps"/> (NaN where not evaluated),

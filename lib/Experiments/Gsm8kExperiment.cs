@@ -84,8 +84,7 @@ public sealed record Gsm8kSpec : FineTuningSpec
         if (TestFile is not null && !File.Exists(TestFile)) throw new ArgumentException($"{nameof(TestFile)}: no file {Path.GetFullPath(TestFile)}", nameof(TestFile));
         if ((TrainFile is null) != (TestFile is null))
             throw new ArgumentException($"{nameof(TrainFile)} and {nameof(TestFile)} go together", TrainFile is null ? nameof(TrainFile) : nameof(TestFile));
-        if (BaseModel is not null && !File.Exists(Path.Combine(BaseModel, ModelIO.ConfigFile)))
-            throw new ArgumentException($"{nameof(BaseModel)}: {Path.GetFullPath(BaseModel)} has no {ModelIO.ConfigFile}", nameof(BaseModel));
+        GivenBase.CheckExists(BaseModel);
         Style.Validate();
         return this;
     }
@@ -126,8 +125,8 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     protected override IReadOnlyList<InputFile> Prepare()
     {
         var inputs = new List<InputFile>();
-        string? tokenizerFile = Spec.BaseModel is { } b && File.Exists(Path.Combine(b, ModelIO.TokenizerFile)) ? Path.Combine(b, ModelIO.TokenizerFile) : null;
-        _tokenizer = tokenizerFile is not null ? HfTokenizer.Load(Spec.BaseModel!) : new CharTokenizer();
+        var given = Spec.BaseModel is { } b ? GivenBase.Read(b) : null;    // weights against config, tokenizer against vocab_size
+        _tokenizer = given?.Tokenizer ?? new CharTokenizer();
         if (Spec.TrainFile is not null)
         {
             var all = Gsm8kData.Load(Spec.TrainFile);
@@ -154,42 +153,14 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         int longest = _examples.Max(e => e.Tokens.Length) + Spec.MaxNewTokens;
         if (longest > Spec.Context && Spec.BaseModel is null)
             throw new ArgumentException($"{nameof(Spec.Context)} {Spec.Context} is too short: the longest problem with its answer budget needs {longest} tokens", nameof(Spec.Context));
-        if (Spec.BaseModel is { } baseDir)
+        if (given is not null)
         {
-            using (ModelIO.Load(baseDir)) { }      // bad weights fail here, before anything is written
-            var config = ModelIO.ReadConfig(baseDir);
-            string configFile = Path.Combine(baseDir, ModelIO.ConfigFile);
-            CheckVocabulary(_tokenizer, tokenizerFile, config.VocabSize, configFile);
-            if (longest > config.MaxPositionEmbeddings)
-                throw new ArgumentException($"{nameof(Spec.BaseModel)}: {configFile} has max_position_embeddings {config.MaxPositionEmbeddings}, " +
-                    $"but the longest problem with its answer budget ({nameof(Spec.MaxNewTokens)} {Spec.MaxNewTokens}) needs {longest} tokens", nameof(Spec.BaseModel));
-            inputs.Add(new InputFile("base config", Path.Combine(baseDir, ModelIO.ConfigFile)));
-            inputs.AddRange(ModelIO.WeightFiles(baseDir).Select(f => new InputFile($"base weights {Path.GetFileName(f)}", f)));
-            if (tokenizerFile is not null) inputs.Add(new InputFile("base tokenizer", tokenizerFile));
+            given.CheckLength(longest, $"the longest problem with its answer budget ({nameof(Spec.MaxNewTokens)} {Spec.MaxNewTokens})");
+            inputs.AddRange(given.Inputs);
+            Output.WriteLine(given.Describe());
         }
         Output.WriteLine($"{_train.Count} training and {_test.Count} test problems ({(Spec.TrainFile is null ? "generated" : Spec.TrainFile)}), tokenizer {_tokenizer.GetType().Name}");
         return inputs;
-    }
-
-    /// <summary>Refuses a tokenizer whose ids the model cannot embed (ids at or past its <c>vocab_size</c>), and a base
-    /// with a vocabulary of its own but no tokenizer.json (the character tokenizer's ids would mean nothing to it); both
-    /// files are named.</summary>
-    public static void CheckVocabulary(ITextTokenizer tokenizer, string? tokenizerFile, int vocabSize, string configFile)
-    {
-        if (tokenizer is HfTokenizer hf)
-        {
-            // Every id the file can produce (added and template tokens too), named with both files.
-            try { Mora.Data.Tokenization.TokenizerVocabularyCheck.AgainstModel(hf, vocabSize, configFile); }
-            catch (Mora.Data.Tokenization.TokenizerFormatException e) { throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {e.Message}; use the tokenizer the model was trained with", nameof(Gsm8kSpec.BaseModel), e); }
-            return;
-        }
-        int highest = new[] { tokenizer.VocabSize - 1, tokenizer.BosId, tokenizer.EosId, tokenizer.PadId }.Max();
-        if (tokenizerFile is null && vocabSize != tokenizer.VocabSize)
-            throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {configFile} has vocab_size {vocabSize} but there is no {ModelIO.TokenizerFile} beside it: " +
-                $"the character tokenizer's {tokenizer.VocabSize} ids would mean nothing to this model; put the model's {ModelIO.TokenizerFile} in the folder", nameof(Gsm8kSpec.BaseModel));
-        if (highest >= vocabSize)
-            throw new ArgumentException($"{nameof(Gsm8kSpec.BaseModel)}: {tokenizerFile ?? "the character tokenizer"} has ids up to {highest} ({tokenizer.VocabSize} tokens), " +
-                $"but {configFile} has vocab_size {vocabSize}: the model cannot embed them; use the tokenizer the model was trained with", nameof(Gsm8kSpec.BaseModel));
     }
 
     protected override string? BaseFor(int seed)

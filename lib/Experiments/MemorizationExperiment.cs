@@ -20,6 +20,9 @@ public sealed record MemorizationSpec : FineTuningSpec
 
     public int Pairs { get; init; } = 32;
     public int PretrainPairs { get; init; } = 512;
+    /// <summary>A local Hugging Face model folder (config.json, safetensors weights, tokenizer.json) fine-tuned as it is
+    /// instead of a base pretrained on other pairs (<see cref="GivenBase"/>); the pairs are tokenized with its tokenizer.</summary>
+    public string? BaseModel { get; init; }
 
     /// <summary>smoke (tests, ~15 s), smoke-tuned (the tuning path at test size), default (the main job, ~1–2 min),
     /// cpu-hour (the first committed results: one untuned rate, 2 seeds), cpu-regimes (the paper's two rank regimes on the
@@ -68,6 +71,7 @@ public sealed record MemorizationSpec : FineTuningSpec
     public override MemorizationSpec Validate()
     {
         Positive(Pairs, nameof(Pairs)); Positive(PretrainPairs, nameof(PretrainPairs));
+        GivenBase.CheckExists(BaseModel);
         ValidateFineTuning();
         return this;
     }
@@ -104,21 +108,39 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
     public IReadOnlyList<MemorizationFloor> Floors { get; init; } = [];
     readonly List<MemorizationFloor> _floors = [];
     readonly Dictionary<int, MemorizationTask> _tasks = [];
+    GivenBase? _given;
+    ITextTokenizer _tokenizer = new CharTokenizer();
 
     /// <summary>The score column of character accuracy at <paramref name="step"/>.</summary>
     public static string CharAccuracyAt(int step) => $"{CharAccuracy}_step{step}";
 
-    MemorizationTask TaskOf(int seed) => _tasks.TryGetValue(seed, out var t) ? t : _tasks[seed] = new MemorizationTask(UuidPairs.Generate(Spec.Pairs, seed: 1000 + seed));
+    MemorizationTask TaskOf(int seed) => _tasks.TryGetValue(seed, out var t) ? t : _tasks[seed] = new MemorizationTask(UuidPairs.Generate(Spec.Pairs, seed: 1000 + seed), _tokenizer);
 
     public override IReadOnlyList<string> Columns => [.. Spec.EvalSteps.Select(CharAccuracyAt), ExactMatch];
     public override IReadOnlyList<int> ReportRanks => Spec.Ranks;
     public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, FloorFile, MeanFigure + ".html", MeanFigure + ".png"];
-    protected override int PadId => CharTokenizer.Pad;
+    protected override int PadId => _tokenizer.PadId;
     protected override string TunedOn => "the tuning seed's pairs";
     protected override double TuningScore(RunRecord run) => run.Score(CharAccuracyAt(Spec.TuneSteps));
 
+    /// <summary>A given base (<see cref="MemorizationSpec.BaseModel"/>) is read and checked here, before anything is written:
+    /// its weights, its tokenizer against its vocabulary, and the longest pair with its answer against its context.</summary>
+    protected override IReadOnlyList<InputFile> Prepare()
+    {
+        _tasks.Clear();
+        _given = Spec.BaseModel is { } dir ? GivenBase.Read(dir) : null;
+        _tokenizer = _given?.Tokenizer ?? new CharTokenizer();
+        if (_given is null) return [];
+        // The longest sequence a run sees: a training pair, or a prompt with the values it generates (one more token, EOS).
+        int longest = Spec.Seeds.Append(Spec.TuneSeed).Max(seed => TaskOf(seed).Train.Max(e => e.Tokens.Length));
+        _given.CheckLength(longest, "the longest UUID pair with its value");
+        Output.WriteLine(_given.Describe());
+        return _given.Inputs;
+    }
+
     protected override string? BaseFor(int seed)
     {
+        if (_given is not null) return _given.Dir;
         int s = Spec.BaseSeed ?? seed;
         var pre = new MemorizationTask(UuidPairs.Generate(Spec.PretrainPairs, seed: 2000 + s));
         return PretrainBase($"base-seed{s}", $"base seed {s}", s, () => pre.NewModel(LlamaConfig.Preset(Spec.Model, 128), s),
@@ -129,7 +151,9 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
     protected override void BeforeSeed(int seed, string? baseDir)
     {
         if (seed == Spec.Seeds[0]) _floors.Clear();
-        _floors.Add(ExperimentFolder.Cached(Path.Combine(Path.GetDirectoryName(baseDir)!, $"floor-seed{seed}.json"), () =>
+        // Beside a pretrained base (base-seed{s}/), or in base/ of the output folder for a given one (never in the user's folder).
+        string floorDir = _given is not null ? Path.Combine(OutDir, "base") : Path.GetDirectoryName(baseDir)!;
+        _floors.Add(ExperimentFolder.Cached(Path.Combine(floorDir, $"floor-seed{seed}.json"), () =>
         {
             using var model = ModelIO.Load(baseDir!);
             return new MemorizationFloor(seed, TaskOf(seed).Evaluate(model)[CharAccuracy]);
@@ -191,12 +215,12 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
         var steps = Spec.EvalSteps;
         var floors = Floors.Count > 0 ? Floors : _floors;
         var sb = new StringBuilder(SeedReport.MeanTable(
-            $"Character-level accuracy (%) on {Spec.Pairs} UUID pairs by training step ({Spec.Model} model, seeds {string.Join(",", Spec.Seeds)}{(Spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})",
+            $"Character-level accuracy (%) on {Spec.Pairs} UUID pairs by training step ({(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, seeds {string.Join(",", Spec.Seeds)}{(Spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})",
             result.Groups, [.. steps.Select(s => ($"step {s}", CharAccuracyAt(s))), ("exact match", ExactMatch)]));
         if (floors.Count > 0)
         {
             var bases = floors.Select(f => double.Parse(SeedReport.Cell(f.BaseCharAccuracy), CultureInfo.InvariantCulture));
-            sb.AppendLine($"Floor: the pretrained base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
+            sb.AppendLine($"Floor: the {(Spec.BaseModel is null ? "pretrained " : "")}base scores {SeedStatistics.Mean95(bases).Format(100)} % before fine-tuning; chance with the format known is {100 * MemorizationFloor.Chance:0.0} %.");
         }
         if (Spec.Seeds.Count > 1)
             foreach (var line in SeedReport.PairedLines(Paired(result.Runs, CharAccuracyAt(steps[^1])), CharAccuracyAt(steps[^1]), $"step {steps[^1]}")) sb.AppendLine(line);
