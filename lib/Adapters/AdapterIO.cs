@@ -745,7 +745,7 @@ public static class AdapterIO
             bytes = new byte[stream.Length];
             stream.ReadExactly(bytes);
         }
-        try { return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32 }); }
+        try { return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new AdapterFormatException(path, null, null, $"invalid JSON at line {e.LineNumber + 1}: {e.Message}", e); }
     }
 
