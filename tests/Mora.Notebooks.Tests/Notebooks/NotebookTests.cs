@@ -102,6 +102,28 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
     }
 
     [Fact]
+    public void EveryChartCellSaysHowToReadIt()
+    {
+        // the markdown cell just before or just after a cell that draws a chart says how to read that chart
+        foreach (var nb in Notebooks)
+        {
+            var cells = JsonNode.Parse(File.ReadAllText(Path.Combine(NotebookDir, nb + ".ipynb")))!["cells"]!.AsArray().Select(c => c!).ToList();
+            string Text(int i) => i >= 0 && i < cells.Count && cells[i]["cell_type"]!.GetValue<string>() == "markdown"
+                ? string.Concat(cells[i]["source"]!.AsArray().Select(l => l!.GetValue<string>())) : "";
+            int charts = 0;
+            for (int i = 0; i < cells.Count; i++)
+            {
+                bool chart = cells[i]["outputs"] is JsonArray outputs && outputs.Any(o => o!["data"] is JsonObject d && d.ContainsKey(Mora.Figures.ChartFigure.PlotlyMimeType));
+                if (!chart) continue;
+                charts++;
+                Assert.True(Text(i - 1).Contains("How to read", StringComparison.Ordinal) || Text(i + 1).Contains("How to read", StringComparison.Ordinal),
+                    $"{nb}: the chart of cell {cells[i]["id"]} has no 'How to read' beside it");
+            }
+            Assert.True(charts > 0, $"{nb}: no chart");
+        }
+    }
+
+    [Fact]
     public void ReExecutingATrainingCell100TimesKeepsTheKernelsMemoryFlat()
     {
         // Every execution of a cell also compiles and JIT-compiles a new C# submission, which the kernel keeps for the
