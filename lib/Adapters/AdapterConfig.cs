@@ -55,6 +55,13 @@ public sealed record AdapterConfig
     /// <summary>How a fresh LoRA/DoRA adapter starts (<c>init_lora_weights</c>).</summary>
     public LoraInit Init { get; init; } = LoraInit.Default;
     public MoraType MoraType { get; init; } = MoraType.Rotation;
+    /// <summary>A registered design of one's own (<see cref="MoraDesigns.Register"/>), by name, used instead of
+    /// <see cref="MoraType"/> when set (MoRA only). Saved in the kit's side file; the fork has no such design.</summary>
+    public string? Design { get; init; }
+
+    /// <summary>The MoRA design this config adapts with: <see cref="Design"/> when set, else <see cref="MoraType"/>.</summary>
+    /// <exception cref="ArgumentException"><see cref="Design"/> names no registered design</exception>
+    public MoraDesign ResolvedDesign() => Design is { } name ? MoraDesigns.Parse(name, nameof(Design)) : MoraDesign.Of(MoraType);
     public RHatRule RHatRule { get; init; } = RHatRule.RoundHalfUp;
 
     /// <summary>PEFT's <c>target_modules</c> as a list: a module is adapted when its path equals an entry or ends
@@ -104,6 +111,11 @@ public sealed record AdapterConfig
         if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentException($"dropout must be in [0, 1), got {Dropout}", nameof(Dropout));
         if (!Enum.IsDefined(Init)) throw new ArgumentException($"unknown init_lora_weights {(int)Init}", nameof(Init));
         if (!Enum.IsDefined(MoraType)) throw new ArgumentException($"unknown MoRA type {(int)MoraType}", nameof(MoraType));
+        if (Design is not null)
+        {
+            if (Method != AdapterMethod.Mora) throw new ArgumentException($"a design ('{Design}') is for MoRA, not {Method}", nameof(Design));
+            if (ResolvedDesign().BuiltIn is not null) throw new ArgumentException($"'{Design}' is one of the paper's designs: set MoraType instead", nameof(Design));
+        }
         if (!Enum.IsDefined(RHatRule)) throw new ArgumentException($"unknown r̂ rule {(int)RHatRule}", nameof(RHatRule));
         if (TargetModulesRegex is null && (TargetModules is null || TargetModules.Count == 0 || TargetModules.Any(string.IsNullOrWhiteSpace)))
             throw new ArgumentException("target_modules must name at least one module (or 'all-linear')", nameof(TargetModules));

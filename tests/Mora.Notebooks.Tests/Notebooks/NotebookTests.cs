@@ -21,7 +21,7 @@ public sealed class NotebookOutput
 public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput>
 {
     public static readonly string[] Notebooks =
-        ["00-quickstart", "01-rank-analysis", "02-compress-decompress-designs", "03-memorization-uuid", "04-gsm8k-style-math", "05-loss-curves", "06-remora-pretraining", "07-continual-new-domain"];
+        ["00-quickstart", "01-rank-analysis", "02-compress-decompress-designs", "03-memorization-uuid", "04-gsm8k-style-math", "05-loss-curves", "06-remora-pretraining", "07-continual-new-domain", "08-your-own-design"];
 
     static string NotebookDir => Path.Combine(TestSupport.RepoRoot, "notebooks");
 
