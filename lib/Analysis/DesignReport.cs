@@ -8,9 +8,10 @@ namespace Mora.Analysis;
 public sealed record RHatRow(string Layer, int D, int K, int R, int RHatReference, int RHatPaper, int RHatRotation, long LoraParameters, long MoraParameters, int LoraMaxRank, int SharingMaxRank, int RotationMaxRank);
 
 /// <summary>One row of the design comparison for a layer.</summary>
-/// <remarks><c>Design</c> is the design's name (the paper's in lower case, or a registered one's); <c>Type</c> the
-/// paper's type number (the reference's mora_type; 0 and 5 the kit's), null for a design of one's own.</remarks>
-public sealed record DesignRow(string Design, int? Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs);
+/// <remarks><c>Type</c> is the design as tables name it (the paper's by its <see cref="MoraType"/> name, "Sharing"; a
+/// registered one by its name); <c>Number</c> the paper's type number (the reference's mora_type; 0 and 5 the kit's),
+/// null for a design of one's own.</remarks>
+public sealed record DesignRow(string Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs, int? Number);
 
 /// <summary>The analyses behind the <c>rank</c> and <c>designs</c> commands (and notebooks 01 and 02).</summary>
 /// <summary>Rank, effective rank and normalised singular values σ_i/σ_1 of one ΔW.</summary>
@@ -74,7 +75,8 @@ public static class DesignReport
             var x32 = x.to(ScalarType.Float32);
             double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
             double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
-            rows.Add(new DesignRow(type.Name, type.BuiltIn is { } t ? (int)t : null, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw));
+            rows.Add(new DesignRow(type.BuiltIn?.ToString() ?? type.Name, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw,
+                type.BuiltIn is { } t ? (int)t : null));
         }
         return rows;
     }

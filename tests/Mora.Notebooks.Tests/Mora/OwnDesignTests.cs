@@ -125,7 +125,7 @@ public class OwnDesignTests
             var spectra = DesignReport.RandomSpectra(24, 40, 4, designs: [.. MoraDesigns.Paper, MoraDesigns.Parse(name)]);
             Assert.Contains(spectra, s => s.Method == $"MoRA {name}");
             var rows = DesignReport.CompareDesigns(24, 40, 4, tokens: 8, repeats: 1, designs: [MoraDesigns.Parse(name)]);
-            Assert.True(rows.Single().JacobianError <= 1e-10 && rows.Single().MergeError <= 1e-10 && rows.Single().Type is null);
+            Assert.True(rows.Single().JacobianError <= 1e-10 && rows.Single().MergeError <= 1e-10 && rows.Single().Number is null && rows.Single().Type == name);
 
             // unregistered (a fresh process that has not run the cell): refused naming the side file's field
             MoraDesigns.Unregister(name);
