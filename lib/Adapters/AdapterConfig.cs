@@ -55,6 +55,13 @@ public sealed record AdapterConfig
     /// <summary>How a fresh LoRA/DoRA adapter starts (<c>init_lora_weights</c>).</summary>
     public LoraInit Init { get; init; } = LoraInit.Default;
     public MoraType MoraType { get; init; } = MoraType.Rotation;
+    /// <summary>A registered design of one's own (<see cref="MoraDesigns.Register"/>), by name, used instead of
+    /// <see cref="MoraType"/> when set (MoRA only). Saved in the kit's side file; the fork has no such design.</summary>
+    public string? Design { get; init; }
+
+    /// <summary>The MoRA design this config adapts with: <see cref="Design"/> when set, else <see cref="MoraType"/>.</summary>
+    /// <exception cref="ArgumentException"><see cref="Design"/> names no registered design</exception>
+    public MoraDesign ResolvedDesign() => Design is { } name ? MoraDesigns.Parse(name, nameof(Design)) : MoraDesign.Of(MoraType);
     public RHatRule RHatRule { get; init; } = RHatRule.RoundHalfUp;
 
     /// <summary>PEFT's <c>target_modules</c> as a list: a module is adapted when its path equals an entry or ends
@@ -104,6 +111,11 @@ public sealed record AdapterConfig
         if (Dropout is < 0 or >= 1 || double.IsNaN(Dropout)) throw new ArgumentException($"dropout must be in [0, 1), got {Dropout}", nameof(Dropout));
         if (!Enum.IsDefined(Init)) throw new ArgumentException($"unknown init_lora_weights {(int)Init}", nameof(Init));
         if (!Enum.IsDefined(MoraType)) throw new ArgumentException($"unknown MoRA type {(int)MoraType}", nameof(MoraType));
+        if (Design is not null)
+        {
+            if (Method != AdapterMethod.Mora) throw new ArgumentException($"a design ('{Design}') is for MoRA, not {Method}", nameof(Design));
+            if (ResolvedDesign().BuiltIn is not null) throw new ArgumentException($"'{Design}' is one of the paper's designs: set MoraType instead", nameof(Design));
+        }
         if (!Enum.IsDefined(RHatRule)) throw new ArgumentException($"unknown r̂ rule {(int)RHatRule}", nameof(RHatRule));
         if (TargetModulesRegex is null && (TargetModules is null || TargetModules.Count == 0 || TargetModules.Any(string.IsNullOrWhiteSpace)))
             throw new ArgumentException("target_modules must name at least one module (or 'all-linear')", nameof(TargetModules));
@@ -157,8 +169,58 @@ public static class PythonRegex
     public static void Check(string pattern, string paramName)
     {
         if (pattern is null) throw new ArgumentException("a pattern is null", paramName);
+        if (DotNetOnly(pattern) is { } construct)
+            throw new ArgumentException($"'{pattern}' uses {construct}, which Python's re reads otherwise or refuses, while .NET would accept it: " +
+                "refused rather than matched with another meaning (write it as Python reads it)", paramName);
         try { _ = Build(pattern); _ = Build(@"\A(?:" + pattern + @")\z"); _ = Build(@"\A(?:.*\." + pattern + "$)"); _ = Build(@"\A(?:(.*\.)?(" + pattern + ")$)"); }
         catch (ArgumentException e) { throw new ArgumentException($"'{pattern}' is not a regular expression the kit can read as Python's re does: {e.Message}", paramName, e); }
+    }
+
+    /// <summary>The first construct of <paramref name="pattern"/> that .NET and Python's <c>re</c> (3.8–3.13) read
+    /// differently, or null: <c>{,n}</c> (Python: 0 to n times; .NET: literal text), character-class subtraction
+    /// <c>[a-z-[aeiou]]</c> (Python: a class with '[' and a literal ']' after), <c>(?&lt;name&gt;…)</c> and
+    /// <c>(?'name'…)</c> groups, <c>\k&lt;name&gt;</c>, <c>\p{…}</c>/<c>\P{…}</c>, <c>\G</c>, conditionals and the
+    /// inline option <c>n</c> (Python refuses all of these). (<c>\Z</c> is end of text in Python and end or before a
+    /// final newline in .NET: the same on module paths, which hold no newline, so it is read.)</summary>
+    public static string? DotNetOnly(string pattern)
+    {
+        bool inClass = false;
+        for (int i = 0; i < pattern.Length; i++)
+        {
+            char c = pattern[i];
+            if (c == '\\' && i + 1 < pattern.Length)
+            {
+                char e = pattern[++i];
+                if (e is 'p' or 'P' && i + 1 < pattern.Length && pattern[i + 1] == '{') return $"the Unicode category \\{e}{{…}}";
+                if (!inClass && e == 'k' && i + 1 < pattern.Length && pattern[i + 1] is '<' or '\'' or '{') return "the named backreference \\k<…>";
+                if (e == 'G') return "\\G";
+                continue;
+            }
+            if (inClass)
+            {
+                if (c == '-' && i + 1 < pattern.Length && pattern[i + 1] == '[') return "character-class subtraction (-[…] inside […])";
+                if (c == ']') inClass = false;
+                continue;
+            }
+            if (c == '[')
+            {
+                inClass = true;
+                if (i + 1 < pattern.Length && pattern[i + 1] == '^') i++;
+                if (i + 1 < pattern.Length && pattern[i + 1] == ']') i++;      // a leading ']' is literal
+                continue;
+            }
+            if (c == '{' && i + 1 < pattern.Length && pattern[i + 1] == ',') return "the quantifier {,n}";
+            if (c == '(' && i + 2 < pattern.Length && pattern[i + 1] == '?')
+            {
+                char k = pattern[i + 2];
+                if (k == '\'') return "the named group (?'name'…)";
+                if (k == '<' && i + 3 < pattern.Length && pattern[i + 3] is not ('=' or '!')) return "the named group (?<name>…) (Python writes (?P<name>…))";
+                if (k == '(') return "the conditional (?(…)…)";
+                int j = i + 2;
+                while (j < pattern.Length && char.IsAsciiLetter(pattern[j]) || j < pattern.Length && pattern[j] == '-') { if (pattern[j] == 'n') return "the inline option n (explicit capture)"; j++; }
+            }
+        }
+        return null;
     }
 
     static readonly Dictionary<string, Regex> Cache = new(StringComparer.Ordinal);

@@ -67,6 +67,10 @@ public static class AdapterIO
     public const string WeightsFile = "adapter_model.safetensors";
     public const string ConfigFile = "adapter_config.json";
     public const string KitFile = "mora_notebooks.json";
+
+    /// <summary>The <c>mora_type</c> written for a registered design of one's own: a number the fork has no design for
+    /// (its forward then fails instead of computing another design), the design itself named in <see cref="KitFile"/>.</summary>
+    public const int OwnDesignMoraType = -1;
     public const string Prefix = "base_model.model.";
 
     /// <summary>Largest <c>adapter_config.json</c> / <c>mora_notebooks.json</c> read (bytes).</summary>
@@ -151,7 +155,7 @@ public static class AdapterIO
             ["use_dora"] = config.Method == AdapterMethod.Dora,
             ["use_rslora"] = config.UseRsLora,
         };
-        if (mora) { peft["use_mora"] = true; peft["mora_type"] = (int)config.MoraType; }
+        if (mora) { peft["use_mora"] = true; peft["mora_type"] = config.Design is null ? (int)config.MoraType : OwnDesignMoraType; }
         else peft["layer_replication"] = null;
         var root = new JsonObject(peft.Select(kv => KeyValuePair.Create(kv.Key, kv.Value)));
         AtomicFile.WriteText(Path.Combine(directory, ConfigFile), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -159,7 +163,7 @@ public static class AdapterIO
         var kit = new JsonObject
         {
             ["method"] = config.Method.ToString().ToLowerInvariant(),
-            ["mora_design"] = mora ? config.MoraType.ToString() : null,
+            ["mora_design"] = mora ? config.Design ?? config.MoraType.ToString() : null,
             ["rhat_rule"] = config.RHatRule.ToString(),
             ["init"] = config.Init.ToString(),
             ["target_modules"] = config.TargetModulesRegex is { } rx ? rx : new JsonArray(config.TargetModules.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
@@ -171,7 +175,7 @@ public static class AdapterIO
                 ["r"] = a.Layer switch { LoraLinear l => l.R, MoraLinear m => m.LoraRank, _ => 0 },
                 ["lora_alpha"] = a.Layer is LoraLinear l2 ? Number(l2.Alpha) : null,
                 ["r_hat"] = a.Layer is MoraLinear m2 ? m2.RHat : null,
-                ["mora_type"] = a.Layer is MoraLinear m3 ? (int)m3.Type : null,
+                ["mora_type"] = a.Layer is MoraLinear m3 ? m3.Design.BuiltIn is { } t ? (int)t : OwnDesignMoraType : null,
             }))),
         };
         AtomicFile.WriteText(Path.Combine(directory, KitFile), kit.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -223,8 +227,9 @@ public static class AdapterIO
                     break;
                 case MoraLinear m:
                     if (m.LoraRank != p.R) problems.Add($"{name}: r = {m.LoraRank}, config gives {p.R}");
-                    if (m.Type != config.MoraType) problems.Add($"{name}: MoRA design {m.Type}, config {config.MoraType}");
-                    int rHat = SafeRHat(p.OutFeatures, p.InFeatures, p.R, config.MoraType, config.RHatRule);
+                    var design = config.ResolvedDesign();
+                    if (m.Design.Name != design.Name) problems.Add($"{name}: MoRA design {m.Design.Name}, config {design.Name}");
+                    int rHat = SafeRHat(p.OutFeatures, p.InFeatures, p.R, design, config.RHatRule);
                     if (m.RHat != rHat) problems.Add($"{name}: r̂ = {m.RHat}, the config's r̂ rule gives {rHat}");
                     break;
             }
@@ -234,9 +239,9 @@ public static class AdapterIO
         return problems;
     }
 
-    static int SafeRHat(int d, int k, int r, MoraType type, RHatRule rule)
+    static int SafeRHat(int d, int k, int r, MoraDesign design, RHatRule rule)
     {
-        try { return RHat.FromLoraRank(d, k, r, type, rule); }
+        try { return RHat.FromLoraRank(d, k, r, design, rule); }
         catch (ArgumentException) { return 0; }
     }
 
@@ -344,7 +349,7 @@ public static class AdapterIO
         bool useMora = Bool(path, keys, "use_mora", false);
         if (useMora && useDora) throw Bad(path, "use_dora", keys["use_dora"], "use_dora together with use_mora is refused (the fork computes MoRA and still builds a DoRA magnitude)");
         int moraTypeNumber = Int(path, keys, "mora_type", required: false, fallback: 1);   // the fork's default; unused without use_mora
-        if (useMora && !Enum.IsDefined(typeof(MoraType), moraTypeNumber))
+        if (useMora && !Enum.IsDefined(typeof(MoraType), moraTypeNumber) && moraTypeNumber != OwnDesignMoraType)
             throw Bad(path, "mora_type", keys["mora_type"], "unknown MoRA design (the fork implements 1, 2, 3, 4 and 6)");
 
         var init = ReadInit(path, keys);
@@ -385,7 +390,9 @@ public static class AdapterIO
         string? kitDesign = null;
         string kitPath = Path.Combine(dir, KitFile);
         if (File.Exists(kitPath) || new FileInfo(kitPath).LinkTarget is not null)
-            (config, kitDesign) = ReadKitFile(dir, config);
+            (config, kitDesign) = ReadKitFile(dir, config, useMora && moraTypeNumber == OwnDesignMoraType);
+        if (useMora && moraTypeNumber == OwnDesignMoraType && config.Design is null)
+            throw Bad(path, "mora_type", keys["mora_type"], $"{OwnDesignMoraType} marks a design of one's own, but no {KitFile} beside it names one");
         if (useMora && !MoraTypes.Reference.Contains(config.MoraType) && kitDesign is null)
             throw Bad(path, "mora_type", keys["mora_type"],
                 $"the fork implements mora_type 1, 2, 3, 4 and 6 (fails on others); the kit's own designs 0 and 5 are read only with the {KitFile} it writes beside them");
@@ -490,7 +497,7 @@ public static class AdapterIO
     }
 
     /// <summary>The kit's sidecar: the r̂ rule and design name (what PEFT has no field for), checked against the config.</summary>
-    static (AdapterConfig Config, string? Design) ReadKitFile(string dir, AdapterConfig config)
+    static (AdapterConfig Config, string? Design) ReadKitFile(string dir, AdapterConfig config, bool ownNumber)
     {
         string path = RegularFile(dir, KitFile, MaxConfigBytes);
         using var doc = ReadJson(path);
@@ -513,10 +520,15 @@ public static class AdapterIO
         string? design = Str("mora_design");
         if (config.Method == AdapterMethod.Mora && design is not null)
         {
-            MoraType t;
-            try { t = MoraTypes.Parse(design, "mora_design"); }
+            MoraDesign named;
+            try { named = MoraDesigns.Parse(design, "mora_design"); }
             catch (ArgumentException e) { throw Bad(path, "mora_design", keys["mora_design"], e.Message, e); }
-            if (t != config.MoraType) throw Bad(path, "mora_design", keys["mora_design"], $"disagrees with mora_type {(int)config.MoraType} in {ConfigFile}");
+            if (named.BuiltIn is { } t)
+            {
+                if (t != config.MoraType || ownNumber) throw Bad(path, "mora_design", keys["mora_design"], $"disagrees with mora_type {(ownNumber ? OwnDesignMoraType : (int)config.MoraType)} in {ConfigFile}");
+            }
+            else if (!ownNumber) throw Bad(path, "mora_design", keys["mora_design"], $"names a design of one's own, but mora_type in {ConfigFile} is {(int)config.MoraType}, not {OwnDesignMoraType}");
+            else config = config with { Design = named.Name };
         }
         return (config, design);
     }
@@ -592,7 +604,7 @@ public static class AdapterIO
             {
                 case AdapterMethod.Mora:
                     int rHat;
-                    try { rHat = RHat.FromLoraRank(p.OutFeatures, p.InFeatures, p.R, config.MoraType, config.RHatRule); }
+                    try { rHat = RHat.FromLoraRank(p.OutFeatures, p.InFeatures, p.R, config.ResolvedDesign(), config.RHatRule); }
                     catch (ArgumentException e) { throw new AdapterFormatException(configPath, rField, p.R.ToString(CultureInfo.InvariantCulture), $"{p.Name}: {e.Message}", e); }
                     list.Add(new ExpectedTensor(at + "lora_A.weight", [rHat, rHat], true));
                     break;
@@ -745,7 +757,7 @@ public static class AdapterIO
             bytes = new byte[stream.Length];
             stream.ReadExactly(bytes);
         }
-        try { return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32 }); }
+        try { return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false }); }
         catch (JsonException e) { throw new AdapterFormatException(path, null, null, $"invalid JSON at line {e.LineNumber + 1}: {e.Message}", e); }
     }
 

@@ -64,6 +64,12 @@ public class LoraLinear : AdaptedLinear
     protected override Tensor AdapterForward(Tensor x)
     {
         using var xd = ApplyDropout(x, DropoutP);
+        return LowRank(xd);
+    }
+
+    /// <summary>s·x Aᵀ Bᵀ of an input already dropped out.</summary>
+    protected Tensor LowRank(Tensor xd)
+    {
         using var a = lora_A.forward(xd);
         using var b = lora_B.forward(a);
         return b * Scaling;
@@ -86,7 +92,8 @@ public class LoraLinear : AdaptedLinear
 /// <summary>
 /// DoRA (Liu et al. 2024): W' = m ∘ V / ‖V‖ with V = W₀ + s·B A and ‖·‖ the norm of each output row (PEFT's layout),
 /// m ∈ ℝᵈ initialised to ‖W₀‖. As in the paper (§4.3) and PEFT, the norm is detached in the forward:
-/// y = (m/‖V‖) ∘ (x W₀ᵀ + s·x Aᵀ Bᵀ) + b. ΔW = W' − W₀. (d + k)·r + d trainable parameters.
+/// y = (m/‖V‖) ∘ (x W₀ᵀ + s·x Aᵀ Bᵀ) + b; while training with dropout, PEFT's form (see <see cref="forward"/>).
+/// ΔW = W' − W₀. (d + k)·r + d trainable parameters.
 /// </summary>
 public sealed class DoraLinear : LoraLinear
 {
@@ -138,8 +145,13 @@ public sealed class DoraLinear : LoraLinear
         using (no_grad()) { using var v = Directional(); norm = RowNorm(v); }
         var scale = lora_magnitude_vector / norm;                          // gradient flows to m only (norm detached)
         var baseOut = nn.functional.linear(x, BaseWeight);
-        var lora = AdapterForward(x);
-        var y = scale * (baseOut + lora);
+        var xd = ApplyDropout(x, DropoutP);
+        var lora = LowRank(xd);
+        // PEFT (DoraLinearLayer.forward, 0.10–0.13): y = W₀x + b + (m/‖V‖ − 1)·W₀·drop(x) + (m/‖V‖)·s·B A drop(x).
+        // Without dropout (p = 0, or in eval) that is (m/‖V‖)·(W₀x + s·B A x) + b, the paper's form.
+        var y = DropoutP > 0 && training
+            ? baseOut + (scale - 1) * nn.functional.linear(xd, BaseWeight) + scale * lora
+            : scale * (baseOut + lora);
         if (base_layer.bias is not null) y = y + base_layer.bias;
         return y.MoveToOuterDisposeScope();
     }

@@ -17,7 +17,10 @@ public sealed class MoraLinear : AdaptedLinear
     public int LoraRank { get; }
     public double DropoutP { get; }
     public CompressDecompress Operators => _op;
+    /// <summary>The paper's design (throws for a registered design of one's own: see <see cref="Design"/>).</summary>
     public MoraType Type => _op.Type;
+    /// <summary>The design, a paper design or a registered one.</summary>
+    public MoraDesign Design => _op.Design;
     public int RHat => _op.RHat;
     public override AdapterMethod Method => AdapterMethod.Mora;
 
@@ -28,6 +31,15 @@ public sealed class MoraLinear : AdaptedLinear
     /// <param name="dropout">dropout on the adapter's input while training (PEFT's lora_dropout)</param>
     /// <param name="rHat">an explicit r̂ (overrides <paramref name="r"/>)</param>
     public MoraLinear(Linear baseLayer, int r, MoraType type = MoraType.Rotation, RHatRule rule = RHatRule.RoundHalfUp, double dropout = 0, int? rHat = null)
+        : this(baseLayer, r, Enum.IsDefined(type) ? MoraDesign.Of(type) : throw new ArgumentException($"unknown MoRA type {(int)type}", nameof(type)), rule, dropout, rHat) { }
+
+    /// <param name="baseLayer">the frozen layer</param>
+    /// <param name="r">the LoRA rank whose budget r̂ matches</param>
+    /// <param name="design">the compress/decompress design: a paper design or a registered one (<see cref="MoraDesigns"/>)</param>
+    /// <param name="rule">how r̂ is rounded</param>
+    /// <param name="dropout">dropout on the adapter's input while training (PEFT's lora_dropout)</param>
+    /// <param name="rHat">an explicit r̂ (overrides <paramref name="r"/>)</param>
+    public MoraLinear(Linear baseLayer, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp, double dropout = 0, int? rHat = null)
         : base(nameof(MoraLinear), baseLayer)
     {
         if (r <= 0) throw new ArgumentException($"LoRA rank must be positive, got {r}", nameof(r));
@@ -35,8 +47,8 @@ public sealed class MoraLinear : AdaptedLinear
             throw new ArgumentException($"rank {r} is larger than the {OutFeatures}×{InFeatures} layer allows (min(d, k) = {Math.Min(InFeatures, OutFeatures)})", nameof(r));
         LoraRank = r;
         DropoutP = dropout;
-        int side = rHat ?? global::Mora.RHat.FromLoraRank(OutFeatures, InFeatures, r, type, rule);
-        _op = new CompressDecompress(OutFeatures, InFeatures, side, type);
+        int side = rHat ?? global::Mora.RHat.FromLoraRank(OutFeatures, InFeatures, r, design, rule);
+        _op = new CompressDecompress(OutFeatures, InFeatures, side, design);
         lora_A = nn.Linear(side, side, hasBias: false, device: WeightDevice, dtype: WeightType);
         FreezeBase();
         ResetAdapter();

@@ -175,7 +175,7 @@ public static class Peft
             {
                 AdapterMethod.Lora => new LoraLinear(linear, planned.R, planned.Alpha, config.UseRsLora, config.Dropout, config.Init),
                 AdapterMethod.Dora => new DoraLinear(linear, planned.R, planned.Alpha, config.UseRsLora, config.Dropout, config.Init),
-                AdapterMethod.Mora => new MoraLinear(linear, planned.R, config.MoraType, config.RHatRule, config.Dropout),
+                AdapterMethod.Mora => new MoraLinear(linear, planned.R, config.ResolvedDesign(), config.RHatRule, config.Dropout),
                 _ => new FullLinear(linear),
             };
             int dot = name.LastIndexOf('.');
@@ -253,7 +253,7 @@ public static class Peft
         {
             int r = a switch { LoraLinear l => l.R, MoraLinear m => m.LoraRank, _ => 0 };
             string rHat = a is MoraLinear mm ? mm.RHat.ToString() : "-";
-            string design = a is MoraLinear md ? $"{md.Type} ({(int)md.Type})" : "-";
+            string design = a is MoraLinear md ? md.Design.BuiltIn is { } t ? $"{t} ({(int)t})" : md.Design.Name : "-";
             string lora = r > 0 ? RHat.LoraParameters(a.OutFeatures, a.InFeatures, r).ToString("N0") : "-";
             sb.AppendLine($"{name,-32} {a.Method,-6} {$"{a.OutFeatures}x{a.InFeatures}",-11} {(r > 0 ? r.ToString() : "-"),4} {rHat,5} {design,-22} {a.AdapterParameterCount,10:N0} {lora,12}");
         }
@@ -329,6 +329,6 @@ public sealed record ReMergeSchedule(int Every, IReadOnlyList<MoraType> Types)
     {
         if (TypeAfter(step) is not { } type) return;
         foreach (var (_, a) in Peft.Adapters(model))
-            if (a is MoraLinear m && m.Type != type) m.SwitchType(type);
+            if (a is MoraLinear m && m.Design.BuiltIn != type) m.SwitchType(type);
     }
 }

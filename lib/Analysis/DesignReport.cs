@@ -8,7 +8,10 @@ namespace Mora.Analysis;
 public sealed record RHatRow(string Layer, int D, int K, int R, int RHatReference, int RHatPaper, int RHatRotation, long LoraParameters, long MoraParameters, int LoraMaxRank, int SharingMaxRank, int RotationMaxRank);
 
 /// <summary>One row of the design comparison for a layer.</summary>
-public sealed record DesignRow(MoraType Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs);
+/// <remarks><c>Type</c> is the design as tables name it (the paper's by its <see cref="MoraType"/> name, "Sharing"; a
+/// registered one by its name); <c>Number</c> the paper's type number (the reference's mora_type; 0 and 5 the kit's),
+/// null for a design of one's own.</remarks>
+public sealed record DesignRow(string Type, int D, int K, int RHat, long Parameters, long Rank, double EffectiveRank, double MergeError, double JacobianError, double ForwardMs, double DeltaWeightMs, int? Number);
 
 /// <summary>The analyses behind the <c>rank</c> and <c>designs</c> commands (and notebooks 01 and 02).</summary>
 /// <summary>Rank, effective rank and normalised singular values σ_i/σ_1 of one ΔW.</summary>
@@ -45,16 +48,19 @@ public static class DesignReport
     /// <summary>For each design at one layer shape and LoRA rank: r̂, parameters, rank and effective rank of ΔW for a
     /// random M (float64), the merge error max|f_decomp(M f_comp(x)) − ΔW x| and |ΔW − Jacobian of the forward|, and
     /// median times (ms) of the forward on <paramref name="tokens"/> tokens and of writing ΔW out.</summary>
+    /// <remarks>The designs compared are <paramref name="designs"/>, by default the paper's seven (<see cref="MoraDesigns.Paper"/>;
+    /// pass <c>[.. MoraDesigns.Paper, mine]</c> to add a registered one).</remarks>
     public static List<DesignRow> CompareDesigns(int d, int k, int r, int tokens = 256, int repeats = 5, long seed = 0,
-        Device? device = null, Action<string>? progress = null)
+        Device? device = null, Action<string>? progress = null, IReadOnlyList<MoraDesign>? designs = null)
     {
+        designs ??= MoraDesigns.Paper;
         if (tokens <= 0) throw new ArgumentException($"tokens must be positive, got {tokens}", nameof(tokens));
         if (repeats <= 0) throw new ArgumentException($"repeats must be positive, got {repeats}", nameof(repeats));
         device ??= CPU;
         var rows = new List<DesignRow>();
-        foreach (var (type, i) in MoraTypes.All.Select((t, i) => (t, i)))
+        foreach (var (type, i) in designs.Select((t, i) => (t, i)))
         {
-            progress?.Invoke($"[{i + 1}/{MoraTypes.All.Count}] {type}");
+            progress?.Invoke($"[{i + 1}/{designs.Count}] {type.Name}");
             using var scope = NewDisposeScope();
             torch.manual_seed(seed);
             var op = CompressDecompress.ForLoraRank(d, k, r, type);
@@ -69,7 +75,8 @@ public static class DesignReport
             var x32 = x.to(ScalarType.Float32);
             double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
             double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
-            rows.Add(new DesignRow(type, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw));
+            rows.Add(new DesignRow(type.BuiltIn?.ToString() ?? type.Name, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw,
+                type.BuiltIn is { } t ? (int)t : null));
         }
         return rows;
     }
@@ -77,7 +84,8 @@ public static class DesignReport
     /// <summary>Rank and spectrum of ΔW at equal parameters with random weights (float64): LoRA with random A and B, then
     /// every MoRA design with a random M. <see cref="SpectrumRow.Normalized"/> holds σ_i / σ_1 at the given positions
     /// (1-based), so a table shows how fast each spectrum decays.</summary>
-    public static List<SpectrumRow> RandomSpectra(int d, int k, int r, long seed = 0, IReadOnlyList<int>? positions = null)
+    /// <remarks>The MoRA designs are <paramref name="designs"/>, by default the paper's seven (<see cref="MoraDesigns.Paper"/>).</remarks>
+    public static List<SpectrumRow> RandomSpectra(int d, int k, int r, long seed = 0, IReadOnlyList<int>? positions = null, IReadOnlyList<MoraDesign>? designs = null)
     {
         if (r <= 0 || r > Math.Min(d, k)) throw new ArgumentException($"rank r must be in 1 … min(d, k) = {Math.Min(d, k)}, got {r}", nameof(r));
         positions ??= new[] { 1, r, 2 * r, 4 * r, 16 * r }.Where(p => p <= Math.Min(d, k)).Distinct().ToList();
@@ -96,13 +104,13 @@ public static class DesignReport
             var a = randn(r, k, dtype: ScalarType.Float64);
             rows.Add(Row($"LoRA r={r}", RHat.LoraParameters(d, k, r), b.matmul(a)));
         }
-        foreach (var type in MoraTypes.All)
+        foreach (var design in designs ?? MoraDesigns.Paper)
         {
             using var scope = NewDisposeScope();
             torch.manual_seed(seed);
-            var op = CompressDecompress.ForLoraRank(d, k, r, type);
+            var op = CompressDecompress.ForLoraRank(d, k, r, design);
             var m = randn(op.RHat, op.RHat, dtype: ScalarType.Float64);
-            rows.Add(Row($"MoRA {type} ({(int)type})", RHat.MoraParameters(op.RHat), op.DeltaWeight(m)));
+            rows.Add(Row(design.BuiltIn is { } type ? $"MoRA {type} ({(int)type})" : $"MoRA {design.Name}", RHat.MoraParameters(op.RHat), op.DeltaWeight(m)));
         }
         return rows;
     }

@@ -76,7 +76,7 @@ public static class Lessons
                 }
                 else
                 {
-                    try { op = CompressDecompress.ForLoraRank(d, k, r, m.Design!.Value); }
+                    try { op = CompressDecompress.ForLoraRank(d, k, r, m.Design!); }
                     catch (ArgumentException) { continue; }
                     var mm = new Parameter(zeros(op.RHat, op.RHat));
                     parameters.Add(mm);

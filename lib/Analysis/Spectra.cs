@@ -110,6 +110,25 @@ public sealed record RunSpectrum(string Run, string Method, int Rank, long Step,
 /// </summary>
 public static class LearnedSpectra
 {
+    /// <summary>The fields of a run's manifest the analysis needs; a manifest that does not read as one (not JSON, a
+    /// field of another type) is a <see cref="FormatException"/> naming the file and the field.</summary>
+    static (string Status, AdapterConfig? Adapter, int Seed, string? BaseModel) ReadManifest(string path)
+    {
+        string field = "(the file)";
+        try
+        {
+            var manifest = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new FormatException("not a JSON object");
+            field = "status"; string status = manifest["status"]?.GetValue<string>() ?? "(none)";
+            if (status != "completed") return (status, null, 0, null);
+            field = "adapter"; var adapter = manifest["adapter"]?.Deserialize<AdapterConfig>(TrainConfig.Json);
+            field = "seed"; int seed = manifest["seed"]?.GetValue<int>() ?? throw new FormatException("missing");
+            field = "base_model"; string? baseModel = manifest["base_model"]?.GetValue<string>();
+            return (status, adapter, seed, baseModel);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NotSupportedException)
+        { throw new FormatException($"{path}: {field}: unreadable ({e.Message})", e); }
+    }
+
     public static List<RunSpectrum> Analyze(string experimentDir, double relativeTolerance = 1e-3, Action<string>? skipped = null)
     {
         string runs = Path.Combine(experimentDir, "runs");
@@ -120,14 +139,11 @@ public static class LearnedSpectra
         {
             string name = Path.GetFileName(dir), manifestPath = Path.Combine(dir, Trainer.ManifestFile);
             if (!File.Exists(manifestPath)) { skipped?.Invoke($"{name}: skipped, no {Trainer.ManifestFile} (never started)"); continue; }
-            var manifest = JsonNode.Parse(File.ReadAllText(manifestPath))!;
-            string status = manifest["status"]?.GetValue<string>() ?? "(none)";
+            var (status, adapter, seed, baseModel) = ReadManifest(manifestPath);
             if (status != "completed" || Checkpoints.Latest(dir) is not { } checkpoint)
             { skipped?.Invoke($"{name}: skipped, not finished ({Trainer.ManifestFile} says {status}{(status == "completed" ? ", but it has no checkpoint" : "")})"); continue; }
-            var adapter = manifest["adapter"]?.Deserialize<AdapterConfig>(TrainConfig.Json)
-                ?? throw new FormatException($"{manifestPath}: no 'adapter' recorded");
-            int seed = manifest["seed"]!.GetValue<int>();
-            if (BaseOf(experimentDir, manifest["base_model"]?.GetValue<string>(), spec, seed) is not { } baseDir)
+            if (adapter is null) throw new FormatException($"{manifestPath}: no 'adapter' recorded");
+            if (BaseOf(experimentDir, baseModel, spec, seed) is not { } baseDir)
             { skipped?.Invoke($"{name}: skipped, no base to subtract (trained from scratch, or its base folder is gone)"); continue; }
             using var model = ModelIO.Load(baseDir);
             Peft.Inject(model, adapter);

@@ -51,7 +51,7 @@ static class DesignsCommand
         var table = new StringBuilder();
         table.AppendLine($"{"design",-22} {"type",4} {"r̂",5} {"params",9} {"rank ΔW",8} {"eff. rank",9} {"merge err",10} {"|ΔW−J|",9} {"fwd ms",8} {"ΔW ms",8}");
         foreach (var x in rows)
-            table.AppendLine($"{x.Type,-22} {(int)x.Type,4} {x.RHat,5} {x.Parameters,9:N0} {x.Rank,8} {x.EffectiveRank,9:F1} {x.MergeError,10:E1} {x.JacobianError,9:E1} {x.ForwardMs,8:F3} {x.DeltaWeightMs,8:F3}");
+            table.AppendLine($"{x.Type,-22} {(x.Number is { } t ? t.ToString() : "-"),4} {x.RHat,5} {x.Parameters,9:N0} {x.Rank,8} {x.EffectiveRank,9:F1} {x.MergeError,10:E1} {x.JacobianError,9:E1} {x.ForwardMs,8:F3} {x.DeltaWeightMs,8:F3}");
         table.AppendLine($"(LoRA at r = {r} reaches rank ≤ {Math.Min(r, Math.Min(d, k))}; times are medians of {repeats}, float32.)");
         Console.Write(table.ToString());
         if (outDir is not null)

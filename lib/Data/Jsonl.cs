@@ -5,9 +5,10 @@ using Mora.IO;
 
 namespace Mora.Data;
 
-/// <summary>A line of a JSONL dataset that cannot be used; the message names the file and the 1-based line number.</summary>
+/// <summary>A line of a JSONL dataset that cannot be used; the message names the file and the 1-based line number
+/// (<see cref="Line"/> 0: the file as a whole, e.g. empty or not a regular file).</summary>
 public sealed class DatasetFormatException(string file, int line, string problem, Exception? inner = null)
-    : FormatException($"{file}:{line}: {problem}", inner)
+    : FormatException(line > 0 ? $"{file}:{line}: {problem}" : $"{file}: {problem}", inner)
 {
     public string File { get; } = file;
     public int Line { get; } = line;
@@ -19,6 +20,9 @@ public static class Jsonl
 {
     /// <summary>UTF-8 that refuses invalid bytes instead of reading them as U+FFFD.</summary>
     static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    /// <summary>The largest dataset file read: 4 GiB.</summary>
+    public const long MaxBytes = 4L << 30;
 
     /// <summary>Each non-blank line's object with its 1-based line number. A line that is not valid UTF-8 or not a JSON
     /// object throws <see cref="DatasetFormatException"/> naming the file, the line and where in it.</summary>
@@ -44,13 +48,17 @@ public static class Jsonl
     /// the line and the byte, not text with U+FFFD in it.</summary>
     static IEnumerable<string> Lines(string path)
     {
-        using var stream = File.OpenRead(path);
+        // a regular file of bounded size only: a FIFO would block in open(), /dev/zero (or a link to it) would grow the
+        // line buffer until memory runs out
+        long length = SafeFile.Check(path, null, 1, MaxBytes, (file, problem) => new DatasetFormatException(file, 0, problem));
+        using var stream = new BufferedStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read), 1 << 16);
+        long read = 0;
         using var buffer = new MemoryStream();
         int n = 0, b;
         bool first = true;
         while (true)
         {
-            b = stream.ReadByte();
+            b = ++read > length ? -1 : stream.ReadByte();     // what is appended while it is read is not read
             if (b is '\n' or -1)
             {
                 var bytes = buffer.ToArray();

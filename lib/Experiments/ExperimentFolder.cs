@@ -24,7 +24,7 @@ public sealed record InputFile(string Role, string Path);
 /// </list>
 /// Refusals are <see cref="ArgumentException"/>s (parameter <c>outDir</c>) and happen before anything is written.
 /// </summary>
-public static class ExperimentFolder
+public static partial class ExperimentFolder
 {
     public const string SpecFile = "spec.json", InputsFile = "inputs.json", ResultFile = "result.json";
     internal static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
@@ -112,30 +112,42 @@ public static class ExperimentFolder
 
     static List<string> InputChanges(string inputsPath, JsonObject now)
     {
-        JsonArray? before;
-        try { before = JsonNode.Parse(File.ReadAllText(inputsPath))?["files"] as JsonArray; }
+        JsonNode? root;
+        try { root = JsonNode.Parse(File.ReadAllText(inputsPath)); }
         catch (JsonException e) { throw new FormatException($"{inputsPath}: unreadable ({e.Message}); run with --fresh to start this folder again", e); }
-        var old = (before ?? []).OfType<JsonObject>().ToDictionary(f => f["role"]?.GetValue<string>() ?? "", f => f);
+        if (root is not JsonObject { } o || o["files"] is not JsonArray before)
+            throw new FormatException($"{inputsPath}: not an inputs record (no 'files' array); run with --fresh to start this folder again");
+        var old = new Dictionary<string, JsonObject>();
+        foreach (var (entry, i) in before.Select((e, i) => (e, i)))
+        {
+            if (entry is not JsonObject f || Text(f["role"]) is not { } role || Text(f["sha256"]) is null)
+                throw new FormatException($"{inputsPath}: files[{i}] is not a {{role, path, sha256}} record of strings; run with --fresh to start this folder again");
+            if (!old.TryAdd(role, f))
+                throw new FormatException($"{inputsPath}: files[{i}]: role '{role}' appears twice; run with --fresh to start this folder again");
+        }
         var changes = new List<string>();
         foreach (var f in now["files"]!.AsArray().OfType<JsonObject>())
         {
             string role = f["role"]!.GetValue<string>();
             if (!old.Remove(role, out var was)) { changes.Add($"{role} {f["path"]} was not an input then"); continue; }
-            if (was["sha256"]?.GetValue<string>() != f["sha256"]!.GetValue<string>())
+            if (Text(was["sha256"]) != f["sha256"]!.GetValue<string>())
                 changes.Add($"the {role} ({f["path"]}) changed: sha256 {Short(was["sha256"])} then, {Short(f["sha256"])} now");
         }
         changes.AddRange(old.Select(kv => $"{kv.Key} ({kv.Value["path"]}) was an input then and is not now"));
         return changes;
     }
 
-    static string Short(JsonNode? sha) => sha?.GetValue<string>() is { Length: >= 12 } s ? s[..12] + "…" : "(none)";
+    /// <summary>A JSON string's value, or null for anything else (a number, an object, nothing).</summary>
+    static string? Text(JsonNode? node) => node is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+
+    static string Short(JsonNode? sha) => Text(sha) is { Length: >= 12 } s ? s[..12] + "…" : "(none)";
 
     /// <summary>The kind recorded in inputs.json, or (for a folder an earlier version wrote) the kind its spec.json's settings name.</summary>
     static string? KindOf(string inputsPath, string specJson)
     {
         try
         {
-            if (File.Exists(inputsPath) && JsonNode.Parse(File.ReadAllText(inputsPath))?["kind"]?.GetValue<string>() is { } k) return k;
+            if (File.Exists(inputsPath) && Text(JsonNode.Parse(File.ReadAllText(inputsPath))?["kind"]) is { } k) return k;
             var spec = JsonNode.Parse(specJson) as JsonObject;
             foreach (var (property, kind) in new[] { ("Pairs", "memorization"), ("TrainProblems", "gsm8k"), ("NewEntities", "continual"), ("MergeEvery", "pretrain") })
                 if (spec?.ContainsKey(property) == true) return kind;
@@ -151,25 +163,48 @@ public static class ExperimentFolder
     };
 
     /// <summary>Discards the job an output folder holds, so a run with other settings or inputs starts there afresh: its
-    /// settings, inputs, runs, sweep, bases and the files named after its kind. Other files, and the figures folder (a
-    /// publication, overwritten by the next run's), are left; a folder that holds no job (no spec.json) is left as it is.</summary>
+    /// settings and inputs (spec.json, inputs.json), its <c>runs/</c> and <c>sweep/</c>, its bases (<c>base/</c>,
+    /// <c>base-seed&lt;n&gt;/</c>, each holding the <c>model/</c> the job wrote), its sweep and spectra tables, and the
+    /// tables and figures it names after its kind (<c>&lt;kind&gt;.csv</c>, <c>&lt;kind&gt;-&lt;suffix&gt;.csv|png|json|html</c>).
+    /// Nothing else is touched: a user's own files or folders beside the job (<c>baseline/</c>, <c>memorization notes.txt</c>)
+    /// are left, and so is the figures folder (a publication, overwritten by the next run's). A folder that holds no job
+    /// (no spec.json) is left as it is.</summary>
     public static void Discard(string outDir, TextWriter? output = null)
     {
         string specPath = Path.Combine(outDir, SpecFile);
         if (!File.Exists(specPath)) return;
         string? kind = KindOf(Path.Combine(outDir, InputsFile), File.ReadAllText(specPath));
+        var kept = new List<string>();
         int removed = 0;
         foreach (var dir in Directory.GetDirectories(outDir))
-            if (Path.GetFileName(dir) is "runs" or "sweep" || Path.GetFileName(dir).StartsWith("base", StringComparison.Ordinal))
+        {
+            string name = Path.GetFileName(dir);
+            bool jobBase = JobBase().IsMatch(name) && Directory.Exists(Path.Combine(dir, "model"));
+            if (new FileInfo(dir).LinkTarget is null && (name is "runs" or "sweep" || jobBase))
             { Directory.Delete(dir, recursive: true); removed++; }
+            else if (name.StartsWith("base", StringComparison.Ordinal)) kept.Add(name + "/");
+        }
         foreach (var file in Directory.GetFiles(outDir))
         {
             string name = Path.GetFileName(file);
-            if (name is SpecFile or InputsFile or LearningRateSweep.File or "learned-spectra.csv" || kind is not null && name.StartsWith(kind, StringComparison.Ordinal))
+            if (name is SpecFile or InputsFile or LearningRateSweep.File or "learned-spectra.csv" or "learned-spectra.txt" || kind is not null && IsJobOutput(name, kind))
             { File.Delete(file); removed++; }
+            else if (kind is not null && name.StartsWith(kind, StringComparison.Ordinal)) kept.Add(name);
         }
-        output?.WriteLine($"--fresh: discarded the earlier {(kind is null ? "" : JobName(kind) + " ")}job in {Show(outDir)} ({removed} entries)");
+        output?.WriteLine($"--fresh: discarded the earlier {(kind is null ? "" : JobName(kind) + " ")}job in {Show(outDir)} ({removed} entries)" +
+            (kept.Count > 0 ? $"; left what the job did not write: {string.Join(", ", kept)}" : ""));
     }
+
+    /// <summary>Whether <paramref name="name"/> is a table or figure a job of <paramref name="kind"/> writes: the kind,
+    /// optionally a lower-case suffix, then one of the extensions tables and figures have.</summary>
+    public static bool IsJobOutput(string name, string kind) =>
+        name.StartsWith(kind, StringComparison.Ordinal) && JobOutputTail().IsMatch(name[kind.Length..]);
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^base(-seed[0-9]+)?$")]
+    private static partial System.Text.RegularExpressions.Regex JobBase();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(-[a-z0-9_]+(-[a-z0-9_]+)*)?\.(csv|png|json|html)$")]
+    private static partial System.Text.RegularExpressions.Regex JobOutputTail();
 
     // ------------------------------------------------------------------ results
 

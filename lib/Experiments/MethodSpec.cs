@@ -12,21 +12,24 @@ namespace Mora.Experiments;
 [JsonConverter(typeof(MethodSpecJsonConverter))]
 public sealed record MethodSpec
 {
-    MethodSpec(AdapterMethod method, MoraType? design) { Method = method; Design = design; }
+    MethodSpec(AdapterMethod method, MoraDesign? design) { Method = method; Design = design; }
 
     public AdapterMethod Method { get; }
-    /// <summary>MoRA's compress/decompress design; null unless <see cref="Method"/> is MoRA.</summary>
-    public MoraType? Design { get; }
+    /// <summary>MoRA's compress/decompress design (a paper design or a registered one); null unless <see cref="Method"/> is MoRA.</summary>
+    public MoraDesign? Design { get; }
 
     public static MethodSpec Lora { get; } = new(AdapterMethod.Lora, null);
     public static MethodSpec Dora { get; } = new(AdapterMethod.Dora, null);
     public static MethodSpec Full { get; } = new(AdapterMethod.Full, null);
     /// <summary>MoRA with <paramref name="design"/> (rotation by default, the paper's main design).</summary>
     public static MethodSpec Mora(MoraType design = MoraType.Rotation) =>
-        Enum.IsDefined(design) ? new(AdapterMethod.Mora, design) : throw new ArgumentException($"unknown MoRA design {(int)design}", nameof(design));
+        Enum.IsDefined(design) ? new(AdapterMethod.Mora, MoraDesign.Of(design)) : throw new ArgumentException($"unknown MoRA design {(int)design}", nameof(design));
+
+    /// <summary>MoRA with any design, a registered one of one's own included (<see cref="MoraDesigns.Register"/>).</summary>
+    public static MethodSpec Mora(MoraDesign design) => new(AdapterMethod.Mora, design ?? throw new ArgumentNullException(nameof(design)));
 
     /// <summary>The name runs, tables and JSON use: lora, dora, full, mora-&lt;design&gt; (mora-rotation, mora-sharing, …).</summary>
-    public string Name => Design is { } d ? $"mora-{MoraTypes.Name(d)}" : Method.ToString().ToLowerInvariant();
+    public string Name => Design is { } d ? $"mora-{d.Name}" : Method.ToString().ToLowerInvariant();
 
     public override string ToString() => Name;
 
@@ -46,10 +49,10 @@ public sealed record MethodSpec
         }
         if (t.StartsWith("mora-", StringComparison.Ordinal))
         {
-            try { return Mora(MoraTypes.Parse(t[5..], paramName)); }
+            try { return Mora(MoraDesigns.Parse(t[5..], paramName)); }
             catch (ArgumentException e) { throw new ArgumentException($"'{text}': {e.MessageOnly()}", paramName, e); }
         }
-        throw new ArgumentException($"unknown method '{text}'; use lora, dora, full, mora or mora-<design> (mora-rotation, mora-sharing, mora-0 … mora-6)", paramName);
+        throw new ArgumentException($"unknown method '{text}'; use lora, dora, full, mora or mora-<design> (mora-rotation, mora-sharing, mora-0 … mora-6, or mora-<name> of a registered design)", paramName);
     }
 
     /// <summary>The adapter recipe at LoRA rank <paramref name="r"/> (ignored for full fine-tuning), every linear layer targeted.</summary>
@@ -57,7 +60,7 @@ public sealed record MethodSpec
     {
         AdapterMethod.Lora => AdapterConfig.Lora(r, alpha: 2 * r),
         AdapterMethod.Dora => AdapterConfig.Dora(r, alpha: 2 * r),
-        AdapterMethod.Mora => AdapterConfig.Mora(r, Design!.Value),
+        AdapterMethod.Mora => Design!.BuiltIn is { } t ? AdapterConfig.Mora(r, t) : AdapterConfig.Mora(r) with { Design = Design.Name },
         _ => AdapterConfig.Full(),
     };
 
@@ -71,9 +74,20 @@ public sealed class MethodSpecJsonConverter : JsonConverter<MethodSpec>
     public override MethodSpec Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
     {
         if (reader.TokenType != JsonTokenType.String) throw new JsonException($"a method is a string (lora, mora-rotation, …), got {reader.TokenType}");
-        try { return MethodSpec.Parse(reader.GetString()!); }
+        string text = reader.GetString()!;
+        int at = text.IndexOf('@');
+        try
+        {
+            var method = MethodSpec.Parse(at < 0 ? text : text[..at]);
+            if (at >= 0 && method.Design is { BuiltIn: null } own && own.Fingerprint != text[(at + 1)..])
+                throw new ArgumentException($"'{text}': design '{own.Name}' computes something else now (fingerprint {own.Fingerprint}, recorded {text[(at + 1)..]}): it was redefined");
+            return method;
+        }
         catch (ArgumentException e) { throw new JsonException(e.Message, e); }
     }
 
-    public override void Write(Utf8JsonWriter writer, MethodSpec value, JsonSerializerOptions options) => writer.WriteStringValue(value.Name);
+    /// <summary>The name; for a design of one's own, the name and "@" its <see cref="MoraDesign.Fingerprint"/>, so that
+    /// a job's spec.json names what the design computed and a redefined design of the same name is another job.</summary>
+    public override void Write(Utf8JsonWriter writer, MethodSpec value, JsonSerializerOptions options) =>
+        writer.WriteStringValue(value.Design is { BuiltIn: null } own ? $"{value.Name}@{own.Fingerprint}" : value.Name);
 }

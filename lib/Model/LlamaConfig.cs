@@ -345,7 +345,7 @@ public sealed record LlamaConfig
         JsonObject o;
         try
         {
-            o = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 32 }) as JsonObject
+            o = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new ModelFormatException(source, null, "is not a JSON object");
         }
         catch (JsonException e) { throw new ModelFormatException(source, null, $"is not valid JSON ({e.Message})", e); }
@@ -395,9 +395,9 @@ public sealed record LlamaConfig
             IntermediateSize = intermediate,
             NumHiddenLayers = layers,
             NumAttentionHeads = heads,
-            // transformers 4.40 defaults: num_key_value_heads absent = heads (MistralConfig: 8), null = heads;
+            // transformers 4.40 defaults: num_key_value_heads absent = heads (MistralConfig: 8, Qwen2Config: 32), null = heads;
             // max_position_embeddings 2048 / 131072 / 32768.
-            NumKeyValueHeads = f.IntOrNull("num_key_value_heads") ?? (mistral && !f.Has("num_key_value_heads") ? 8 : heads),
+            NumKeyValueHeads = f.IntOrNull("num_key_value_heads") ?? (!f.Has("num_key_value_heads") && (mistral || type == ModelType.Qwen2) ? (mistral ? 8 : 32) : heads),
             MaxPositionEmbeddings = f.IntOrNull("max_position_embeddings") ?? (llama ? 2048 : mistral ? 4096 * 32 : 32768),
             RmsNormEps = f.Number("rms_norm_eps", 1e-6),
             RopeTheta = f.Number("rope_theta", 10000),

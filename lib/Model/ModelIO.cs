@@ -270,7 +270,7 @@ public static class ModelIO
     {
         string text = SafeFile.ReadText(index, dir, SafeFile.MaxJsonBytes, (p, m) => new ModelFormatException(p, null, m));
         JsonObject root;
-        try { root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = 16 }) as JsonObject ?? throw new ModelFormatException(index, null, "is not a JSON object"); }
+        try { root = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = 16, AllowDuplicateProperties = false }) as JsonObject ?? throw new ModelFormatException(index, null, "is not a JSON object"); }
         catch (JsonException e) { throw new ModelFormatException(index, null, $"is not valid JSON ({e.Message})", e); }
         long? total = null;
         if (root["metadata"] is { } meta)

@@ -30,7 +30,11 @@ public sealed class CompressDecompress
     public int K { get; }
     /// <summary>Side of the square matrix M.</summary>
     public int RHat { get; }
-    public MoraType Type { get; }
+    /// <summary>The design (a paper design or a registered one, <see cref="MoraDesigns"/>).</summary>
+    public MoraDesign Design { get; }
+    /// <summary>The paper's design this is.</summary>
+    /// <exception cref="InvalidOperationException">a registered design of one's own, which has no <see cref="MoraType"/> (use <see cref="Design"/>)</exception>
+    public MoraType Type => Design.BuiltIn ?? throw new InvalidOperationException($"design '{Design.Name}' is not one of the paper's; use Design");
     /// <summary>n = ⌈k / r̂⌉: how many r̂-blocks the cyclically filled input has (stride and blockwise designs).</summary>
     public int Blocks { get; }
     /// <summary>f_comp of this design.</summary>
@@ -47,16 +51,24 @@ public sealed class CompressDecompress
     /// <param name="type">the design</param>
     /// <exception cref="ArgumentException">naming the offending argument</exception>
     public CompressDecompress(int d, int k, int rHat, MoraType type)
+        : this(d, k, rHat, Enum.IsDefined(type) ? MoraDesign.Of(type) : throw new ArgumentException($"unknown MoRA type {(int)type}", nameof(type))) { }
+
+    /// <param name="d">out_features, &gt; 0</param>
+    /// <param name="k">in_features, &gt; 0</param>
+    /// <param name="rHat">side of M: 0 &lt; r̂ ≤ max(d, k); even where the design needs it</param>
+    /// <param name="design">the design: a paper design or a registered one</param>
+    public CompressDecompress(int d, int k, int rHat, MoraDesign design)
     {
+        ArgumentNullException.ThrowIfNull(design);
         if (d <= 0) throw new ArgumentException($"out_features (d) must be positive, got {d}", nameof(d));
         if (k <= 0) throw new ArgumentException($"in_features (k) must be positive, got {k}", nameof(k));
-        if (!Enum.IsDefined(type)) throw new ArgumentException($"unknown MoRA type {(int)type}", nameof(type));
         if (rHat <= 0) throw new ArgumentException($"r̂ must be positive, got {rHat}", nameof(rHat));
         if (rHat > Math.Max(d, k))
             throw new ArgumentException($"r̂ = {rHat} is larger than the {d}×{k} layer allows (at most max(d, k) = {Math.Max(d, k)}); lower the rank", nameof(rHat));
-        (D, K, RHat, Type) = (d, k, rHat, type);
+        if (design.EvenRHat && rHat % 2 != 0) throw new ArgumentException($"design {design.Name} needs an even r̂, got {rHat}", nameof(rHat));
+        (D, K, RHat, Design) = (d, k, rHat, design);
         Blocks = CyclicFill.BlockCount(k, rHat);
-        (Compression, Decompression) = Maps(d, k, rHat, type);
+        (Compression, Decompression) = design.Maps(d, k, rHat);
     }
 
     /// <summary>The design as a pair of maps: the one place a <see cref="MoraType"/> is looked at.</summary>
@@ -82,6 +94,10 @@ public sealed class CompressDecompress
     public static CompressDecompress ForLoraRank(int d, int k, int r, MoraType type, RHatRule rule = RHatRule.RoundHalfUp) =>
         new(d, k, global::Mora.RHat.FromLoraRank(d, k, r, type, rule), type);
 
+    /// <summary>Builds the operators for a layer from the LoRA rank (r̂ by <paramref name="rule"/>), for any design.</summary>
+    public static CompressDecompress ForLoraRank(int d, int k, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp) =>
+        new(d, k, global::Mora.RHat.FromLoraRank(d, k, r, design, rule), design);
+
     /// <summary>f_comp: (…, k) → (…, r̂), or (…, n, r̂) for the blockwise designs (rotated for type 6).</summary>
     public Tensor Compress(Tensor x)
     {
@@ -106,6 +122,7 @@ public sealed class CompressDecompress
     public Tensor DeltaWeight(Tensor m)
     {
         CheckM(m);
+        if (Compression is ForwardCompression { DeltaWeight: { } own }) return own(m);
         using var scope = NewDisposeScope();
         var ms = Compression.MS(m, Decompression.RowsRead);
         return Decompression.TimesRows(ms).contiguous().MoveToOuterDisposeScope();
@@ -141,7 +158,15 @@ public sealed class CompressDecompress
     /// min(r̂, d, k); truncation keeps a min(d, r̂) × min(k, r̂) corner of M. The blockwise designs are
     /// diag(M R_t) (invertible for a generic M: rank n·r̂) followed by the cyclic fold (rank k) and row tiling (rank
     /// min(d, n·r̂)), so rank ΔW = min(d, k): the high rank MoRA is after.</summary>
-    public int ExpectedRank() => Compression is BlockCompression ? Math.Min(D, K) : Math.Min(RHat, Math.Min(D, K));
+    /// <remarks>For a registered design of one's own, which has no derivation here, the numerical rank of its ΔW for a
+    /// seeded random M (float64).</remarks>
+    public int ExpectedRank()
+    {
+        if (Design.BuiltIn is not null) return Compression is BlockCompression ? Math.Min(D, K) : Math.Min(RHat, Math.Min(D, K));
+        using var scope = NewDisposeScope();
+        var m = randn(RHat, RHat, dtype: ScalarType.Float64, generator: new torch.Generator(7));
+        return (int)linalg.matrix_rank(DeltaWeight(m)).ToInt64();
+    }
 
     void CheckInput(Tensor x)
     {
@@ -155,5 +180,5 @@ public sealed class CompressDecompress
             throw new ArgumentException($"M must be {RHat}×{RHat}, got shape [{string.Join(", ", m.shape)}]", nameof(m));
     }
 
-    public override string ToString() => $"{Type} (type {(int)Type}) {D}×{K}, r̂ = {RHat}";
+    public override string ToString() => Design.BuiltIn is { } t ? $"{t} (type {(int)t}) {D}×{K}, r̂ = {RHat}" : $"{Design.Name} {D}×{K}, r̂ = {RHat}";
 }

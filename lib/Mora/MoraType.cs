@@ -92,6 +92,17 @@ public static class RHat
         return rHat;
     }
 
+    /// <summary>r̂ for a d × k layer at LoRA rank <paramref name="r"/>, for any design (even where it needs it).</summary>
+    public static int FromLoraRank(int d, int k, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp)
+    {
+        ArgumentNullException.ThrowIfNull(design);
+        if (design.BuiltIn is { } t) return FromLoraRank(d, k, r, t, rule);
+        int rHat = FromLoraRank(d, k, r, MoraType.Sharing, rule);
+        if (design.EvenRHat) rHat = rHat / 2 * 2;
+        if (rHat <= 0) throw new ArgumentException($"r = {r} gives r̂ = 0 for a {d}×{k} layer", nameof(r));
+        return rHat;
+    }
+
     /// <summary>LoRA's trainable parameters: A (r × k) and B (d × r).</summary>
     public static long LoraParameters(int d, int k, int r) => (long)(d + k) * r;
 

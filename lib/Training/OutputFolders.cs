@@ -35,12 +35,20 @@ public static class OutputFolders
         for (int i = 1; i < parts.Length; i++)
             if (parts[i] == ".." && parts[..i].Any(p => p is not ".." and not "."))
                 throw new ArgumentException($"{option} {path}: its '..' leads out of {string.Join('/', parts[..i])} to {full}; write the folder you mean", option);
+        // the folder as named and where its symbolic links really lead (a link in runs/ to /etc is /etc)
+        string real;
+        try { real = Path.TrimEndingDirectorySeparator(Mora.IO.SafeFile.RealPath(full)); }
+        catch (IOException e) { throw new ArgumentException($"{option} {path}: its symbolic links cannot be followed ({e.Message})", option); }
         foreach (var system in systemFolders ?? SystemFolders)
         {
-            string s = Path.TrimEndingDirectorySeparator(Path.GetFullPath(system));
-            if (full == s || full.StartsWith(s + Path.DirectorySeparatorChar, PathComparison))
-                throw new ArgumentException($"{option} {path}: {full} is {(full == s ? "" : "inside ")}the system folder {s}; name a folder of your own", option);
+            string named = Path.TrimEndingDirectorySeparator(Path.GetFullPath(system)), resolved = Path.TrimEndingDirectorySeparator(Mora.IO.SafeFile.RealPath(named));
+            foreach (var p in real == full ? [full] : new[] { full, real })
+                foreach (var s in resolved == named ? [named] : new[] { named, resolved })
+                    if (p == s || p.StartsWith(s + Path.DirectorySeparatorChar, PathComparison))
+                    throw new ArgumentException($"{option} {path}: {(p == full ? full : $"{full} is a symbolic link to {real}, which")} is {(p == s ? "" : "inside ")}the system folder {s}; name a folder of your own", option);
         }
+        if (real != full && Path.GetPathRoot(real) is { } realRoot && Path.TrimEndingDirectorySeparator(realRoot) == real)
+            throw new ArgumentException($"{option} {path}: {full} is a symbolic link to the file system's root; name a folder of its own", option);
         foreach (var shared in sharedFolders ?? SharedFolders)
             if (shared.Length > 0 && full.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shared)), PathComparison))
                 throw new ArgumentException($"{option} {path}: {full} is a shared folder itself; name a folder inside it", option);

@@ -10,12 +10,12 @@ namespace Mora.Training;
 /// <summary>
 /// What keeps a folder of runs sound, for the trainer's checkpoints and the experiments' folders alike: files identified
 /// by content (SHA-256, and a folder's <c>checksums.json</c> that says when one was damaged or overwritten), and one
-/// writer a folder (<c>.lock</c> with the holder's pid and host; a lock whose process is gone is taken over), and model
+/// writer a folder (an OS lock on <c>.lock</c>, released when its process ends; the holder named in <c>.writer</c>), and model
 /// folders written whole with their checksums, reused only while complete.
 /// </summary>
 public static class RunFolder
 {
-    public const string LockFile = ".lock", ChecksumsFile = "checksums.json";
+    public const string LockFile = ".lock", WriterFile = ".writer", ChecksumsFile = "checksums.json";
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>SHA-256 of a file's content, lower-case hex.</summary>
@@ -25,39 +25,45 @@ public static class RunFolder
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 
-    /// <summary>Takes <paramref name="outDir"/>'s lock (<c>.lock</c>: pid, host, start time) for one writer, or refuses
-    /// naming the process that holds it. A lock left by a process of this host that is gone is taken over, saying so.
-    /// Dispose to release.</summary>
+    /// <summary>Takes <paramref name="outDir"/>'s lock for one writer, or refuses naming the process that holds it.
+    /// The lock is the operating system's: <c>.lock</c> held open exclusively (an advisory <c>flock</c> on Linux and
+    /// macOS) for as long as the run lasts, so two runs racing for a folder cannot both win and a run that dies, even
+    /// by SIGKILL, releases it with its process. The holder (pid, host, start time) is written to <c>.writer</c> for
+    /// the refusal's message; a <c>.writer</c> found when the lock is free was left by a run that is gone, and is taken
+    /// over, saying so. A <c>.lock</c> written by an earlier version (pid, host and time inside it, no OS lock) that
+    /// names a live process of this host is still honoured. <c>.lock</c> stays in the folder (empty) after release:
+    /// deleting it would let a run that opened it just before lock a file no later run sees. Dispose to release.</summary>
     public static IDisposable Lock(string outDir, TextWriter? output = null)
     {
         Directory.CreateDirectory(outDir);
-        string path = Path.Combine(outDir, LockFile);
+        string path = Path.Combine(outDir, LockFile), writer = Path.Combine(outDir, WriterFile);
         string host = Environment.MachineName;
-        for (int attempt = 0; ; attempt++)
+        FileStream held;
+        try { held = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (IOException)
         {
-            try
-            {
-                using (var s = new FileStream(path, FileMode.CreateNew, FileAccess.Write))
-                using (var w = new StreamWriter(s))
-                    w.Write($"{Environment.ProcessId} {host} {DateTime.UtcNow:O}");
-                return new FolderLock(path);
-            }
-            catch (IOException) when (File.Exists(path) && attempt == 0)
-            {
-                string[] holder = (TryRead(path) ?? "").Split(' ', 3);
-                bool parsed = holder.Length >= 2 && int.TryParse(holder[0], out _);
-                int pid = parsed ? int.Parse(holder[0]) : -1;
-                if (parsed && holder[1] == host && !Alive(pid))
-                {
-                    output?.WriteLine($"{Show(outDir)}: removing a stale lock left by process {pid}, which is gone");
-                    File.Delete(path);
-                    continue;
-                }
-                string who = parsed ? $"process {pid} on {holder[1]}{(holder.Length > 2 ? $", since {holder[2]}" : "")}" : "an unknown process (unreadable lock)";
-                throw new ArgumentException($"{Show(outDir)} is being written by another run ({who}; {Show(path)}); wait for it to finish, " +
-                    $"or delete {Show(path)} if that process is gone", nameof(outDir));
-            }
+            string[] holder = (TryRead(writer) ?? "").Split(' ', 3);
+            bool parsed = holder.Length >= 2 && int.TryParse(holder[0], out _);
+            string who = parsed ? $"process {holder[0]} on {holder[1]}{(holder.Length > 2 ? $", since {holder[2]}" : "")}" : "another process";
+            throw new ArgumentException($"{Show(outDir)} is being written by another run ({who}; {Show(path)}); wait for it to finish", nameof(outDir));
         }
+        try
+        {
+            // an earlier version's lock: its holder inside the file, honoured while that process lives
+            string old = new StreamReader(held, leaveOpen: true).ReadToEnd().Trim();
+            string[] stale = (old.Length > 0 ? old : TryRead(writer) ?? "").Split(' ', 3);
+            if (stale.Length >= 2 && int.TryParse(stale[0], out int pid))
+            {
+                if (old.Length > 0 && stale[1] == host && pid != Environment.ProcessId && Alive(pid))
+                    throw new ArgumentException($"{Show(outDir)} is being written by another run (process {pid} on {host}, an earlier version's lock; {Show(path)}); " +
+                        "wait for it to finish", nameof(outDir));
+                output?.WriteLine($"{Show(outDir)}: removing a stale lock left by process {pid}, which is gone");
+            }
+            held.SetLength(0);
+            AtomicFile.WriteText(writer, $"{Environment.ProcessId} {host} {DateTime.UtcNow:O}");
+            return new FolderLock(held, writer);
+        }
+        catch { held.Dispose(); throw; }
     }
 
     static string? TryRead(string path)
@@ -71,9 +77,13 @@ public static class RunFolder
         catch (Exception e) when (e is ArgumentException or InvalidOperationException) { return false; }
     }
 
-    sealed class FolderLock(string path) : IDisposable
+    sealed class FolderLock(FileStream held, string writer) : IDisposable
     {
-        public void Dispose() { try { File.Delete(path); } catch (IOException) { } }
+        public void Dispose()
+        {
+            try { File.Delete(writer); } catch (IOException) { }
+            held.Dispose();
+        }
     }
 
     /// <summary>Writes <c>checksums.json</c> in <paramref name="dir"/>: the SHA-256 of every other file there.</summary>
@@ -91,13 +101,14 @@ public static class RunFolder
         string sums = Path.Combine(dir, ChecksumsFile);
         JsonObject? files;
         try { files = JsonNode.Parse(File.ReadAllText(sums))?["sha256"] as JsonObject; }
-        catch (JsonException e) { return $"{ChecksumsFile} is unreadable ({e.Message})"; }
+        catch (Exception e) when (e is JsonException or IOException or UnauthorizedAccessException) { return $"{ChecksumsFile} is unreadable ({e.Message})"; }
         if (files is null) return $"{ChecksumsFile} has no 'sha256' object";
         foreach (var (name, sha) in files)
         {
             string path = Path.Combine(dir, name);
             if (!File.Exists(path)) return $"{name} is missing";
-            if (Sha256(path) != sha?.GetValue<string>()) return $"{name} does not match its checksum (damaged or overwritten)";
+            if (sha is not JsonValue v || !v.TryGetValue(out string? expected)) return $"{ChecksumsFile}: the checksum of {name} is not a string";
+            if (Sha256(path) != expected) return $"{name} does not match its checksum (damaged or overwritten)";
         }
         return null;
     }

@@ -22,7 +22,9 @@ public sealed class TokenizerFormatException : FormatException
 }
 
 /// <summary>Reads a tokenizer file safely: a regular file only (not a FIFO, device or directory: checked before it is
-/// opened), at most <see cref="MaxBytes"/>, valid UTF-8 JSON.</summary>
+/// opened), inside the folder it is named in (a symbolic link out of it is refused before anything is read, but for the
+/// Hugging Face hub cache's <c>blobs</c>, as <see cref="Mora.IO.SafeFile.Inside"/> allows), at most
+/// <see cref="MaxBytes"/>, valid UTF-8 JSON.</summary>
 static class TokenizerFile
 {
     /// <summary>64 MiB: the largest real tokenizer.json files are about 30 MB.</summary>
@@ -39,6 +41,15 @@ static class TokenizerFile
             throw new TokenizerFormatException(path, "", "is a directory, not a file");
         if (!IsRegularFile(file))
             throw new TokenizerFormatException(path, "", "is empty or not a regular file (a FIFO, socket or device): refused without opening it");
+        string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        if (info.LinkTarget is not null || Mora.IO.SafeFile.RealPath(folder) != folder)
+        {
+            string real;
+            try { real = Mora.IO.SafeFile.RealPath(path); }
+            catch (IOException e) { throw new TokenizerFormatException(path, "", $"its symbolic links cannot be followed ({e.Message})"); }
+            if (!Mora.IO.SafeFile.Inside(real, folder))
+                throw new TokenizerFormatException(path, "", $"is a link to a file outside its folder {folder}: refused without reading it (copy the file in instead)");
+        }
         if (file.Length > MaxBytes)
             throw new TokenizerFormatException(path, "", $"is {file.Length:N0} bytes, more than the limit of {MaxBytes:N0} bytes (64 MiB) for a tokenizer file");
         byte[] bytes;

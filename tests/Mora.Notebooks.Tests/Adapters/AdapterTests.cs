@@ -332,4 +332,72 @@ public class HalfPrecisionTests
         using var expected = x.to(ScalarType.Float64).matmul((w + dw).t());
         Assert.True(TestSupport.MaxAbs(y, expected) / TestSupport.MaxAbs(expected) < 2e-2);
     }
+
+    [Theory]
+    [InlineData(@".*(?<x>q)_proj", "(?<name>")]
+    [InlineData(@".*(?'x'q)_proj", "(?'name'")]
+    [InlineData(@".*[a-z-[x]]_proj", "subtraction")]
+    [InlineData(@".*\p{L}_proj", "Unicode category")]
+    [InlineData(@".*q_pro{,1}j", "{,n}")]
+    [InlineData(@"(?n).*(q)_proj", "option n")]
+    [InlineData(@"(q)\k<1>", "backreference")]
+    [InlineData(@"\Gq_proj", "\\G")]
+    public void APatternThatDotNetReadsOtherwiseThanPythonIsRefusedNamingTheConstruct(string pattern, string named)
+    {
+        var e = Assert.Throws<ArgumentException>(() => PythonRegex.Check(pattern, "TargetModulesRegex"));
+        Assert.Contains(named, e.Message);
+        Assert.Equal("TargetModulesRegex", e.ParamName);
+        Assert.Throws<ArgumentException>(() => new AdapterConfig { TargetModulesRegex = pattern }.Validate());
+    }
+
+    [Theory]
+    [InlineData(@".*\.(q|v)_proj", "model.layers.0.self_attn.q_proj", true)]
+    [InlineData(@"model\.layers\.[0-9]+\.self_attn\.(q|k)_proj", "model.layers.12.self_attn.k_proj", true)]
+    [InlineData(@".*(?<=attn\.)v_proj", "model.layers.3.self_attn.v_proj", true)]
+    [InlineData(@".*(?<!attn\.)v_proj", "model.layers.3.self_attn.v_proj", false)]
+    [InlineData(@".*[]x-]_proj", "model.layers.3.mlp.x_proj", true)]
+    [InlineData(@".*[a\-[]_proj", "model.layers.3.mlp.[_proj", true)]
+    [InlineData(@"(?i).*Q_PROJ\Z", "model.layers.0.self_attn.q_proj", true)]
+    [InlineData(@".*q_pro{1,2}j", "model.layers.0.self_attn.q_proj", true)]
+    public void PatternsPythonAndDotNetReadAlikeAreAcceptedAndMatchAsPythonDoes(string pattern, string path, bool matches)
+    {
+        // expected values are Python 3.11's re.fullmatch(pattern, path) is not None
+        Assert.Null(PythonRegex.DotNetOnly(pattern));
+        PythonRegex.Check(pattern, "p");
+        Assert.Equal(matches, PythonRegex.FullMatch(pattern, path));
+    }
+
+    [Fact]
+    public void DoraTrainingWithDropoutIsPeftsFormAndWithoutItThePapers()
+    {
+        // PEFT's DoraLinearLayer.forward: y = W0 x + b + (m/|V| - 1) W0 drop(x) + (m/|V|) s B A drop(x), the same dropout
+        // mask in both terms; in eval (or p = 0) it is (m/|V|)(W0 x + s B A x) + b. Float64, tolerance 1e-12 relative.
+        using var seed = TestSupport.TorchSeed();
+        var g = TestSupport.Generator();
+        const int k = 24, d = 16, r = 4;
+        using var baseLayer = nn.Linear(k, d, hasBias: true, dtype: ScalarType.Float64);
+        using var layer = new DoraLinear(baseLayer, r, alpha: 8, dropout: 0.3);
+        using (no_grad())
+        {
+            layer.B.copy_(randn(d, r, dtype: ScalarType.Float64, generator: g));
+            layer.Magnitude.mul_(1 + 0.1 * randn(d, dtype: ScalarType.Float64, generator: g));
+        }
+        using var x = randn(5, k, dtype: ScalarType.Float64, generator: g);
+        using var w = layer.BaseWeight.detach();
+        using var v = w + layer.B.detach().matmul(layer.A.detach()) * layer.Scaling;
+        using var scale = layer.Magnitude.detach() / linalg.vector_norm(v, 2, [1L]);
+        using var bias = baseLayer.bias!.detach();
+        layer.train();
+        manual_seed(TestSupport.Seed(1));
+        using var y = layer.forward(x);
+        manual_seed(TestSupport.Seed(1));
+        using var xd = nn.functional.dropout(x, 0.3, true);
+        Assert.True(TestSupport.MaxAbs(xd, x) > 0.1, "dropout dropped nothing");
+        using var expected = x.matmul(w.t()) + bias + (scale - 1) * xd.matmul(w.t()) + scale * (xd.matmul(layer.A.detach().t()).matmul(layer.B.detach().t()) * layer.Scaling);
+        Assert.True(TestSupport.MaxAbs(y, expected) <= 1e-12 * TestSupport.MaxAbs(expected, zeros_like(expected)), $"train: {TestSupport.MaxAbs(y, expected)}");
+        layer.eval();
+        using var ye = layer.forward(x);
+        using var paper = scale * (x.matmul(w.t()) + x.matmul(layer.A.detach().t()).matmul(layer.B.detach().t()) * layer.Scaling) + bias;
+        Assert.True(TestSupport.MaxAbs(ye, paper) <= 1e-12 * TestSupport.MaxAbs(paper, zeros_like(paper)), $"eval: {TestSupport.MaxAbs(ye, paper)}");
+    }
 }

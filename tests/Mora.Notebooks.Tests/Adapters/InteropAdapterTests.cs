@@ -571,6 +571,9 @@ public class InteropAdapterTests(ITestOutputHelper output)
         new("target_modules", (c, _) => c["target_modules"] = new JsonArray("all-linear")),
         new("target_modules", (c, _) => c["target_modules"] = "q_proj("),
         new("target_modules", (c, _) => c["target_modules"] = "(?P<x>q)_proj"),      // Python-only syntax
+        // .NET-only syntax (Python reads it otherwise or refuses it): refused, never matched with .NET's meaning
+        new("target_modules", (c, g) => c["target_modules"] = new[] { @".*(?<x>q)_proj", @".*[a-z-[x]]_proj", @".*\p{L}_proj", @".*q_pro{,1}j", @"(?n).*(q)_proj", @".*(?'x'q)_proj" }[g.Next(6)]),
+        new("rank_pattern", (c, g) => c["rank_pattern"] = new JsonObject { [new[] { @"(?<x>q)_proj", @"\p{Ll}_proj" }[g.Next(2)]] = g.Next(1, 4) }),
         new("target_modules", (c, g) => c["target_modules"] = new JsonArray($"nothing_{g.Next(1000)}")),
         new("bias", (c, g) => c["bias"] = new[] { "all", "lora_only", "some" }[g.Next(3)]),
         new("fan_in_fan_out", (c, _) => c["fan_in_fan_out"] = true),

@@ -76,6 +76,13 @@ public class BadInputReaderTests
         Assert.Contains("is a file", Refused(file));
         Assert.Equal(Path.Combine(shared, "me", "runs"), OutputFolders.Check(Path.Combine(shared, "me", "runs"), "--out", systems, shareds));   // inside a shared folder: fine
         Assert.Contains("a git checkout's root", Assert.Throws<ArgumentException>(() => OutputFolders.Check(TestSupport.RepoRoot, "--out")).Message);   // --out . in the repository
+        // a symbolic link that leads into a system folder is that folder (the check follows links, existing or not below)
+        string link = Path.Combine(Directory.CreateDirectory(Path.Combine(shared, "me")).FullName, "to-etc");
+        Directory.CreateSymbolicLink(link, system);
+        Assert.Contains("is a symbolic link to", Refused(link));
+        Assert.Contains("inside the system folder", Refused(Path.Combine(link, "figures", "new")));
+        Directory.CreateSymbolicLink(Path.Combine(shared, "me", "to-root"), "/");
+        Assert.Contains("symbolic link to the file system's root", Refused(Path.Combine(shared, "me", "to-root")));
         Assert.Equal(["a-file", "etc", "home"], Directory.GetFileSystemEntries(root).Select(Path.GetFileName).Order());                    // nothing written
         Assert.Empty(Directory.GetFileSystemEntries(system));
         // The real lists hold the real system folders and the home folder itself.

@@ -192,6 +192,37 @@ public class TokenizerMalformedFileTests
         var load = Task.Run(() => HfTokenizer.Load(fifo));
         Assert.True(await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load, "reading a FIFO blocked");
         Assert.Contains("not a regular file", (await Assert.ThrowsAsync<TokenizerFormatException>(() => load)).Message);
+        // A JSONL dataset behind a FIFO or a link to /dev/zero is refused the same way, without blocking or growing.
+        string fifoData = Path.Combine(TestSupport.TempDir(), "train.jsonl");
+        using (var p = Process.Start(new ProcessStartInfo("mkfifo", fifoData) { UseShellExecute = false })!) p.WaitForExit();
+        var read = Task.Run(() => Gsm8kData.Load(fifoData));
+        Assert.True(await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(10))) == read, "reading a FIFO dataset blocked");
+        Assert.Contains("not a regular file", (await Assert.ThrowsAsync<DatasetFormatException>(() => read)).Message);
+        string zeroData = Path.Combine(TestSupport.TempDir(), "train.jsonl");
+        File.CreateSymbolicLink(zeroData, "/dev/zero");
+        Assert.Contains("not a regular file", Assert.Throws<DatasetFormatException>(() => Gsm8kData.Load(zeroData)).Message);
+    }
+
+    [Fact]
+    public void ATokenizerLinkedFromOutsideItsFolderIsRefusedUnreadAndOneInsideIsRead()
+    {
+        // a model folder whose tokenizer.json (or tokenizer_config.json) is a link to a file elsewhere: refused naming
+        // the file, before it is read; a link to a file inside the folder reads as the file itself
+        string elsewhere = TestSupport.TempDir(), model = TestSupport.TempDir();
+        string real = Path.Combine(elsewhere, "real.json");
+        File.Copy(Interop("bytelevel_bpe"), real);
+        File.CreateSymbolicLink(Path.Combine(model, "tokenizer.json"), real);
+        var e = Assert.Throws<TokenizerFormatException>(() => HfTokenizer.Load(model));
+        Assert.Contains("outside its folder", e.Message);
+        Assert.Contains(Path.Combine(model, "tokenizer.json"), e.Message);
+        File.Delete(Path.Combine(model, "tokenizer.json"));
+        File.Copy(real, Path.Combine(model, "inside.json"));
+        File.CreateSymbolicLink(Path.Combine(model, "tokenizer.json"), "inside.json");
+        var text = "Hello, MoRA! " + TestSupport.Seed();
+        Assert.Equal(HfTokenizer.Load(real).Encode(text), HfTokenizer.Load(model).Encode(text));
+        File.WriteAllText(Path.Combine(elsewhere, "cfg.json"), "{\"eos_token\": \"x\"}");
+        File.CreateSymbolicLink(Path.Combine(model, "tokenizer_config.json"), Path.Combine(elsewhere, "cfg.json"));
+        Assert.Contains("tokenizer_config.json", Assert.Throws<TokenizerFormatException>(() => HfTokenizer.Load(model)).Message);
     }
 
     [Fact]

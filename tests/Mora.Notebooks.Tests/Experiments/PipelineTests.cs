@@ -105,6 +105,33 @@ public class PipelineTests
     }
 
     [Fact]
+    public void FreshDiscardsOnlyWhatTheJobWroteAndLeavesTheUsersOwnFiles()
+    {
+        string dir = Dir();
+        new ToyExperiment(new ToySpec()).Run(dir);
+        // a job's base (base-seed<n>/model), and a user's things whose names merely look like the job's
+        Directory.CreateDirectory(Path.Combine(dir, "base-seed3", "model"));
+        File.WriteAllText(Path.Combine(dir, "base-seed3", "model", "config.json"), "{}");
+        string[] users = ["baseline/notes.md", "base-seed3-old/keep.txt", "base/readme.txt", "toy notes.txt", "toy-draft.docx", "toyish.csv", "toy-Summary.csv"];
+        foreach (var u in users)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(dir, u))!);
+            File.WriteAllText(Path.Combine(dir, u), u);
+        }
+        Assert.True(File.Exists(Path.Combine(dir, "toy.csv")) && Directory.Exists(Path.Combine(dir, "runs")));
+        var output = new StringWriter();
+        var changed = new ToyExperiment(new ToySpec { Steps = 8 });
+        changed.Run(dir, output, options: new RunOptions(Fresh: true));
+        Assert.Equal(12, changed.Trained);                                   // nothing of the old job was reused
+        Assert.False(Directory.Exists(Path.Combine(dir, "base-seed3")));     // the job's base went
+        foreach (var u in users) Assert.Equal(u, File.ReadAllText(Path.Combine(dir, u)));
+        Assert.Contains("left what the job did not write", output.ToString());
+        Assert.Contains("baseline/", output.ToString());
+        Assert.True(ExperimentFolder.IsJobOutput("toy-summary.csv", "toy") && ExperimentFolder.IsJobOutput("toy-mean-char_acc.png", "toy"));
+        Assert.False(ExperimentFolder.IsJobOutput("toy notes.txt", "toy") || ExperimentFolder.IsJobOutput("toyish.csv", "toy"));
+    }
+
+    [Fact]
     public void AnInputFileWhoseContentChangedIsRefusedNamingIt()
     {
         string dir = Dir(), data = Path.Combine(TestSupport.TempDir(), "data.txt");
@@ -151,7 +178,45 @@ public class PipelineTests
         var output = new StringWriter();
         new ToyExperiment(new ToySpec()).Run(dir, output);
         Assert.Contains("removing a stale lock", output.ToString());
-        Assert.False(File.Exists(Path.Combine(dir, RunFolder.LockFile)));                     // released at the end
+        Assert.False(File.Exists(Path.Combine(dir, RunFolder.WriterFile)));                   // released at the end
+        using (RunFolder.Lock(dir)) { }                                                       // and free again
+    }
+
+    [Fact]
+    public void TwoWritersRacingForOneFolderNeverBothHoldIt()
+    {
+        // the OS lock decides: of many threads taking one folder's lock at once, at most one holds it at any time
+        string dir = Dir();
+        int holders = 0, most = 0, won = 0, refused = 0;
+        var rng = new Random(TestSupport.Seed());
+        var delays = Enumerable.Range(0, 16).Select(_ => rng.Next(0, 3)).ToArray();
+        Parallel.For(0, 16, new ParallelOptions { MaxDegreeOfParallelism = 8 }, i =>
+        {
+            for (int k = 0; k < 20; k++)
+            {
+                try
+                {
+                    using (RunFolder.Lock(dir))
+                    {
+                        int now = Interlocked.Increment(ref holders);
+                        InterlockedMax(ref most, now);
+                        Interlocked.Increment(ref won);
+                        Thread.Sleep(delays[i]);
+                        Interlocked.Decrement(ref holders);
+                    }
+                }
+                catch (ArgumentException e) when (e.Message.Contains("is being written by another run")) { Interlocked.Increment(ref refused); }
+            }
+        });
+        Assert.Equal(1, most);
+        Assert.True(won > 0 && refused > 0, $"won {won}, refused {refused}");
+        Assert.Equal(320, won + refused);
+    }
+
+    static void InterlockedMax(ref int target, int value)
+    {
+        int seen;
+        while ((seen = Volatile.Read(ref target)) < value && Interlocked.CompareExchange(ref target, value, seen) != seen) { }
     }
 
     [Fact]

@@ -204,6 +204,12 @@ public class PropertyTests
             int nonBlank = lines.Count(l => !string.IsNullOrWhiteSpace(l));
             return items.Count == nonBlank ? null : $"loaded {items.Count} records from {nonBlank} non-blank lines";
         }
+        catch (DatasetFormatException e) when (e.Line == 0)
+        {
+            // the file as a whole: only an empty file is refused so (a FIFO or device reports size 0 too)
+            if (new FileInfo(path).Length != 0) return $"a {new FileInfo(path).Length}-byte file refused as a whole: {e.Message}";
+            return e.Message.StartsWith(Path.GetFullPath(path) + ": is empty", StringComparison.Ordinal) ? null : $"an empty file's message does not name it: {e.Message}";
+        }
         catch (DatasetFormatException e)
         {
             if (e.File != path) return $"the error names {e.File}, not {path}";
@@ -212,6 +218,7 @@ public class PropertyTests
             string prefix = Path.Combine(Path.GetDirectoryName(path)!, "prefix.jsonl");
             File.WriteAllText(prefix, string.Join("\n", lines[..(e.Line - 1)]), new UTF8Encoding(false));
             try { load(prefix); }
+            catch (DatasetFormatException earlier) when (earlier.Line == 0 && new FileInfo(prefix).Length == 0) { }   // no earlier line at all
             catch (DatasetFormatException earlier) { return $"reported line {e.Line}, but line {earlier.Line} is already bad"; }
             return null;
         }

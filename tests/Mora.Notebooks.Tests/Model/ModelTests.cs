@@ -159,6 +159,7 @@ public class ModelTests
     [InlineData("{\"vocab_size\": 10, \"hidden_size\": 66, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 4}", "hidden_size", "not divisible")]
     [InlineData("{\"model_type\": \"gpt2\"}", "model_type", "'model_type' 'gpt2'")]
     [InlineData("{not json", null, "not valid JSON")]
+    [InlineData("{\"vocab_size\": 10, \"hidden_size\": 64, \"vocab_size\": 20}", null, "vocab_size")]   // Python keeps the last silently
     public void BadConfigJsonNamesTheProblem(string json, string? field, string expected)
     {
         var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.FromJson(json, "some/config.json"));
@@ -166,6 +167,22 @@ public class ModelTests
         Assert.Equal("some/config.json", e.File);
         Assert.Equal(field, e.Field);
         Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void AbsentKeyValueHeadsTakeTransformersDefaultPerModelType()
+    {
+        // transformers 4.40: LlamaConfig num_key_value_heads=None → heads; MistralConfig default 8; Qwen2Config default 32;
+        // an explicit null → heads in all three
+        string Json(string type, string kv) =>
+            $"{{\"model_type\": \"{type}\", \"vocab_size\": 10, \"hidden_size\": 64, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 32{kv}, \"use_sliding_window\": false, \"sliding_window\": null}}";
+        Assert.Equal(32, LlamaConfig.FromJson(Json("llama", "").Replace(", \"use_sliding_window\": false, \"sliding_window\": null", "")).NumKeyValueHeads);
+        Assert.Equal(8, LlamaConfig.FromJson(Json("mistral", "").Replace(", \"use_sliding_window\": false", "")).NumKeyValueHeads);
+        Assert.Equal(32, LlamaConfig.FromJson(Json("qwen2", "")).NumKeyValueHeads);
+        Assert.Equal(32, LlamaConfig.FromJson(Json("qwen2", ", \"num_key_value_heads\": null")).NumKeyValueHeads);
+        Assert.Equal(4, LlamaConfig.FromJson(Json("qwen2", ", \"num_key_value_heads\": 4")).NumKeyValueHeads);
+        var e = Assert.Throws<ModelFormatException>(() => LlamaConfig.FromJson(Json("qwen2", "").Replace("\"num_attention_heads\": 32", "\"num_attention_heads\": 16")));
+        Assert.Contains("num_key_value_heads", e.Message);          // 16 heads and the default 32 key/value heads: refused, named
     }
 
     [Fact]

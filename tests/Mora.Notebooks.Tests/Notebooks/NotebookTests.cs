@@ -21,7 +21,7 @@ public sealed class NotebookOutput
 public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput>
 {
     public static readonly string[] Notebooks =
-        ["00-quickstart", "01-rank-analysis", "02-compress-decompress-designs", "03-memorization-uuid", "04-gsm8k-style-math", "05-loss-curves", "06-remora-pretraining", "07-continual-new-domain"];
+        ["00-quickstart", "01-rank-analysis", "02-compress-decompress-designs", "03-memorization-uuid", "04-gsm8k-style-math", "05-loss-curves", "06-remora-pretraining", "07-continual-new-domain", "08-your-own-design"];
 
     static string NotebookDir => Path.Combine(TestSupport.RepoRoot, "notebooks");
 
@@ -53,7 +53,7 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
         Assert.Equal(NotebookRunner.CodeCells(path).Count, results.Count);          // no cell skipped
 
         var outputs = results.SelectMany(r => r.Outputs).ToList();
-        // Charts carry the three forms every viewer can draw with no network (see ChartFigure).
+        // Charts carry the two forms every viewer can draw with no network, each once (see ChartFigure).
         var charts = outputs.Where(o => o.Data?.ContainsKey(Mora.Figures.ChartFigure.PlotlyMimeType) == true).ToList();
         Assert.NotEmpty(charts);
         Assert.All(charts, o => Assert.Equal(Mora.Figures.ChartFigure.MimeTypes.Order(), o.Data!.Keys.Order()));
@@ -83,7 +83,7 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
             Assert.All(code, c => Assert.NotNull(c!["execution_count"]));
             string text = doc.ToJsonString();
             Assert.Contains("preset: full", text);
-            // Every chart renders offline: the Plotly figure as a JSON object, a PNG, and HTML that is that PNG (no
+            // Every chart renders offline: the Plotly figure as a JSON object and a PNG, each once (no HTML copy, no
             // script that needs plotly.js from a CDN); and no output names this machine's folders.
             var data = code.SelectMany(c => c!["outputs"]!.AsArray()).Select(o => o!["data"]).OfType<JsonObject>().ToList();
             var charts = data.Where(d => d.ContainsKey(Mora.Figures.ChartFigure.PlotlyMimeType)).ToList();
@@ -93,11 +93,33 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
                 Assert.IsType<JsonArray>(chart[Mora.Figures.ChartFigure.PlotlyMimeType]!["data"]);
                 byte[] png = Convert.FromBase64String(chart[Mora.Figures.ChartFigure.PngMimeType]!.GetValue<string>());
                 Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, png[..4]);
-                Assert.StartsWith("<img ", string.Concat(chart[Mora.Figures.ChartFigure.HtmlMimeType]!.AsArray().Select(l => l!.GetValue<string>())));
+                Assert.False(chart.ContainsKey("text/html"), $"{nb}: a chart stored a third time, as HTML");   // each form once
             }
             Assert.DoesNotContain(data, d => d["text/html"] is JsonArray html && string.Concat(html.Select(l => l!.GetValue<string>())).Contains("Plotly.newPlot"));
             Assert.DoesNotContain(TestSupport.RepoRoot, text);
             Assert.DoesNotContain("\"output_type\":\"error\"", text.Replace(" ", ""));
+        }
+    }
+
+    [Fact]
+    public void EveryChartCellSaysHowToReadIt()
+    {
+        // the markdown cell just before or just after a cell that draws a chart says how to read that chart
+        foreach (var nb in Notebooks)
+        {
+            var cells = JsonNode.Parse(File.ReadAllText(Path.Combine(NotebookDir, nb + ".ipynb")))!["cells"]!.AsArray().Select(c => c!).ToList();
+            string Text(int i) => i >= 0 && i < cells.Count && cells[i]["cell_type"]!.GetValue<string>() == "markdown"
+                ? string.Concat(cells[i]["source"]!.AsArray().Select(l => l!.GetValue<string>())) : "";
+            int charts = 0;
+            for (int i = 0; i < cells.Count; i++)
+            {
+                bool chart = cells[i]["outputs"] is JsonArray outputs && outputs.Any(o => o!["data"] is JsonObject d && d.ContainsKey(Mora.Figures.ChartFigure.PlotlyMimeType));
+                if (!chart) continue;
+                charts++;
+                Assert.True(Text(i - 1).Contains("How to read", StringComparison.Ordinal) || Text(i + 1).Contains("How to read", StringComparison.Ordinal),
+                    $"{nb}: the chart of cell {cells[i]["id"]} has no 'How to read' beside it");
+            }
+            Assert.True(charts > 0, $"{nb}: no chart");
         }
     }
 
