@@ -202,7 +202,7 @@ public sealed class LlamaModel : nn.Module
         long t = inputIds.shape[1], offset = cache?.Length ?? 0;
         if (offset + t > _c.ContextLength)
             throw new ArgumentException($"sequence of {offset + t} positions exceeds the model's context of {_c.MaxPositionEmbeddings} (max_position_embeddings)", nameof(inputIds));
-        var (cos, sin) = Rotary.Angles(_c.HeadDim, offset, t, _c.RopeTheta, _c.RopeScaling, _c.MaxPositionEmbeddings, inputIds.device);
+        var (cos, sin) = RotaryEmbedding.Angles(_c.HeadDim, offset, t, _c.RopeTheta, _c.RopeScaling, _c.MaxPositionEmbeddings, inputIds.device);
         var x = embed_tokens.forward(inputIds);
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cos, sin, cache, i);
         cache?.Advance(t);

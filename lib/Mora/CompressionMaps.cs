@@ -1,4 +1,3 @@
-using Mora.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 

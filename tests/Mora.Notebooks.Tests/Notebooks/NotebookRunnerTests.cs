@@ -77,22 +77,28 @@ public class NotebookOutputTests
     }
 
     /// <summary>The notebooks' package versions come from one place: the build writes notebooks/packages.dib from the
-    /// csproj's package references (for this OS and TorchBackend), setup.dib imports it and names no version itself.</summary>
+    /// library projects' package references (for this OS and TorchBackend) at the versions of Directory.Packages.props,
+    /// setup.dib imports it and names no version itself.</summary>
     [Fact]
-    public void NotebookPackagesAreWrittenByTheBuildFromTheCsproj()
+    public void NotebookPackagesAreWrittenByTheBuildFromTheProjects()
     {
         string root = Notebook.RepoRoot;
         string setup = File.ReadAllText(Path.Combine(root, "notebooks", "setup.dib"));
         Assert.DoesNotContain("nuget:", setup);
         Assert.Contains("#!import packages.dib", setup);
         string packages = File.ReadAllText(Path.Combine(root, "notebooks", "packages.dib"));
-        var project = System.Xml.Linq.XDocument.Load(Path.Combine(root, "Mora.Notebooks.csproj"));
-        string Property(string name) => project.Descendants(name).Single().Value;
+        var versions = System.Xml.Linq.XDocument.Load(Path.Combine(root, "Directory.Packages.props"));
+        string Property(string name) => versions.Descendants(name).Single().Value;
         Assert.Contains($"#r \"nuget: TorchSharp, {Property("TorchSharpVersion")}\"", packages);
         if (OperatingSystem.IsLinux()) Assert.Contains($"#r \"nuget: libtorch-cpu-linux-x64, {Property("LibTorchVersion")}\"", packages);
         Assert.DoesNotContain("libtorch-cpu-win-x64", packages);
-        foreach (var reference in project.Descendants("PackageReference").Where(p => p.Parent!.Attribute("Condition") is null))
-            Assert.Contains($"#r \"nuget: {reference.Attribute("Include")!.Value}, {reference.Attribute("Version")!.Value}\"", packages);
+        var version = versions.Descendants("PackageVersion").ToDictionary(v => v.Attribute("Include")!.Value, v => v.Attribute("Version")!.Value);
+        var libraryPackages = Directory.GetFiles(Path.Combine(root, "lib"), "*.csproj", SearchOption.AllDirectories)
+            .SelectMany(f => System.Xml.Linq.XDocument.Load(f).Descendants("PackageReference"))
+            .Select(p => p.Attribute("Include")!.Value).Distinct().ToList();
+        foreach (string id in libraryPackages)
+            Assert.Contains($"#r \"nuget: {id}, {version[id]}\"", packages);
+        Assert.DoesNotMatch("nuget: [^,]+, \"", packages);      // every package has its version
         Assert.Contains("/notebooks/packages.dib", File.ReadAllText(Path.Combine(root, ".gitignore")));
     }
 

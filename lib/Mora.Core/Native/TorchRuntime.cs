@@ -28,8 +28,9 @@ public sealed record TorchNativeReport(string Action, string? SystemLibStdCxx, I
 /// else binds as before.
 /// </para>
 /// <para>
-/// <see cref="Ensure"/> does this before TorchSharp loads: it runs from this assembly's module initializer (so merely
-/// using the library, from the command line, a test or a notebook, applies it), edits every copy TorchSharp may load
+/// <see cref="Ensure"/> does this before TorchSharp loads: it runs from this assembly's module initializer, which every
+/// other assembly of the library runs before its own code (so merely using the library, from the command line, a test or a
+/// notebook, applies it), edits every copy TorchSharp may load
 /// (the app's output folder, the folder of TorchSharp.dll and its <c>cpu/</c> fallback, the NuGet cache copy a
 /// notebook's <c>#r "nuget: ..."</c> loads), writes each through a temporary file and a rename, and does nothing on
 /// Windows, on macOS, or where the system libstdc++ already has the version. Any other missing version is reported as
@@ -51,11 +52,14 @@ public static class TorchRuntime
     static TorchNativeReport? _report;
     static Exception? _error;
 
+    // The library's other assemblies run this initializer before their own code (lib/TorchRuntimeFirst.cs).
+#pragma warning disable CA2255 // a library's module initializer on purpose: it must run before TorchSharp loads its native library
     [ModuleInitializer]
     internal static void Initialize()
     {
         try { Ensure(); } catch { /* kept in _error; rethrown with its message by Ensure() */ }
     }
+#pragma warning restore CA2255
 
     /// <summary>Applies the fix once per process (later calls return the first report). Throws
     /// <see cref="PlatformNotSupportedException"/> with the reason when the native library cannot be made loadable.</summary>

@@ -58,32 +58,16 @@ public sealed record RopeScaling
 }
 
 /// <summary>
-/// The rotation R_t of rotary position embedding, written once for the model's RoPE (Su et al. 2021, in Hugging Face's
-/// "rotate half" layout, so real checkpoints load) and for MoRA's rotation design (paper Eq. 9, type 6, where block t of
-/// the input is rotated by R_t before M):
-/// <code>
-///   R_t x = x ∘ cos_t + rotate_half(x) ∘ sin_t,   rotate_half([x₁, x₂]) = [−x₂, x₁]
-///   angles t·θ_i,  θ_i = base^(−2i/dim),  each angle used twice ([θ, θ] layout)
-/// </code>
-/// The model's checkpoints may change the angles (<see cref="RopeScaling"/>): linear scaling divides t, dynamic NTK and
-/// llama3 change θ_i (<see cref="InverseFrequencies"/>). The tables are computed in float64 and then cast. Because sin_t
-/// has the same value on both halves, R_tᵀ = R_{−t} (<see cref="ApplyTransposed"/>), which MoRA uses to form M R_t row by row.
+/// The model's rotary embedding (transformers' LlamaRotaryEmbedding): the angles t·θ_i of each forward call under the
+/// checkpoint's <see cref="RopeScaling"/>. Linear scaling divides t, dynamic NTK and llama3 change θ_i
+/// (<see cref="InverseFrequencies"/>); the tables and the rotation R_t itself are <see cref="Rotary"/>, the code MoRA's
+/// rotation design uses too.
 /// </summary>
-public static class Rotary
+public static class RotaryEmbedding
 {
-    /// <summary>cos and sin of the angles t·θ_i for positions t in [offset, offset + length), each [length, dim], computed in
-    /// float64 on <paramref name="device"/> and cast to <paramref name="dtype"/> (plain RoPE, no scaling).</summary>
-    public static (Tensor Cos, Tensor Sin) Tables(int dim, long offset, long length, double theta, ScalarType dtype, Device device)
-    {
-        using var scope = NewDisposeScope();
-        var invFreq = DefaultInverseFrequencies(dim, theta, device);
-        var pos = arange(offset, offset + length, 1, ScalarType.Float64, device);
-        return TablesOf(pos, invFreq, dtype).MoveToOuter();
-    }
-
     /// <summary>The model's tables for plain RoPE: cos and sin for positions [offset, offset + length), each [length, headDim], in float32.</summary>
     public static (Tensor Cos, Tensor Sin) Angles(int headDim, long offset, long length, double theta, Device device) =>
-        Tables(headDim, offset, length, theta, ScalarType.Float32, device);
+        Rotary.Tables(headDim, offset, length, theta, ScalarType.Float32, device);
 
     /// <summary>The model's tables with the checkpoint's <paramref name="scaling"/> (null = plain RoPE), for the new
     /// positions [offset, offset + length) of a forward call whose sequence so far is offset + length long, in float32.
@@ -97,14 +81,16 @@ public static class Rotary
         var pos = arange(offset, offset + length, 1, ScalarType.Float64, device);
         // Linear scaling (position interpolation; transformers' LlamaLinearScalingRotaryEmbedding): t ↦ t / factor.
         if (scaling is { Type: RopeType.Linear }) pos = pos / scaling.Factor;
-        return TablesOf(pos, invFreq, ScalarType.Float32).MoveToOuter();
+        var (cos, sin) = Rotary.Tables(pos, invFreq, ScalarType.Float32);
+        return (cos.MoveToOuterDisposeScope(), sin.MoveToOuterDisposeScope());
     }
 
     /// <summary>
     /// θ_i for i = 0 … dim/2 − 1 under a checkpoint's scaling, for a forward call over a sequence of
     /// <paramref name="sequenceLength"/> positions (only dynamic scaling reads it):
     /// <list type="bullet">
-    /// <item>none, linear: θ_i = base^(−2i/dim) (linear scaling divides the positions instead, in <see cref="Angles(int, long, long, double, RopeScaling?, long, Device)"/>);</item>
+    /// <item>none, linear: θ_i = base^(−2i/dim) (<see cref="Rotary.InverseFrequencies"/>; linear scaling divides the
+    /// positions instead, in <see cref="Angles(int, long, long, double, RopeScaling?, long, Device)"/>);</item>
     /// <item>dynamic (transformers 4.40's LlamaDynamicNTKScalingRotaryEmbedding.forward, 4.45's _compute_dynamic_ntk_parameters):
     /// with L = sequenceLength, M = max_position_embeddings, s = factor, d = dim, when L &gt; M the base becomes
     /// base · (s·L/M − (s − 1))^(d/(d−2)); otherwise it is unchanged;</item>
@@ -122,7 +108,7 @@ public static class Rotary
         if (scaling is { Type: RopeType.Dynamic } && sequenceLength > maxPositionEmbeddings)
             b = theta * Math.Pow(scaling.Factor * sequenceLength / maxPositionEmbeddings - (scaling.Factor - 1), dim / (dim - 2.0));
         double[] inv;
-        using (var t = DefaultInverseFrequencies(dim, b, CPU)) inv = t.data<double>().ToArray();
+        using (var t = Rotary.InverseFrequencies(dim, b, CPU)) inv = t.data<double>().ToArray();
         if (scaling is { Type: RopeType.Llama3 } s)
         {
             double c = s.OriginalMaxPositionEmbeddings, lowWavelength = c / s.LowFreqFactor, highWavelength = c / s.HighFreqFactor;
@@ -136,53 +122,5 @@ public static class Rotary
             }
         }
         return inv;
-    }
-
-    /// <summary>θ_i = base^(−2i/dim) (Su et al. 2021, Eq. 15; transformers' _compute_default_rope_parameters), float64.</summary>
-    static Tensor DefaultInverseFrequencies(int dim, double theta, Device device)
-    {
-        using var exponents = arange(0, dim, 2, ScalarType.Float64, device) / dim;
-        using var powers = pow(theta, exponents);
-        return powers.reciprocal();
-    }
-
-    /// <summary>cos and sin of the angles outer(positions, θ) in the [θ, θ] layout, cast to <paramref name="dtype"/>.</summary>
-    static Tables2 TablesOf(Tensor positions, Tensor invFreq, ScalarType dtype)
-    {
-        var freqs = outer(positions, invFreq);
-        var emb = cat([freqs, freqs], -1);
-        return new(emb.cos().to(dtype), emb.sin().to(dtype));
-    }
-
-    readonly record struct Tables2(Tensor Cos, Tensor Sin)
-    {
-        public (Tensor, Tensor) MoveToOuter() => (Cos.MoveToOuterDisposeScope(), Sin.MoveToOuterDisposeScope());
-    }
-
-    /// <summary>rotate_half over the last dimension: [x₁, x₂] ↦ [−x₂, x₁] (the matrix P with R_t = diag(cos_t) + diag(sin_t) P).</summary>
-    public static Tensor RotateHalf(Tensor x)
-    {
-        long half = x.shape[^1] / 2;
-        using var x1 = x.narrow(-1, 0, half);
-        using var x2 = x.narrow(-1, half, half);
-        using var neg = x2.neg();
-        return cat([neg, x1], -1);
-    }
-
-    /// <summary>R_t x over the last dimension: x ∘ cos + rotate_half(x) ∘ sin (tables broadcast against x, cast to its dtype);
-    /// the model applies it to q and k [batch, heads, length, headDim].</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin) => Rotate(x, cos, sin, transposed: false);
-
-    /// <summary>R_tᵀ x = R_{−t} x = x ∘ cos − rotate_half(x) ∘ sin. Applied to the rows of M it gives M R_t (row i of M R_t
-    /// is R_tᵀ applied to row i of M).</summary>
-    public static Tensor ApplyTransposed(Tensor x, Tensor cos, Tensor sin) => Rotate(x, cos, sin, transposed: true);
-
-    static Tensor Rotate(Tensor x, Tensor cos, Tensor sin, bool transposed)
-    {
-        using var scope = NewDisposeScope();
-        var rotated = RotateHalf(x);
-        var c = cos.to(x.dtype); var s = sin.to(x.dtype);
-        var turned = rotated * s;
-        return (transposed ? x * c - turned : x * c + turned).MoveToOuterDisposeScope();
     }
 }
