@@ -1,4 +1,5 @@
 using System.Text;
+using Mora.Adapters;
 using Mora.Data;
 using Mora.Evaluation;
 using Mora.Model;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Mora.Adapters;
 using Mora.IO;
 
 namespace Mora.Experiments;

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Mora.Adapters;
 using Mora.IO;
 using Mora.Model;
 
@@ -125,7 +126,7 @@ public static class RunFolder
         string tmp = Path.Combine(parent, $".{Path.GetFileName(modelDir)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
-            ModelIO.Save(model, tmp);
+            AdaptedModelIO.Save(model, tmp);       // its base weights, whether or not adapters were injected (as before the split)
             WriteChecksums(tmp);
             if (Directory.Exists(modelDir)) Directory.Delete(modelDir, recursive: true);
             Directory.Move(tmp, modelDir);

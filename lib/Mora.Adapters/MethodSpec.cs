@@ -1,11 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Mora.Adapters;
 
-namespace Mora.Experiments;
+namespace Mora.Adapters;
 
 /// <summary>
-/// A fine-tuning method of the experiments: LoRA, DoRA, full fine-tuning, or MoRA with one compress/decompress
+/// A fine-tuning method as the experiments name it: LoRA, DoRA, full fine-tuning, or MoRA with one compress/decompress
 /// <see cref="Design"/> (null for the others). Text ("lora", "mora-rotation", …) becomes a method in one place,
 /// <see cref="Parse"/>; JSON writes <see cref="Name"/> and reads it back with <see cref="Parse"/>.
 /// </summary>

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
-using Mora.Adapters;
 using Mora.IO;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -45,41 +44,28 @@ public static class ModelIO
 
     static readonly Regex ShardName = new(@"^model-\d{5}-of-\d{5}\.safetensors$", RegexOptions.CultureInvariant);
 
-    /// <summary>The model's weights under their Hugging Face names: adapters are left out (or folded in with
-    /// <paramref name="mergeAdapters"/>), <c>base_layer</c> is dropped from wrapped names, a tied head is not repeated.
-    /// The caller disposes the tensors.</summary>
-    public static List<(string Name, Tensor Tensor)> BaseStateDict(LlamaForCausalLM model, bool mergeAdapters = false)
+    /// <summary>The model's weights under their Hugging Face names (its own parameters; a tied head is not repeated),
+    /// copied; the caller disposes the tensors. A model with adapters (Mora.Adapters' <c>Peft.Inject</c>) holds other
+    /// parameters (<c>base_layer</c>, <c>lora_A</c>, …) and is refused, naming them: its base or merged weights are
+    /// <c>Mora.Adapters.AdaptedModelIO</c>'s.</summary>
+    public static List<(string Name, Tensor Tensor)> StateDict(LlamaForCausalLM model)
     {
-        var result = new List<(string, Tensor)>();
+        var parameters = Parameters(model);
         using var _ = no_grad();
-        foreach (var (hfName, p, layer) in BaseParameters(model))
-        {
-            bool isWeight = layer is not null and not FullLinear && hfName.EndsWith(".weight", StringComparison.Ordinal);
-            bool add = isWeight && mergeAdapters && !layer!.Merged && layer.Enabled;       // fold ΔW in
-            bool subtract = isWeight && !mergeAdapters && layer!.Merged;                   // already folded: take it out
-            if (add || subtract)
-            {
-                using var delta = layer!.DeltaWeight();
-                using var typed = delta.to(p.dtype);
-                result.Add((hfName, add ? p + typed : p - typed));
-            }
-            else result.Add((hfName, p.detach().clone()));
-        }
-        return result;
+        return parameters.Select(p => (p.Name, p.Parameter.detach().clone())).ToList();
     }
 
-    /// <summary>The model's base parameters under their Hugging Face names: a wrapped layer's <c>base_layer.weight</c>
-    /// (and <c>.bias</c>) under the plain name (with the adapter that wraps it), the adapters' own parameters left out.</summary>
-    static List<(string Name, Parameter Parameter, AdaptedLinear? Layer)> BaseParameters(LlamaForCausalLM model)
+    /// <summary>The model's parameters under their Hugging Face names, which must be exactly the weights its config
+    /// describes (<see cref="LlamaConfig.TensorShapes"/>): anything else (an injected adapter) is refused, naming it.</summary>
+    static List<(string Name, Parameter Parameter)> Parameters(LlamaForCausalLM model)
     {
-        var adapters = Peft.Adapters(model).ToDictionary(a => a.Name, a => a.Layer);
-        var result = new List<(string, Parameter, AdaptedLinear?)>();
-        foreach (var (name, p) in model.named_parameters())
-        {
-            int at = name.IndexOf(".base_layer.", StringComparison.Ordinal);
-            if (at >= 0) result.Add((name[..at] + name[(at + ".base_layer".Length)..], p, adapters[name[..at]]));
-            else if (!adapters.Keys.Any(a => name.StartsWith(a + ".", StringComparison.Ordinal))) result.Add((name, p, null));   // not lora_A, lora_B, magnitude
-        }
+        var expected = model.Config.TensorShapes().Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var result = model.named_parameters().Select(np => (np.name, np.parameter)).ToList();
+        var other = result.Select(r => r.name).Where(n => !expected.Contains(n)).ToList();
+        if (other.Count > 0)
+            throw new ArgumentException($"the model holds parameters that are not weights of its LLaMA config ({string.Join(", ", other.Take(3))}" +
+                $"{(other.Count > 3 ? $", … {other.Count} in all" : "")}): a model with adapters is saved and loaded through " +
+                "Mora.Adapters.AdaptedModelIO (its base weights, or merged with mergeAdapters: true)", nameof(model));
         return result;
     }
 
@@ -95,47 +81,65 @@ public static class ModelIO
     /// of an earlier save that this one does not write (the single file, the index, other shards) are removed, so the
     /// folder never mixes two saves. See the class summary for how a half-saved folder is never read.
     /// </summary>
-    public static void Save(LlamaForCausalLM model, string directory, bool mergeAdapters = false, long maxShardBytes = DefaultMaxShardBytes)
+    public static void Save(LlamaForCausalLM model, string directory, long maxShardBytes = DefaultMaxShardBytes)
     {
         if (maxShardBytes <= 0) throw new ArgumentException($"the largest shard must be positive, got {maxShardBytes}", nameof(maxShardBytes));
-        var tensors = BaseStateDict(model, mergeAdapters);
-        try
+        var weights = StateDict(model);
+        try { Save(model, weights, directory, maxShardBytes); }
+        finally { foreach (var (_, t) in weights) t.Dispose(); }
+    }
+
+    /// <summary>Writes <paramref name="model"/>'s config (and dtype) with <paramref name="weights"/>, which must be
+    /// exactly the tensors its config describes under their Hugging Face names and shapes (<see cref="StateDict"/>, or for a
+    /// model with adapters <c>Mora.Adapters.AdaptedModelIO.BaseStateDict</c>), as <see cref="Save(LlamaForCausalLM, string, long)"/>
+    /// does. The tensors are not disposed.</summary>
+    public static void Save(LlamaForCausalLM model, IReadOnlyList<(string Name, Tensor Tensor)> weights, string directory, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        if (maxShardBytes <= 0) throw new ArgumentException($"the largest shard must be positive, got {maxShardBytes}", nameof(maxShardBytes));
+        var tensors = weights.ToList();
+        var given = tensors.ToDictionary(t => t.Name, t => t.Tensor.shape, StringComparer.Ordinal);
+        var problems = new List<string>();
+        foreach (var (name, shape) in model.Config.TensorShapes())
         {
-            string dtype = model.DType switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", ScalarType.Float64 => "float64", _ => "float32" };
-            string configJson = model.Config.ToJson(dtype), generationJson = model.Config.GenerationConfigJson();
-            var shards = Shard(tensors, maxShardBytes);
-            string full = Path.GetFullPath(directory);
-            bool fresh = !Directory.Exists(full) || !Directory.EnumerateFileSystemEntries(full).Any();
-            if (fresh)
-            {
-                string parent = Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar)) ?? throw new ArgumentException($"cannot save into the root {full}", nameof(directory));
-                Directory.CreateDirectory(parent);
-                string tmp = Path.Combine(parent, $".{Path.GetFileName(full.TrimEnd(Path.DirectorySeparatorChar))}.saving-{Environment.ProcessId}-{Guid.NewGuid():N}");
-                try
-                {
-                    Directory.CreateDirectory(tmp);
-                    WriteWeights(tmp, shards);
-                    AtomicFile.WriteText(Path.Combine(tmp, GenerationConfigFile), generationJson);
-                    AtomicFile.WriteText(Path.Combine(tmp, ConfigFile), configJson);
-                    if (Directory.Exists(full)) Directory.Delete(full);      // empty (checked above)
-                    Directory.Move(tmp, full);
-                }
-                finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
-            }
-            else
-            {
-                // config.json marks a complete model: remove it first, write it last.
-                string config = Path.Combine(full, ConfigFile);
-                if (File.Exists(config)) File.Delete(config);
-                var written = WriteWeights(full, shards);
-                foreach (var file in Directory.GetFiles(full).Select(Path.GetFileName))
-                    if ((file == WeightsFile || file == IndexFile || ShardName.IsMatch(file!)) && !written.Contains(file!))
-                        File.Delete(Path.Combine(full, file!));
-                AtomicFile.WriteText(Path.Combine(full, GenerationConfigFile), generationJson);
-                AtomicFile.WriteText(config, configJson);
-            }
+            if (!given.Remove(name, out var at)) problems.Add($"missing {name}");
+            else if (!at.SequenceEqual(shape)) problems.Add($"{name} has shape [{string.Join(", ", at)}], the config's is [{string.Join(", ", shape)}]");
         }
-        finally { foreach (var (_, t) in tensors) t.Dispose(); }
+        problems.AddRange(given.Keys.Select(n => $"{n} is not a weight of the config"));
+        if (problems.Count > 0)
+            throw new ArgumentException($"the weights to save do not fit the model's config: {string.Join("; ", problems.Take(5))}{(problems.Count > 5 ? $"; … {problems.Count} in all" : "")}", nameof(weights));
+        string dtype = model.DType switch { ScalarType.BFloat16 => "bfloat16", ScalarType.Float16 => "float16", ScalarType.Float64 => "float64", _ => "float32" };
+        string configJson = model.Config.ToJson(dtype), generationJson = model.Config.GenerationConfigJson();
+        var shards = Shard(tensors, maxShardBytes);
+        string full = Path.GetFullPath(directory);
+        bool fresh = !Directory.Exists(full) || !Directory.EnumerateFileSystemEntries(full).Any();
+        if (fresh)
+        {
+            string parent = Path.GetDirectoryName(full.TrimEnd(Path.DirectorySeparatorChar)) ?? throw new ArgumentException($"cannot save into the root {full}", nameof(directory));
+            Directory.CreateDirectory(parent);
+            string tmp = Path.Combine(parent, $".{Path.GetFileName(full.TrimEnd(Path.DirectorySeparatorChar))}.saving-{Environment.ProcessId}-{Guid.NewGuid():N}");
+            try
+            {
+                Directory.CreateDirectory(tmp);
+                WriteWeights(tmp, shards);
+                AtomicFile.WriteText(Path.Combine(tmp, GenerationConfigFile), generationJson);
+                AtomicFile.WriteText(Path.Combine(tmp, ConfigFile), configJson);
+                if (Directory.Exists(full)) Directory.Delete(full);      // empty (checked above)
+                Directory.Move(tmp, full);
+            }
+            finally { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
+        }
+        else
+        {
+            // config.json marks a complete model: remove it first, write it last.
+            string config = Path.Combine(full, ConfigFile);
+            if (File.Exists(config)) File.Delete(config);
+            var written = WriteWeights(full, shards);
+            foreach (var file in Directory.GetFiles(full).Select(Path.GetFileName))
+                if ((file == WeightsFile || file == IndexFile || ShardName.IsMatch(file!)) && !written.Contains(file!))
+                    File.Delete(Path.Combine(full, file!));
+            AtomicFile.WriteText(Path.Combine(full, GenerationConfigFile), generationJson);
+            AtomicFile.WriteText(config, configJson);
+        }
     }
 
     /// <summary>Groups tensors into shards of at most <paramref name="maxShardBytes"/> (transformers 4.40's shard_checkpoint).</summary>
@@ -216,7 +220,7 @@ public static class ModelIO
         using var checkpoint = Checkpoint.Open(directory);
         checkpoint.Check(config.TensorShapes(), config.TieWordEmbeddings);
         var model = new LlamaForCausalLM(config, device, dtype);
-        try { checkpoint.CopyInto(BaseParameters(model), config.TieWordEmbeddings, allowNonFinite, verifyFirst: false); }
+        try { checkpoint.CopyInto(Parameters(model), config.TieWordEmbeddings, allowNonFinite, verifyFirst: false); }
         catch { model.Dispose(); throw; }
         return model;
     }
@@ -301,13 +305,18 @@ public static class ModelIO
 
     static string Short(JsonNode? n) { string s = n?.ToJsonString() ?? "null"; return s.Length <= 60 ? s : s[..57] + "…"; }
 
-    /// <summary>Copies the weights of a Hugging Face folder into a model (adapters, if any, are kept and untouched).
-    /// Every header is checked first (<see cref="CheckpointMismatchException"/> listing every missing, unexpected or
-    /// wrongly shaped tensor), then every tensor is read and checked (finite, a repeated tied head equal to the embedding)
-    /// before the first one is copied, so a refused checkpoint leaves the model as it was.</summary>
-    public static void LoadWeights(LlamaForCausalLM model, string directory, bool allowNonFinite = false)
+    /// <summary>Copies the weights of a Hugging Face folder into a model (a model with adapters: <c>Mora.Adapters.AdaptedModelIO.LoadWeights</c>,
+    /// which keeps them). Every header is checked first (<see cref="CheckpointMismatchException"/> listing every missing,
+    /// unexpected or wrongly shaped tensor), then every tensor is read and checked (finite, a repeated tied head equal to
+    /// the embedding) before the first one is copied, so a refused checkpoint leaves the model as it was.</summary>
+    public static void LoadWeights(LlamaForCausalLM model, string directory, bool allowNonFinite = false) =>
+        LoadWeights(model, Parameters(model), directory, allowNonFinite);
+
+    /// <summary>As <see cref="LoadWeights(LlamaForCausalLM, string, bool)"/>, into <paramref name="targets"/>: the
+    /// parameters that hold <paramref name="model"/>'s weights under their Hugging Face names (for a model with adapters,
+    /// the wrapped layers' base weights).</summary>
+    public static void LoadWeights(LlamaForCausalLM model, IReadOnlyList<(string Name, Parameter Parameter)> targets, string directory, bool allowNonFinite = false)
     {
-        var targets = BaseParameters(model);
         using var checkpoint = Checkpoint.Open(directory);
         checkpoint.Check(targets.Select(t => (t.Name, t.Parameter.shape)).ToList(), model.Config.TieWordEmbeddings);
         checkpoint.CopyInto(targets, model.Config.TieWordEmbeddings, allowNonFinite, verifyFirst: true);
@@ -393,7 +402,7 @@ public static class ModelIO
         /// <summary>Copies every target from the files (converted to its dtype and device). Each tensor is checked to be
         /// finite unless <paramref name="allowNonFinite"/>; a tied model's stored lm_head.weight must equal the stored
         /// embedding. With <paramref name="verifyFirst"/> all checks run over all tensors before the first copy.</summary>
-        public void CopyInto(IReadOnlyList<(string Name, Parameter Parameter, AdaptedLinear? Layer)> targets, bool tied, bool allowNonFinite, bool verifyFirst)
+        public void CopyInto(IReadOnlyList<(string Name, Parameter Parameter)> targets, bool tied, bool allowNonFinite, bool verifyFirst)
         {
             if (tied && _tensors.ContainsKey("lm_head.weight") && _tensors.ContainsKey("model.embed_tokens.weight"))
             {
@@ -407,14 +416,14 @@ public static class ModelIO
                         $"differs from model.embed_tokens.weight, but config.json has tie_word_embeddings true: transformers would silently use the embedding as the head; the kit refuses (set tie_word_embeddings false if the head is separate)");
             }
             if (verifyFirst && !allowNonFinite)
-                foreach (var (name, _, _) in targets)
+                foreach (var (name, _) in targets)
                 {
                     var (reader, entry) = _tensors[name];
                     using var t = reader.Read(entry);
                     CheckFinite(t, name, reader.Path);
                 }
             using var _ = no_grad();
-            foreach (var (name, p, _) in targets)
+            foreach (var (name, p) in targets)
             {
                 var (reader, entry) = _tensors[name];
                 using var t = reader.Read(entry);
