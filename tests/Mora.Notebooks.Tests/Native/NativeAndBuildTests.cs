@@ -151,7 +151,8 @@ public class NotebookKernelNativeFixTests
             File.WriteAllBytes(cached + ".test", bytes);
             File.Move(cached + ".test", cached, overwrite: true);
         }
-        string dll = Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll").Replace("\\", "/");
+        // As notebooks/setup.dib references it: the top of the library, whose dependencies the kernel finds beside it.
+        string dll = Path.Combine(AppContext.BaseDirectory, "Mora.Experiments.dll").Replace("\\", "/");
         using var kernel = new Mora.Notebooks.KernelSession(TestSupport.RepoRoot);
         var restore = kernel.Submit("#r \"nuget: TorchSharp, 0.107.0\"\n#r \"nuget: libtorch-cpu-linux-x64, 2.10.0\"", TimeSpan.FromMinutes(5));
         Assert.True(restore.Ok, $"restore cell failed (is the local tool restored? run 'dotnet tool restore'): {restore.Error}");

@@ -1,7 +1,5 @@
-using Mora.Adapters;
 using Mora.Data;
 using Mora.Model;
-using Mora.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 

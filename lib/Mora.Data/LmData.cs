@@ -1,8 +1,7 @@
-using Mora.Data;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Mora.Training;
+namespace Mora.Data;
 
 /// <summary>One training sequence: token ids, and how many leading tokens are prompt (no loss on them when the task
 /// masks the prompt; 0 = loss on every token, as in pretraining).</summary>

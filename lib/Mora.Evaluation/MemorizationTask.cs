@@ -1,9 +1,7 @@
 using Mora.Data;
-using Mora.Evaluation;
 using Mora.Model;
-using Mora.Training;
 
-namespace Mora.Experiments;
+namespace Mora.Evaluation;
 
 /// <summary>
 /// The UUID memorisation task ready to train: each pair becomes <c>[BOS] key= value [EOS]</c> with loss on the value,

@@ -115,7 +115,9 @@ public sealed record TrainConfig
         _ => throw new ArgumentException($"unknown dtype '{name}'; use float32, bfloat16, float16 or float64", nameof(DType)),
     };
 
-    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Converters = { new JsonStringEnumConverter() } };
+    /// <summary>The JSON options of the run files (<c>run.json</c>'s config and adapter, enums as names): what
+    /// <see cref="Trainer"/> writes them with and a reader of a finished run reads them with.</summary>
+    public static readonly JsonSerializerOptions Json = new() { WriteIndented = true, Converters = { new JsonStringEnumConverter() } };
 
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 }

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text;
 using Mora.Adapters;
 using Mora.Data;
-using Mora.Experiments;
+using Mora.Evaluation;
 using Mora.IO;
 using Mora.Model;
 using Mora.Training;

@@ -11,7 +11,7 @@ namespace Mora.Figures;
 /// <item><c>image/png</c>: the same curves drawn by ScottPlot (GitHub's viewer and nbconvert show it);</item>
 /// <item><c>text/html</c>: that PNG as an inline image, so an HTML view needs no script and no CDN.</item>
 /// </list>
-/// <c>notebooks/setup.dib</c> registers one formatter per form; <see cref="RunFigures"/> and <see cref="Notebooks.NotebookCharts"/>
+/// <c>notebooks/setup.dib</c> registers one formatter per form; <see cref="RunFigures"/> and the notebooks' <c>Mora.Notebooks.NotebookCharts</c>
 /// make them.
 /// </summary>
 /// <param name="Chart">the interactive chart (also what the offline HTML figure files hold)</param>

@@ -19,11 +19,4 @@ public static class TokenizerVocabularyCheck
             throw new TokenizerFormatException(tokenizer.SourcePath, "",
                 $"can produce id {max} ('{tokenizer.IdToToken(max) ?? "?"}'), but the model's vocab_size in {modelConfigPath} is {modelVocabSize}: the tokenizer does not belong to this model");
     }
-
-    /// <summary>The same check against the <c>config.json</c> of a model folder.</summary>
-    public static void AgainstModel(HfTokenizer tokenizer, string modelDirectory)
-    {
-        var config = Mora.Model.ModelIO.ReadConfig(modelDirectory);
-        AgainstModel(tokenizer, config.VocabSize, Path.Combine(modelDirectory, "config.json"));
-    }
 }

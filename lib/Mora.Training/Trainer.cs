@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Mora.Adapters;
+using Mora.Data;
 using Mora.IO;
 using Mora.Model;
 using TorchSharp;
