@@ -66,7 +66,7 @@ public sealed class CharTokenizer : ITextTokenizer
 public sealed record TokenizedText(int[] Ids, string[] Tokens);
 
 /// <summary>
-/// A Hugging Face <c>tokenizer.json</c>, read and run by the kit itself (lib/Data/Tokenization, pure C#) with the
+/// A Hugging Face <c>tokenizer.json</c>, read and run by the kit itself (lib/Mora.Data/Tokenization, pure C#) with the
 /// semantics of the official tokenizers library 0.23.2: added tokens (longest match first, <c>special</c>,
 /// <c>normalized</c>, <c>lstrip</c>, <c>rstrip</c>, <c>single_word</c>), normalizers, pre-tokenizers, BPE / Unigram /
 /// WordPiece / WordLevel models, post-processors and decoders. Whatever in a file would change the ids and is not

@@ -9,7 +9,7 @@ Unicode 9.0. Normalization data is stable across versions (a character's decompo
 change once assigned), so Unicode 9.0's tables are Unicode 15.0's restricted to the characters assigned by 9.0
 (DerivedAge <= 9.0): that is what this script writes.
 
-Run: python3 lib/Data/Tokenization/gen_unicode_tables.py [/usr/share/unicode]
+Run: python3 lib/Mora.Data/Tokenization/gen_unicode_tables.py [/usr/share/unicode]
 """
 import os
 import re
