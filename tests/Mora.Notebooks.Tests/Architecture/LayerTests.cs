@@ -222,6 +222,22 @@ public class LayerTests
         Assert.Contains(sources, s => s.Project == "Mora.Adapters" && Layers.NamespacesUsed(File.ReadAllText(Path.Combine(Root, s.File))).Contains("Mora.Model"));
     }
 
+    /// <summary>Every assembly of the library but the core, and the command line, runs the core's module initializer
+    /// (the TorchSharp native fix) before its own code: <c>TorchRuntimeFirst</c>, linked by lib/Directory.Build.props.</summary>
+    [Fact]
+    public void EveryOtherAssemblyRunsTheCoresNativeFixFirst()
+    {
+        foreach (string project in Layers.Graph.Keys.Where(p => p != "Mora.Core"))
+        {
+            var assembly = System.Reflection.Assembly.Load(project);
+            var first = assembly.GetType("TorchRuntimeFirst");
+            Assert.True(first is not null, $"{project} does not compile lib/TorchRuntimeFirst.cs");
+            var init = first!.GetMethod("Initialize", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic);
+            Assert.True(init?.GetCustomAttributes(typeof(System.Runtime.CompilerServices.ModuleInitializerAttribute), false).Length == 1, $"{project}: TorchRuntimeFirst.Initialize is not its module initializer");
+        }
+        Assert.Null(typeof(Mora.Native.TorchRuntime).Assembly.GetType("TorchRuntimeFirst"));
+    }
+
     /// <summary>The checks fail, naming the edge, on the cycles this layering removed (the operators using the model's
     /// rotary code, the model saving through the adapters, evaluation using training's data, analysis and the benchmark
     /// reaching into the experiments); comments and strings that name a namespace do not count.</summary>
