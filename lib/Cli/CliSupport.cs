@@ -135,13 +135,11 @@ static class CliSupport
     /// <summary>Writes the command that made a folder's files into <paramref name="path"/> (COMMAND.txt).</summary>
     public static void WriteCommand(string path) => AtomicFile.WriteText(path, CommandText + "\n");
 
-    /// <summary>Sets libtorch's CPU threads when <paramref name="threads"/> is given.</summary>
+    /// <summary>Sets libtorch's CPU threads: <paramref name="threads"/> (--threads) when given, else the kit's rule (<see cref="Mora.Native.CpuThreads"/>); prints the choice in one line.</summary>
     public static void SetThreads(int? threads)
     {
-        if (threads is not { } n) return;
-        if (n <= 0) throw new ArgumentException($"threads must be positive, got {n}", "threads");
-        TorchRuntime.Ensure();
-        TorchSharp.torch.set_num_threads(n);
+        var choice = Mora.Native.CpuThreads.Configure(threads);     // --threads, else the kit's rule (MORA_THREADS, OMP_NUM_THREADS, cores)
+        Console.WriteLine(choice);
     }
 
     /// <summary>Runs an experiment from the command line in <paramref name="outDir"/> (default runs/&lt;kind&gt;-&lt;preset&gt;):

@@ -14,6 +14,7 @@ var root = new RootCommand(
     InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(), MemorizationCommand.Create(), Gsm8kCommand.Create(),
     PretrainCommand.Create(), ContinualCommand.Create(),
     BenchCommand.Create(), PlotCommand.Create(), ClaimsCommand.Create(), BundleCommand.Create(),
+    EvidenceCommand.Create(),
 };
 root.SetAction(_ => MemorizationCommand.DefaultJob());
 

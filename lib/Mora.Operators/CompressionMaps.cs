@@ -226,9 +226,10 @@ public sealed class Blocks(int k, int rHat) : BlockCompression(k, rHat)
 
 /// <summary>
 /// Paper Eq. 9 (reference type 6): block t of the filled input rotated by the RoPE rotation R_t (<see cref="Rotary"/>,
-/// angles t·θ_i, θ_i = 10000^(−2i/r̂)) before M, so the blocks are told apart; core C_t = M R_t. The forward rotates M's
-/// n copies (n·r̂² values) rather than the input (tokens·n·r̂ values) and makes one batched product over the blocks: same
-/// FLOPs for M and no rotated copy of the input kept for the backward. <see cref="Apply"/> still returns the rotated blocks.
+/// angles t·θ_i, θ_i = 10000^(−2i/r̂)) before M, so the blocks are told apart; core C_t = M R_t. The forward either rotates
+/// M's n copies (n·r̂² values) and makes one batched product over the blocks (no rotated copy of the input kept for the
+/// backward), or rotates the input (tokens·n·r̂ values) and makes one matrix product (fewer kernels, no transposing
+/// copies): <see cref="RotationFormulation"/>, chosen per device. <see cref="Apply"/> returns the rotated blocks.
 /// Tables are built once per device and dtype.
 /// </summary>
 public sealed class RotatedBlocks : BlockCompression
@@ -237,6 +238,7 @@ public sealed class RotatedBlocks : BlockCompression
     public const double RopeBase = 10000.0;
 
     readonly PerDevice<(Tensor Cos, Tensor Sin)> _tables;
+    readonly PerDevice<Tensor> _signedSin;
 
     /// <exception cref="ArgumentException">odd <paramref name="rHat"/></exception>
     public RotatedBlocks(int k, int rHat) : base(k, rHat)
@@ -245,6 +247,12 @@ public sealed class RotatedBlocks : BlockCompression
             throw new ArgumentException($"the rotation design (type 6) needs an even r̂, got {rHat}", nameof(rHat));
         _tables = new((device, dtype) => Rotary.Tables(RHat, 0, Fill.Blocks, RopeBase, dtype, device),
                       t => (t.Cos.DetachFromDisposeScope(), t.Sin.DetachFromDisposeScope()));
+        _signedSin = new((device, dtype) =>
+        {
+            var (_, sin) = Tables(device, dtype);
+            using var sign = cat([full(rHat / 2, -1.0, dtype: dtype, device: device), ones(rHat / 2, dtype: dtype, device: device)]);
+            return sin * sign;
+        }, t => t.DetachFromDisposeScope());
     }
 
     /// <summary>cos and sin of block t's angles, (n, r̂) each.</summary>
@@ -254,13 +262,34 @@ public sealed class RotatedBlocks : BlockCompression
     public override Tensor Apply(Tensor x)
     {
         using var blocks = Fill.Apply(x);
-        var (cos, sin) = Tables(x.device, x.dtype);
-        return Rotary.Apply(blocks, cos, sin);
+        return Rotate(blocks, Tables(x.device, x.dtype).Cos, _signedSin.Get(x.device, x.dtype), transposed: false);
     }
 
-    /// <summary>M (R_t x_t) = (M R_t) x_t for every block, as one batched product.</summary>
+    /// <summary>
+    /// R_t x (or R_tᵀ x) over the last axis, by <see cref="Rotary"/>'s rotation R_t x = x∘cos_t + rotate_half(x)∘sin_t
+    /// written with one roll: rotate_half([x₁, x₂]) = [−x₂, x₁] and sin_t = [s, s] (each angle used twice), so
+    /// rotate_half(x)∘sin_t = roll(x, r̂/2)∘[−s, s] (<c>_signedSin</c>). The same products and sums, so the same values bit
+    /// for bit ((−a)·b = a·(−b) in IEEE arithmetic), in four kernels where narrow, neg and cat took five, and two where
+    /// their backward took seven (figures/bench/launches; addcmul would save one kernel forward and cost one backward).
+    /// R_tᵀ x = x∘cos_t − rotate_half(x)∘sin_t.
+    /// </summary>
+    static Tensor Rotate(Tensor x, Tensor cos, Tensor signedSin, bool transposed)
+    {
+        using var rolled = x.roll(x.shape[^1] / 2, -1);                   // [x₂, x₁]
+        using var straight = x * cos;
+        using var turned = rolled * signedSin;                             // rotate_half(x)∘sin_t
+        return transposed ? straight - turned : straight + turned;
+    }
+
+    /// <summary>M R_t x_t for every block, (…, k) → (…, n, r̂), by the formulation <see cref="RotationFormulations.For"/>
+    /// gives for x's device: (M R_t) x_t as one batched product over the blocks, or M (R_t x_t) as one matrix product.</summary>
     public override Tensor TimesM(Tensor x, Tensor m)
     {
+        if (RotationFormulations.For(x.device.type) == RotationFormulation.RotateInput)
+        {
+            using var rotated = Apply(x);                                  // (…, n, r̂): R_t x_t
+            return rotated.matmul(m.t());
+        }
         using var blocks = Fill.Apply(x);                                  // (…, n, r̂)
         using var cores = Cores(m);                                        // (n, r̂, r̂)
         return einsum("...nr,nsr->...ns", blocks, cores);
@@ -269,10 +298,9 @@ public sealed class RotatedBlocks : BlockCompression
     /// <summary>M R_t for every block, (n, r̂, r̂): row i of M R_t is R_tᵀ applied to row i of M.</summary>
     public override Tensor Cores(Tensor m)
     {
-        var (cos, sin) = Tables(m.device, m.dtype);                       // (n, r̂)
-        using var rows = m.unsqueeze(0);
-        using var c = cos.unsqueeze(1);
-        using var s = sin.unsqueeze(1);
-        return Rotary.ApplyTransposed(rows, c, s);
+        using var c = Tables(m.device, m.dtype).Cos.unsqueeze(1);         // (n, 1, r̂)
+        using var s = _signedSin.Get(m.device, m.dtype).unsqueeze(1);
+        using var rows = m.unsqueeze(0);                                   // (1, r̂, r̂)
+        return Rotate(rows, c, s, transposed: true);
     }
 }

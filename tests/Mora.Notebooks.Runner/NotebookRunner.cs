@@ -89,7 +89,9 @@ public sealed class KernelSession : IDisposable
 
     public void Dispose()
     {
-        try { _process.StandardInput.Close(); if (!_process.WaitForExit(3000)) _process.Kill(true); } catch (InvalidOperationException) { }
+        // Kill the whole tree while `dotnet` (the muxer) still runs: closing stdin first let the muxer exit and left the
+        // kernel itself (Microsoft.DotNet.Interactive.App) orphaned, spinning at a fifth of a core after every test.
+        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); _process.WaitForExit(5000); } catch (InvalidOperationException) { }
         _process.Dispose();
     }
 }

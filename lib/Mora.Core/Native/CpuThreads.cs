@@ -53,11 +53,20 @@ public static class CpuThreads
         return new(t, $"half of {cores} cores; {Variable}=N to change");
     }
 
-    /// <summary>Applies the rule once per process (later calls return the first choice).</summary>
-    public static CpuThreadChoice Configure()
+    /// <summary>Applies the rule once per process (later calls return the first choice), or, with
+    /// <paramref name="threads"/> (a command's <c>--threads</c>), that number, which later calls keep.</summary>
+    /// <exception cref="ArgumentException"><paramref name="threads"/> is not from 1 to 1024</exception>
+    public static CpuThreadChoice Configure(int? threads = null)
     {
         lock (Gate)
         {
+            if (threads is { } n)
+            {
+                if (n is < 1 or > 1024) throw new ArgumentException($"threads must be a whole number from 1 to 1024, got {n}", "threads");
+                TorchRuntime.Ensure();
+                torch.set_num_threads(n);
+                return _choice = new(torch.get_num_threads(), $"--threads {n}");
+            }
             if (_choice is not null) return _choice;
             TorchRuntime.Ensure();
             var env = new Dictionary<string, string?>

@@ -69,7 +69,7 @@ public static class LibTorchBinding
         string folder;
         if (!string.IsNullOrWhiteSpace(env)) { source = EnvironmentVariable; folder = env.Trim(); }
         else if (BuildBackend == "pytorch") { source = "python3 torch"; folder = FindPythonTorch(); }
-        else return new LibTorchReport(BuildBackend, "package natives", null, []);
+        else return PackageNatives(libTorchSharp);
 
         if (!OperatingSystem.IsLinux())
             throw new LibTorchException($"{EnvironmentVariable} / TorchBackend=pytorch is supported on Linux only (set here: {folder}).");
@@ -102,6 +102,62 @@ public static class LibTorchBinding
             loaded.Add(lib);
         }
         return new LibTorchReport(BuildBackend, source, check, loaded);
+    }
+
+    /// <summary>
+    /// The CPU package natives, preloaded by full path (Linux, a <c>cpu</c> build), so that a libtorch in the system's
+    /// library path is never the one bound: in a notebook kernel TorchSharp.dll sits in the NuGet cache, away from the
+    /// natives, and TorchSharp's loader asks the dynamic loader for <c>libtorch_cpu.so</c> by name, which finds, for
+    /// instance, the libtorch 1.13 that Debian's python3-torch installs in /usr/lib/x86_64-linux-gnu, and then fails to
+    /// load its binding. A library loaded by path answers later requests for its name. The folders tried: the binding's
+    /// own, the app's (and its runtimes/linux-x64/native), then the libtorch-cpu-linux-x64 package in the NuGet cache,
+    /// newest first; the first whose libraries define every symbol the binding imports is loaded. None found: nothing is
+    /// preloaded (TorchSharp's own search runs as before).
+    /// </summary>
+    static LibTorchReport PackageNatives(string? libTorchSharp)
+    {
+        var none = new LibTorchReport(BuildBackend, "package natives", null, []);
+        if (!OperatingSystem.IsLinux() || libTorchSharp is null || BuildBackend != "cpu") return none;
+        foreach (string folder in PackageNativeFolders(libTorchSharp))
+        {
+            LibTorchCheck check;
+            try { check = Check(folder, libTorchSharp); }
+            catch (LibTorchException) { continue; }
+            if (!check.AllResolve) continue;
+            var loaded = new List<string>();
+            foreach (string lib in check.LoadOrder)
+            {
+                try { NativeLibrary.Load(lib); }
+                catch (Exception e) when (e is DllNotFoundException or BadImageFormatException)
+                {
+                    throw new LibTorchException($"Loading the package's {lib} failed (loaded before it: " +
+                        $"{(loaded.Count == 0 ? "none" : string.Join(", ", loaded.Select(Path.GetFileName)))}): {e.Message}", e);
+                }
+                loaded.Add(lib);
+            }
+            return new LibTorchReport(BuildBackend, "package natives", check, loaded);
+        }
+        return none;
+    }
+
+    static IEnumerable<string> PackageNativeFolders(string libTorchSharp)
+    {
+        string rid = RuntimeInformation.OSArchitecture == Architecture.Arm64 ? "linux-arm64" : "linux-x64";
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var candidates = new List<string?>
+        {
+            Path.GetDirectoryName(libTorchSharp), AppContext.BaseDirectory, Path.Combine(AppContext.BaseDirectory, "runtimes", rid, "native"),
+        };
+        string package = Path.Combine(TorchRuntime.NuGetPackagesRoot, $"libtorch-cpu-{rid}");
+        if (Directory.Exists(package))
+            candidates.AddRange(Directory.GetDirectories(package).OrderByDescending(d => Version.TryParse(Path.GetFileName(d), out var v) ? v : new Version())
+                .Select(d => Path.Combine(d, "runtimes", rid, "native")));
+        foreach (string? c in candidates)
+        {
+            if (string.IsNullOrEmpty(c)) continue;
+            string full = Path.GetFullPath(c);
+            if (seen.Add(full) && File.Exists(Path.Combine(full, "libtorch_cpu.so"))) yield return full;
+        }
     }
 
     /// <summary>A libtorch_cpu.so other than <paramref name="folder"/>'s in the folders the .NET host searches for

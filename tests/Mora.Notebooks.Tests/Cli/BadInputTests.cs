@@ -194,7 +194,7 @@ public class BadInputCliTests
         string tokenizer = Path.Combine(TestSupport.TestData, "tokenizers", "files", "mistral-v0.1", "tokenizer.json");
         File.Copy(tokenizer, Path.Combine(small, "tokenizer.json"));
         var r = Cli($"gsm8k {Small} --base \"{small}\" --out \"{TestSupport.TempDir()}\"");
-        Refused(r, "--base", Path.Combine(small, "tokenizer.json"), Path.Combine(small, "config.json"), "vocab_size 101");
+        Refused(r, "--base", Path.Combine(small, "tokenizer.json"), Path.Combine(small, "config.json"), "vocab_size", "is 101", "can produce id 31999");
         // A base whose context is shorter than the problems: refused before anything is written, not in the trainer.
         string dir = TestSupport.TempDir();
         Refused(Cli($"gsm8k {Small} --base \"{Base(context: 64)}\" --out \"{dir}\""), "--base", "max_position_embeddings 64");

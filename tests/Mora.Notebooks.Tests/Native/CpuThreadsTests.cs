@@ -40,6 +40,13 @@ public class CpuThreadsTests
         Assert.Contains(value, e.Message);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    [InlineData(2000)]
+    public void ABadThreadsOptionIsNamed(int threads) =>
+        Assert.Contains("threads", Assert.Throws<ArgumentException>(() => CpuThreads.Configure(threads)).Message);
+
     [Fact]
     public void TheTestProcessRunsTheRule()
     {

@@ -92,6 +92,24 @@ public class NativeAndBuildTests
         return (p.ExitCode, stdout.Result + stderr.Result);
     }
 
+    /// <summary>A cpu build binds the package's own libtorch by full path, so a libtorch in the system's library path
+    /// (Debian's python3-torch puts libtorch 1.13 in /usr/lib/x86_64-linux-gnu) is never the one TorchSharp loads; this
+    /// machine had it installed when a notebook kernel failed that way.</summary>
+    [Fact]
+    public void TheCpuBuildPreloadsThePackagesOwnLibTorch()
+    {
+        if (!OperatingSystem.IsLinux() || LibTorchBinding.BuildBackend != "cpu" || Environment.GetEnvironmentVariable(LibTorchBinding.EnvironmentVariable) is not null) return;
+        var report = TorchRuntime.Ensure().LibTorch;
+        Assert.Equal("package natives", report.Source);
+        Assert.NotNull(report.Check);
+        Assert.True(report.Check!.AllResolve, report.Check.Summary);
+        Assert.Contains(report.Preloaded, p => Path.GetFileName(p) == "libtorch_cpu.so");
+        foreach (var lib in report.Preloaded)
+            Assert.False(lib.StartsWith("/usr/", StringComparison.Ordinal) || lib.StartsWith("/lib", StringComparison.Ordinal), $"{lib} is a system library");
+        var maps = File.ReadAllLines("/proc/self/maps").Where(l => l.Contains("libtorch_cpu.so", StringComparison.Ordinal)).Select(l => l[l.IndexOf('/')..]).Distinct().ToList();
+        Assert.True(maps.Count == 1, $"libtorch_cpu mapped from {string.Join(", ", maps)}");
+    }
+
     /// <summary>A first build on an empty NuGet cache says what it downloads, on the console, in a form `dotnet run` (which
     /// builds quietly) still shows; with the cache filled it says nothing.</summary>
     [Fact]

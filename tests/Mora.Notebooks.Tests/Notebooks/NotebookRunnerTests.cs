@@ -22,6 +22,42 @@ public class NotebookRunnerTests
         Assert.Contains(named, output);
     }
 
+    /// <summary>Disposing a kernel session ends the kernel itself, not only the `dotnet` muxer that started it: an orphaned
+    /// kernel spun at a fifth of a core after every notebook test and slowed every test after it.</summary>
+    [Fact]
+    public void DisposingASessionLeavesNoKernelRunning()
+    {
+        if (!OperatingSystem.IsLinux()) return;     // the process tree is read from /proc
+        // As a notebook does: the setup cell (TorchSharp, libtorch and its OpenMP threads loaded), then a tensor.
+        var kernel = new KernelSession(Path.Combine(TestSupport.RepoRoot, "notebooks"));
+        var setup = kernel.Submit("#!import setup.dib", TimeSpan.FromMinutes(5));
+        Assert.True(setup.Ok, setup.Error);
+        var ok = kernel.Submit("Console.WriteLine(torch.ones(4).sum().item<float>());", TimeSpan.FromMinutes(2));
+        Assert.True(ok.Ok, ok.Error);
+        var tree = Descendants(kernel.ProcessId).Append(kernel.ProcessId).ToList();
+        Assert.True(tree.Count >= 2, $"expected the muxer and the kernel, found {tree.Count} process(es)");
+        kernel.Dispose();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (tree.Any(Alive) && DateTime.UtcNow < deadline) Thread.Sleep(100);
+        Assert.True(!tree.Any(Alive), $"still running after Dispose: {string.Join(", ", tree.Where(Alive))}");
+    }
+
+    static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Split(") ")[^1].StartsWith('Z');
+
+    static IEnumerable<int> Descendants(int pid)
+    {
+        foreach (string task in Directory.Exists($"/proc/{pid}/task") ? Directory.GetDirectories($"/proc/{pid}/task") : [])
+        {
+            string file = Path.Combine(task, "children");
+            if (!File.Exists(file)) continue;
+            foreach (var child in File.ReadAllText(file).Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse))
+            {
+                yield return child;
+                foreach (var d in Descendants(child)) yield return d;
+            }
+        }
+    }
+
     [Fact]
     public void TheLibraryHasNoKernelDriving()
     {
