@@ -28,7 +28,7 @@ public static class Layers
         ["Mora.Data"] = ["Mora.Core"],                                       // tokenizers, data sets, LmData
         ["Mora.Evaluation"] = ["Mora.Model", "Mora.Data"],                   // metrics, statistics; not training
         ["Mora.Training"] = ["Mora.Model", "Mora.Adapters", "Mora.Data"],    // the trainer and run files
-        ["Mora.Analysis"] = ["Mora.Training", "Mora.Evaluation"],            // spectra, Bench/, Figures/
+        ["Mora.Analysis"] = ["Mora.Training", "Mora.Evaluation"],            // spectra, Bench/, Figures/, Evidence/
         ["Mora.Experiments"] = ["Mora.Analysis", "Mora.Training", "Mora.Evaluation"],   // the pipeline, its tasks, Notebooks/
         [CommandLine] = ["Mora.Experiments", "Mora.Analysis"],               // lib/Cli
     };
@@ -219,6 +219,7 @@ public class LayerTests
         Assert.Equal("Mora.Model", owner["Mora.Model"]);
         Assert.Equal("Mora.Experiments", owner["Mora.Notebooks"]);
         Assert.Equal("Mora.Analysis", owner["Mora.Figures"]);
+        Assert.Equal("Mora.Analysis", owner["Mora.Evidence"]);           // the GPU evidence run's parts: analysis, not experiments
         Assert.Contains(sources, s => s.Project == "Mora.Adapters" && Layers.NamespacesUsed(File.ReadAllText(Path.Combine(Root, s.File))).Contains("Mora.Model"));
     }
 
