@@ -37,7 +37,7 @@ import time
 SKIP = 77
 
 # ATen operators that launch no kernel themselves (views, metadata, bare allocation, conjugation checks, and to /
-# contiguous, whose copies are counted inside them). The same list as the kit's OpTrace.NoKernel (lib/Evidence/OpTrace.cs);
+# contiguous, whose copies are counted inside them). The same list as the kit's OpTrace.NoKernel (lib/Mora.Analysis/Evidence/OpTrace.cs);
 # a test holds the two equal.
 NO_KERNEL = {
     "aten::empty", "aten::empty_strided", "aten::empty_like", "aten::view", "aten::_unsafe_view", "aten::reshape",

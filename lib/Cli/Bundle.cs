@@ -15,6 +15,10 @@ namespace Mora.Cli;
 public static class KitBundle
 {
     const string Project = "Mora.Notebooks.csproj";
+    /// <summary>What a build of the kit reads at the repository root besides <c>lib/</c> (which holds the library's
+    /// projects and their shared props): the command line's project, the settings and the TorchBackend choice every
+    /// project shares, and the package versions.</summary>
+    static readonly string[] RootBuildFiles = [Project, "Directory.Build.props", "Directory.Packages.props"];
 
     /// <summary>Builds the bundle into <paramref name="outDir"/> (default <c>&lt;repository&gt;/.device</c>) and returns its files.</summary>
     public static IReadOnlyList<string> Create(string? outDir, TextWriter log)
@@ -28,7 +32,7 @@ public static class KitBundle
             // A copy of the sources, so the pytorch restore does not replace this checkout's obj/ (cpu) assets.
             string src = Path.Combine(work, "src"), app = Path.Combine(work, "app");
             Directory.CreateDirectory(src);
-            File.Copy(Path.Combine(root, Project), Path.Combine(src, Project));
+            foreach (string file in RootBuildFiles) File.Copy(Path.Combine(root, file), Path.Combine(src, file));
             CopyTree(Path.Combine(root, "lib"), Path.Combine(src, "lib"));
             log.WriteLine($"publishing {Project} with -p:TorchBackend=pytorch ...");
             Exec(DotnetHost(), ["publish", Path.Combine(src, Project), "-c", "Release", "-p:TorchBackend=pytorch", "-o", app, "-nologo", "-v", "quiet"], work);

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Mora.Adapters;
 using Mora.Evidence;
 using Mora.IO;
 using Mora.Native;
@@ -106,7 +107,7 @@ static class EvidenceCommand
     static Command TrainStep()
     {
         var o = new StepOptions(20);
-        var methods = o.Names.Bind(CliSupport.TypedList("--methods", t => Mora.Experiments.MethodSpec.Parse(t), "lora, dora, full, mora-<design> (default: lora mora-rotation mora-sharing full)"), "methods");
+        var methods = o.Names.Bind(CliSupport.TypedList("--methods", t => MethodSpec.Parse(t), "lora, dora, full, mora-<design> (default: lora mora-rotation mora-sharing full)"), "methods");
         var outDir = new Option<string>("--out") { Description = "folder of train-step.csv (rows are added or replaced)", Required = true };
         var command = new Command("train-step", "Time the kit's whole training step (the bench's: memorisation task, AdamW, 3 untimed steps) at any model preset, for the ratios against HF + PEFT.");
         foreach (var option in o.All.Append(methods).Append(outDir)) command.Options.Add(option);
@@ -114,7 +115,7 @@ static class EvidenceCommand
         {
             var (model, batch, steps, device, dtype, seed) = o.Values(pr);
             var ms = pr.GetValue(methods) is { Length: > 0 } m ? m
-                : [Mora.Experiments.MethodSpec.Lora, Mora.Experiments.MethodSpec.Mora(MoraType.Rotation), Mora.Experiments.MethodSpec.Mora(MoraType.Sharing), Mora.Experiments.MethodSpec.Full];
+                : [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation), MethodSpec.Mora(MoraType.Sharing), MethodSpec.Full];
             TorchRuntime.Ensure();
             CpuThreads.Configure();
             string dir = pr.GetValue(outDir)!;
@@ -129,7 +130,7 @@ static class EvidenceCommand
     static Command TrainRun()
     {
         var o = new StepOptions(60);
-        var method = o.Names.Bind(CliSupport.Typed("--method", t => Mora.Experiments.MethodSpec.Parse(t), "lora, dora, full, mora-<design>", Mora.Experiments.MethodSpec.Mora(MoraType.Rotation)), "method");
+        var method = o.Names.Bind(CliSupport.Typed("--method", t => MethodSpec.Parse(t), "lora, dora, full, mora-<design>", MethodSpec.Mora(MoraType.Rotation)), "method");
         var every = o.Names.Bind(new Option<int>("--checkpoint-every") { Description = "steps between checkpoints", DefaultValueFactory = _ => 20 }, "checkpointEvery");
         var outDir = new Option<string>("--out") { Description = "the run's folder (log.csv, run.json, checkpoints/); run again to resume", Required = true };
         var command = new Command("train-run", "One checkpointed memorisation run at a preset and dtype, resumed from its last checkpoint when started again (the run evidence.sh kills and resumes).");

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using Mora.Adapters;
 using Mora.Experiments;
 using Mora.Model;
 

@@ -16,7 +16,7 @@ namespace Mora.Cli;
 
 /// <summary>
 /// <c>evidence interop-export</c> and <c>evidence interop-check</c>: the kit's side of the interop check with the newest
-/// transformers and PEFT (bench/gpu/interop_check.py). Export writes a base checkpoint (<see cref="ModelIO.Save"/>),
+/// transformers and PEFT (bench/gpu/interop_check.py). Export writes a base checkpoint (<see cref="ModelIO.Save(LlamaForCausalLM, string, long)"/>),
 /// LoRA, DoRA and MoRA adapters (<see cref="AdapterIO.Save"/>) and the kit's logits on fixed ids; the Python side loads
 /// them with <c>from_pretrained</c> / <c>PeftModel.from_pretrained</c>, compares, and writes PEFT adapters of its own with
 /// their logits, which check reads back with <see cref="AdapterIO.Load"/> and compares. Tolerances: float32, max absolute

@@ -80,7 +80,7 @@ public class ReadmeExampleTests
         var options = ScriptOptions.Default
             .WithReferences(typeof(CompressDecompress).Assembly, typeof(torch).Assembly, typeof(ReadmeGlobals).Assembly)
             .WithImports("System", "System.IO", "System.Linq", "System.Collections.Generic", "TorchSharp", "TorchSharp.torch",
-                         "Mora", "Mora.Adapters", "Mora.Data", "Mora.Experiments", "Mora.Model", "Mora.Training", "Mora.Analysis", "Mora.IO");
+                         "Mora", "Mora.Adapters", "Mora.Data", "Mora.Evaluation", "Mora.Experiments", "Mora.Model", "Mora.Training", "Mora.Analysis", "Mora.IO");
         // `using static` is not an import option; the snippets call randn etc. as a file with `using static TorchSharp.torch;` would.
         // A script's top-level variables are fields, which `using var` cannot declare: there it becomes `var`, and the test
         // disposes what it reads back.

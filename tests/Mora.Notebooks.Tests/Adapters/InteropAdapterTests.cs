@@ -156,7 +156,7 @@ public class InteropAdapterTests(ITestOutputHelper output)
         var file = ReadTensors(Path.Combine(PeftDir(id), AdapterIO.WeightsFile));
         var expected = LoraMerged(reference.Base, file, _ => (config.R, config.Alpha), rsLora: false);
         Peft.MergeAll(model);
-        var mergedState = ModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
+        var mergedState = AdaptedModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
         double weights = expected.Max(kv => TestSupport.MaxAbs(mergedState[kv.Key + ".weight"], kv.Value));
         double merged = Logits(model, reference.InputIds, reference.LogitsMerged);
         output.WriteLine($"{id}: logits max |Δ| {logits:E2}, merged logits {merged:E2}, merged weights vs W + (α/r)BA {weights:E2}");
@@ -201,7 +201,7 @@ public class InteropAdapterTests(ITestOutputHelper output)
         double logits = Logits(model, reference.InputIds, reference.Logits);
         Peft.MergeAll(model);
         var forkMerged = ReadTensors(Path.Combine(ForkDir(id), "merged", "model.safetensors"));
-        var ours = ModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
+        var ours = AdaptedModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
         Assert.Equal(forkMerged.Keys.Order(), ours.Keys.Order());
         double weights = forkMerged.Max(kv => TestSupport.MaxAbs(ours[kv.Key], kv.Value));
         double merged = Logits(model, reference.InputIds, reference.LogitsMerged);
@@ -211,7 +211,7 @@ public class InteropAdapterTests(ITestOutputHelper output)
         Assert.True(weights <= WeightsTolerance, $"{id}: merged weights differ from the fork's merged/ by {weights}");
         // The adapter changed something: the merged model is not the base.
         using var baseModel = ModelIO.Load(BaseDir(reference.Base));
-        var baseState = ModelIO.BaseStateDict(baseModel).ToDictionary(t => t.Name, t => t.Tensor);
+        var baseState = AdaptedModelIO.BaseStateDict(baseModel).ToDictionary(t => t.Name, t => t.Tensor);
         Assert.True(forkMerged.Max(kv => TestSupport.MaxAbs(baseState[kv.Key], kv.Value)) > 1e-3);
         DisposeAll(file.Values); DisposeAll(forkMerged.Values); DisposeAll(ours.Values); DisposeAll(baseState.Values);
     }
@@ -319,7 +319,7 @@ public class InteropAdapterTests(ITestOutputHelper output)
         using var plain = LogitsWithWeights(reference.Base, reference.InputIds, lora.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float32)));
         Assert.True(TestSupport.MaxAbs(want, plain) > 1e-2, "the magnitudes should change the output");
         Peft.MergeAll(model);
-        var merged = ModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
+        var merged = AdaptedModelIO.BaseStateDict(model, mergeAdapters: true).ToDictionary(t => t.Name, t => t.Tensor);
         double weights = expected.Max(kv => TestSupport.MaxAbs(merged[kv.Key + ".weight"], kv.Value));
         output.WriteLine($"DoRA ({suffix}): logits vs m∘V/‖V‖ {logits:E2}, merged weights {weights:E2}");
         Assert.True(logits <= LogitsTolerance, $"DoRA logits differ by {logits}");

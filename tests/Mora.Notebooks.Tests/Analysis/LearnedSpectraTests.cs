@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Mora.Adapters;
 using Mora.Analysis;
 using Mora.Experiments;
 using Mora.Training;

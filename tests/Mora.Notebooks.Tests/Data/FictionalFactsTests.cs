@@ -1,3 +1,4 @@
+using Mora.Adapters;
 using Mora.Data;
 using Mora.Experiments;
 

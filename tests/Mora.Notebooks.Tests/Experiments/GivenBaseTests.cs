@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Mora.Adapters;
 using Mora.Data;
+using Mora.Evaluation;
 using Mora.Experiments;
 using Mora.IO;
 using Mora.Model;

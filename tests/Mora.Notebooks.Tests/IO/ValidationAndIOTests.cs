@@ -49,7 +49,7 @@ public class ValidationAndIOTests
         Assert.Equal("Dropout", Assert.Throws<ArgumentException>(() => (AdapterConfig.Lora() with { Dropout = 1.5 }).Validate()).ParamName);
         Assert.Equal("MoraType", Assert.Throws<ArgumentException>(() => (AdapterConfig.Mora() with { MoraType = (MoraType)42 }).Validate()).ParamName);
         Assert.Equal("TargetModules", Assert.Throws<ArgumentException>(() => (AdapterConfig.Mora() with { TargetModules = [] }).Validate()).ParamName);
-        Assert.Equal("method", Assert.Throws<ArgumentException>(() => Mora.Experiments.MethodSpec.Parse("qlora", "method")).ParamName);
+        Assert.Equal("method", Assert.Throws<ArgumentException>(() => Mora.Adapters.MethodSpec.Parse("qlora", "method")).ParamName);
         var layer = new MoraLinear(nn.Linear(16, 24), 4, MoraType.Sharing);
         using var wrong = randn(3, 15);
         Assert.Equal("x", Assert.Throws<ArgumentException>(() => layer.forward(wrong)).ParamName);

@@ -119,8 +119,8 @@ public class ModelTests
         model.eval();
         using var ids = randint(0, 100, [2, 8]);
         using var adapted = model.forward(ids);
-        ModelIO.Save(model, plain);
-        ModelIO.Save(model, merged, mergeAdapters: true);
+        AdaptedModelIO.Save(model, plain);
+        AdaptedModelIO.Save(model, merged, mergeAdapters: true);
         Assert.DoesNotContain(SafeTensors.ReadHeader(Path.Combine(plain, ModelIO.WeightsFile)).Entries, e => e.Name.Contains("lora") || e.Name.Contains("base_layer"));
         using var baseModel = ModelIO.Load(plain);
         using var mergedModel = ModelIO.Load(merged);
@@ -130,8 +130,40 @@ public class ModelTests
         Assert.True(TestSupport.MaxAbs(adapted, fromMerged) < 1e-4, "merged checkpoint must compute the adapted model (tolerance 1e-4)");
         Assert.True(TestSupport.MaxAbs(adapted, fromBase) > 1e-3, "the plain save holds the base weights only");
         // Loading base weights into an adapted model keeps its adapters.
-        ModelIO.LoadWeights(model, plain);
+        AdaptedModelIO.LoadWeights(model, plain);
         Assert.Equal(2 * 2, Peft.Adapters(model).Count);
+        // The model's own ModelIO knows nothing of adapters: it refuses the adapted model, naming a parameter and the way.
+        foreach (var refused in new[] { Record.Exception(() => ModelIO.Save(model, TestSupport.TempDir())), Record.Exception(() => ModelIO.LoadWeights(model, plain)) })
+        {
+            var e = Assert.IsType<ArgumentException>(refused);
+            Assert.Contains("base_layer", e.Message);
+            Assert.Contains("AdaptedModelIO", e.Message);
+        }
+    }
+
+    /// <summary>Without adapters the adapter-aware save writes the same files as the model's own, byte for byte; the
+    /// model's save takes only the weights its config describes, naming what does not fit.</summary>
+    [Fact]
+    public void AdapterAwareSavingOfAPlainModelIsTheModelsOwn()
+    {
+        string own = TestSupport.TempDir(), adapted = TestSupport.TempDir();
+        using var rng = TestSupport.TorchSeed();
+        using var model = NewModel();
+        ModelIO.Save(model, own);
+        AdaptedModelIO.Save(model, adapted);
+        foreach (var file in new[] { ModelIO.WeightsFile, ModelIO.ConfigFile, ModelIO.GenerationConfigFile })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(own, file)), File.ReadAllBytes(Path.Combine(adapted, file)));
+        var weights = ModelIO.StateDict(model);
+        try
+        {
+            var dropped = weights.Where(w => w.Name != "model.norm.weight").ToList();
+            var e = Assert.Throws<ArgumentException>(() => ModelIO.Save(model, dropped, TestSupport.TempDir()));
+            Assert.Contains("missing model.norm.weight", e.Message);
+            using var extra = randn(3);
+            e = Assert.Throws<ArgumentException>(() => ModelIO.Save(model, [.. weights, ("lora_A.weight", extra)], TestSupport.TempDir()));
+            Assert.Contains("lora_A.weight is not a weight of the config", e.Message);
+        }
+        finally { foreach (var (_, t) in weights) t.Dispose(); }
     }
 
     [Fact]
@@ -251,8 +283,8 @@ public class ModelTests
             using var adapted = model.forward(ids);
             Assert.True(TestSupport.MaxAbs(adapted, expected) > 1e-3, "the adapters should now change the logits");
             string plain = TestSupport.TempDir(), merged = TestSupport.TempDir();
-            ModelIO.Save(model, plain);
-            ModelIO.Save(model, merged, mergeAdapters: true);
+            AdaptedModelIO.Save(model, plain);
+            AdaptedModelIO.Save(model, merged, mergeAdapters: true);
             Assert.Contains(SafeTensors.ReadHeader(Path.Combine(plain, ModelIO.WeightsFile)).Entries, e => e.Name == "model.layers.0.self_attn.q_proj.bias");
             using var basePart = ModelIO.Load(plain);
             using var mergedModel = ModelIO.Load(merged);

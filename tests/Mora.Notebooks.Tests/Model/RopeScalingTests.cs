@@ -45,7 +45,7 @@ public class RopeScalingTests
     public void Llama3FrequenciesFollowThePublishedRule()
     {
         // Llama 3.1 8B: head_dim 128, rope_theta 500000, factor 8, low 1, high 4, original context 8192.
-        var kit = Rotary.InverseFrequencies(128, 500000, Llama31, 131072, 100);
+        var kit = RotaryEmbedding.InverseFrequencies(128, 500000, Llama31, 131072, 100);
         Close(Llama3Reference(128, 500000, 8, 1, 4, 8192), kit);
         var plain = Default(128, 500000);
         // The three bands are all present: high frequencies kept, low ones divided by 8, a ramp between.
@@ -69,7 +69,7 @@ public class RopeScalingTests
             double theta = Math.Pow(10, rng.NextDouble() * 3 + 3), factor = 1 + rng.NextDouble() * 31, low = 0.5 + rng.NextDouble() * 2, high = low + 0.1 + rng.NextDouble() * 6;
             int old = rng.Next(16, 20000);
             var s = new RopeScaling { Type = RopeType.Llama3, Factor = factor, LowFreqFactor = low, HighFreqFactor = high, OriginalMaxPositionEmbeddings = old };
-            Close(Llama3Reference(dim, theta, factor, low, high, old), Rotary.InverseFrequencies(dim, theta, s, 4 * old, 7));
+            Close(Llama3Reference(dim, theta, factor, low, high, old), RotaryEmbedding.InverseFrequencies(dim, theta, s, 4 * old, 7));
         }
     }
 
@@ -77,7 +77,7 @@ public class RopeScalingTests
     public void Llama3EdgeCases()
     {
         // Factor 1 is the identity, whatever the bands.
-        Close(Default(64, 500000), Rotary.InverseFrequencies(64, 500000, Llama31 with { Factor = 1 }, 0, 0));
+        Close(Default(64, 500000), RotaryEmbedding.InverseFrequencies(64, 500000, Llama31 with { Factor = 1 }, 0, 0));
         // low = high would divide by zero in the ramp: refused, naming the field (transformers' _validate_llama3_parameters).
         var e = Assert.Throws<ArgumentException>(() => (Llama31 with { LowFreqFactor = 4, HighFreqFactor = 4 }).Validate());
         Assert.Equal("rope_scaling.high_freq_factor", e.ParamName);
@@ -85,7 +85,7 @@ public class RopeScalingTests
         Assert.Equal("rope_scaling.factor", Assert.Throws<ArgumentException>(() => (Llama31 with { Factor = double.PositiveInfinity }).Validate()).ParamName);
         Assert.Equal("rope_scaling.original_max_position_embeddings", Assert.Throws<ArgumentException>(() => (Llama31 with { OriginalMaxPositionEmbeddings = 0 }).Validate()).ParamName);
         // The sequence length does not matter for llama3 (its frequencies are fixed).
-        Assert.Equal(Rotary.InverseFrequencies(128, 500000, Llama31, 131072, 5), Rotary.InverseFrequencies(128, 500000, Llama31, 131072, 100_000));
+        Assert.Equal(RotaryEmbedding.InverseFrequencies(128, 500000, Llama31, 131072, 5), RotaryEmbedding.InverseFrequencies(128, 500000, Llama31, 131072, 100_000));
     }
 
     [Fact]
@@ -116,7 +116,7 @@ public class RopeScalingTests
         using var ids = randint(0, 64, [1, 9]);
         using var logits = model.forward(ids);
         Assert.True(logits.isfinite().all().item<bool>());
-        var (cos, sin) = Rotary.Angles(8, 3, 5, 500000, Llama31, 131072, CPU);
+        var (cos, sin) = RotaryEmbedding.Angles(8, 3, 5, 500000, Llama31, 131072, CPU);
         var inv = Llama3Reference(8, 500000, 8, 1, 4, 8192);
         for (int t = 0; t < 5; t++)
             for (int i = 0; i < 8; i++)
@@ -134,7 +134,7 @@ public class RopeScalingTests
         var rng = new Random(TestSupport.Seed());
         var s = new RopeScaling { Type = RopeType.Linear, Factor = 1 + rng.NextDouble() * 7 };
         int dim = 16; long offset = rng.Next(0, 500), length = 11;
-        var (cos, sin) = Rotary.Angles(dim, offset, length, 10000, s, 2048, CPU);
+        var (cos, sin) = RotaryEmbedding.Angles(dim, offset, length, 10000, s, 2048, CPU);
         var inv = Default(dim, 10000);
         for (int t = 0; t < length; t++)
             for (int i = 0; i < dim; i++)
@@ -145,7 +145,7 @@ public class RopeScalingTests
             }
         cos.Dispose(); sin.Dispose();
         // The frequencies themselves are untouched.
-        Close(Default(dim, 10000), Rotary.InverseFrequencies(dim, 10000, s, 2048, 4096));
+        Close(Default(dim, 10000), RotaryEmbedding.InverseFrequencies(dim, 10000, s, 2048, 4096));
     }
 
     [Fact]
@@ -153,10 +153,10 @@ public class RopeScalingTests
     {
         var s = new RopeScaling { Type = RopeType.Dynamic, Factor = 2 };
         // The fixture's case (README): d = 12, max_position_embeddings 32, 64 tokens: θ → θ·3^(d/(d−2)).
-        Close(Default(12, 10000 * Math.Pow(3, 12.0 / 10)), Rotary.InverseFrequencies(12, 10000, s, 32, 64));
+        Close(Default(12, 10000 * Math.Pow(3, 12.0 / 10)), RotaryEmbedding.InverseFrequencies(12, 10000, s, 32, 64));
         // At or below the context nothing changes.
-        Close(Default(12, 10000), Rotary.InverseFrequencies(12, 10000, s, 32, 32));
-        Close(Default(12, 10000), Rotary.InverseFrequencies(12, 10000, s, 32, 1));
+        Close(Default(12, 10000), RotaryEmbedding.InverseFrequencies(12, 10000, s, 32, 32));
+        Close(Default(12, 10000), RotaryEmbedding.InverseFrequencies(12, 10000, s, 32, 1));
         // In general base·(s·L/M − (s − 1))^(d/(d−2)).
         var rng = new Random(TestSupport.Seed());
         for (int k = 0; k < 10; k++)
@@ -165,7 +165,7 @@ public class RopeScalingTests
             long len = m + rng.Next(1, 10 * m);
             double factor = 1 + rng.NextDouble() * 7, theta = Math.Pow(10, 3 + rng.NextDouble() * 3);
             double b = theta * Math.Pow(factor * len / m - (factor - 1), dim / (dim - 2.0));
-            Close(Default(dim, b), Rotary.InverseFrequencies(dim, theta, s with { Factor = factor }, m, len));
+            Close(Default(dim, b), RotaryEmbedding.InverseFrequencies(dim, theta, s with { Factor = factor }, m, len));
         }
         // The model accepts sequences past max_position_embeddings only with dynamic scaling.
         using var rngT = TestSupport.TorchSeed();

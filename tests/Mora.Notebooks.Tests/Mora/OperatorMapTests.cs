@@ -145,7 +145,7 @@ public class OperatorMapTests
 
         // The same tables: MoRA's (float64) cast to float32 are the model's, exactly.
         var (cos64, sin64) = rotation.Tables(CPU, ScalarType.Float64);
-        var (cosModel, sinModel) = Rotary.Angles(rHat, 0, blocks, RotatedBlocks.RopeBase, CPU);
+        var (cosModel, sinModel) = RotaryEmbedding.Angles(rHat, 0, blocks, RotatedBlocks.RopeBase, CPU);
         using (var c32 = cos64.to(ScalarType.Float32)) Assert.True(TestSupport.MaxAbs(c32, cosModel) == 0, "cos tables differ");
         using (var s32 = sin64.to(ScalarType.Float32)) Assert.True(TestSupport.MaxAbs(s32, sinModel) == 0, "sin tables differ");
 

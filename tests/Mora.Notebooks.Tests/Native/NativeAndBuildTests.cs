@@ -129,8 +129,9 @@ public class NativeAndBuildTests
         finally { Directory.Delete(empty, true); }
     }
 
-    /// <summary>The one documented setting selects the package; CUDA packages are not restorable here, so the test
-    /// evaluates the project's items without restoring.</summary>
+    /// <summary>The one documented setting selects the package, for the command line and for the library's core (whose
+    /// assembly records the backend; every project gets the packages from Directory.Build.props); CUDA packages are not
+    /// restorable here, so the test evaluates the projects' items without restoring.</summary>
     [Theory]
     [InlineData("cpu", "TorchSharp", "TorchSharp-cuda-linux")]
     [InlineData("cuda-linux", "TorchSharp-cuda-linux", "libtorch-cpu-linux-x64")]
@@ -138,11 +139,15 @@ public class NativeAndBuildTests
     [InlineData("pytorch", "TorchSharp", "libtorch-cpu-linux-x64")]
     public void TorchBackendPropertySelectsThePackage(string backend, string expected, string absent)
     {
-        var (code, output) = Run("dotnet", $"msbuild Mora.Notebooks.csproj -nologo -getItem:PackageReference -p:TorchBackend={backend}");
-        Assert.True(code == 0, output);
-        Assert.Contains($"\"Identity\": \"{expected}\"", output);
-        Assert.DoesNotContain($"\"Identity\": \"{absent}\"", output);
-        if (backend == "cpu") Assert.Contains(OperatingSystem.IsLinux() ? "libtorch-cpu-linux-x64" : "libtorch-cpu-", output);
+        foreach (string project in new[] { "Mora.Notebooks.csproj", "lib/Mora.Core/Mora.Core.csproj" })
+        {
+            var (code, output) = Run("dotnet", $"msbuild {project} -nologo -getItem:PackageReference -getItem:AssemblyAttribute -p:TorchBackend={backend}");
+            Assert.True(code == 0, output);
+            Assert.Contains($"\"Identity\": \"{expected}\"", output);
+            Assert.DoesNotContain($"\"Identity\": \"{absent}\"", output);
+            if (backend == "cpu") Assert.Contains(OperatingSystem.IsLinux() ? "libtorch-cpu-linux-x64" : "libtorch-cpu-", output);
+            if (project.Contains("Core")) Assert.Contains($"\"_Parameter2\": \"{backend}\"", output);
+        }
         var (bad, badOut) = Run("dotnet", "msbuild Mora.Notebooks.csproj -nologo -t:CheckTorchBackend -p:TorchBackend=rocm");
         Assert.NotEqual(0, bad);
         Assert.Contains("TorchBackend='rocm' is not known", badOut);
@@ -169,7 +174,8 @@ public class NotebookKernelNativeFixTests
             File.WriteAllBytes(cached + ".test", bytes);
             File.Move(cached + ".test", cached, overwrite: true);
         }
-        string dll = Path.Combine(AppContext.BaseDirectory, "Mora.Notebooks.dll").Replace("\\", "/");
+        // As notebooks/setup.dib references it: the top of the library, whose dependencies the kernel finds beside it.
+        string dll = Path.Combine(AppContext.BaseDirectory, "Mora.Experiments.dll").Replace("\\", "/");
         using var kernel = new Mora.Notebooks.KernelSession(TestSupport.RepoRoot);
         var restore = kernel.Submit("#r \"nuget: TorchSharp, 0.107.0\"\n#r \"nuget: libtorch-cpu-linux-x64, 2.10.0\"", TimeSpan.FromMinutes(5));
         Assert.True(restore.Ok, $"restore cell failed (is the local tool restored? run 'dotnet tool restore'): {restore.Error}");

@@ -42,6 +42,41 @@ public class NotebookRunnerTests
         Assert.True(!tree.Any(Alive), $"still running after Dispose: {string.Join(", ", tree.Where(Alive))}");
     }
 
+    /// <summary>A notebook kernel references the library's build output (setup.dib: bin/Release/net10.0/Mora.Experiments.dll,
+    /// Mora.Core.dll, which binds libtorch, beside it) and TorchSharp from the NuGet cache; a cpu build still preloads the
+    /// package's own libtorch by full path there (never a system one, such as Debian python3-torch's libtorch 1.13 in
+    /// /usr/lib), and the kernel maps exactly one libtorch_cpu.so, the one preloaded.</summary>
+    [Fact]
+    public void AKernelPreloadsThePackagesOwnLibTorch()
+    {
+        if (!OperatingSystem.IsLinux() || Mora.Native.LibTorchBinding.BuildBackend != "cpu" || Environment.GetEnvironmentVariable(Mora.Native.LibTorchBinding.EnvironmentVariable) is not null) return;
+        using var kernel = new KernelSession(Path.Combine(TestSupport.RepoRoot, "notebooks"));
+        var setup = kernel.Submit("#!import setup.dib", TimeSpan.FromMinutes(5));
+        Assert.True(setup.Ok, setup.Error);
+        var probe = kernel.Submit("""
+            using System.Linq;
+            var report = Mora.Native.TorchRuntime.Ensure().LibTorch;
+            Console.WriteLine($"core={typeof(Mora.Native.TorchRuntime).Assembly.Location}");
+            Console.WriteLine($"source={report.Source}");
+            Console.WriteLine($"resolve={report.Check?.AllResolve}");
+            foreach (var p in report.Preloaded) Console.WriteLine($"preloaded={p}");
+            foreach (var m in System.IO.File.ReadAllLines("/proc/self/maps").Where(l => l.EndsWith("libtorch_cpu.so")).Select(l => l[l.IndexOf('/')..]).Distinct()) Console.WriteLine($"mapped={m}");
+            """, TimeSpan.FromMinutes(2));
+        Assert.True(probe.Ok, probe.Error);
+        var lines = probe.Outputs.Where(o => o.Kind == "stdout").SelectMany(o => (o.Text ?? "").Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
+        string text = string.Join("\n", lines);
+        string Value(string key) => lines.Single(l => l.StartsWith(key + "=", StringComparison.Ordinal))[(key.Length + 1)..];
+        Assert.Equal(Path.Combine(TestSupport.RepoRoot, "bin", "Release", "net10.0", "Mora.Core.dll"), Value("core"));
+        Assert.Equal("package natives", Value("source"));
+        Assert.Equal("True", Value("resolve"));
+        var preloaded = lines.Where(l => l.StartsWith("preloaded=", StringComparison.Ordinal)).Select(l => l["preloaded=".Length..]).ToList();
+        string torch = preloaded.SingleOrDefault(p => Path.GetFileName(p) == "libtorch_cpu.so") ?? "";
+        Assert.True(torch != "", $"no libtorch_cpu.so preloaded:\n{text}");
+        Assert.All(preloaded, p => Assert.False(p.StartsWith("/usr/", StringComparison.Ordinal) || p.StartsWith("/lib", StringComparison.Ordinal), $"{p} is a system library"));
+        var mapped = lines.Where(l => l.StartsWith("mapped=", StringComparison.Ordinal)).Select(l => l["mapped=".Length..]).ToList();
+        Assert.True(mapped.Count == 1 && mapped[0] == torch, $"preloaded {torch}; the kernel maps {string.Join(", ", mapped)}");
+    }
+
     static bool Alive(int pid) => File.Exists($"/proc/{pid}/stat") && !File.ReadAllText($"/proc/{pid}/stat").Split(") ")[^1].StartsWith('Z');
 
     static IEnumerable<int> Descendants(int pid)
@@ -113,22 +148,28 @@ public class NotebookOutputTests
     }
 
     /// <summary>The notebooks' package versions come from one place: the build writes notebooks/packages.dib from the
-    /// csproj's package references (for this OS and TorchBackend), setup.dib imports it and names no version itself.</summary>
+    /// library projects' package references (for this OS and TorchBackend) at the versions of Directory.Packages.props,
+    /// setup.dib imports it and names no version itself.</summary>
     [Fact]
-    public void NotebookPackagesAreWrittenByTheBuildFromTheCsproj()
+    public void NotebookPackagesAreWrittenByTheBuildFromTheProjects()
     {
         string root = Notebook.RepoRoot;
         string setup = File.ReadAllText(Path.Combine(root, "notebooks", "setup.dib"));
         Assert.DoesNotContain("nuget:", setup);
         Assert.Contains("#!import packages.dib", setup);
         string packages = File.ReadAllText(Path.Combine(root, "notebooks", "packages.dib"));
-        var project = System.Xml.Linq.XDocument.Load(Path.Combine(root, "Mora.Notebooks.csproj"));
-        string Property(string name) => project.Descendants(name).Single().Value;
+        var versions = System.Xml.Linq.XDocument.Load(Path.Combine(root, "Directory.Packages.props"));
+        string Property(string name) => versions.Descendants(name).Single().Value;
         Assert.Contains($"#r \"nuget: TorchSharp, {Property("TorchSharpVersion")}\"", packages);
         if (OperatingSystem.IsLinux()) Assert.Contains($"#r \"nuget: libtorch-cpu-linux-x64, {Property("LibTorchVersion")}\"", packages);
         Assert.DoesNotContain("libtorch-cpu-win-x64", packages);
-        foreach (var reference in project.Descendants("PackageReference").Where(p => p.Parent!.Attribute("Condition") is null))
-            Assert.Contains($"#r \"nuget: {reference.Attribute("Include")!.Value}, {reference.Attribute("Version")!.Value}\"", packages);
+        var version = versions.Descendants("PackageVersion").ToDictionary(v => v.Attribute("Include")!.Value, v => v.Attribute("Version")!.Value);
+        var libraryPackages = Directory.GetFiles(Path.Combine(root, "lib"), "*.csproj", SearchOption.AllDirectories)
+            .SelectMany(f => System.Xml.Linq.XDocument.Load(f).Descendants("PackageReference"))
+            .Select(p => p.Attribute("Include")!.Value).Distinct().ToList();
+        foreach (string id in libraryPackages)
+            Assert.Contains($"#r \"nuget: {id}, {version[id]}\"", packages);
+        Assert.DoesNotMatch("nuget: [^,]+, \"", packages);      // every package has its version
         Assert.Contains("/notebooks/packages.dib", File.ReadAllText(Path.Combine(root, ".gitignore")));
     }
 

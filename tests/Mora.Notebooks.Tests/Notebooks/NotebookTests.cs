@@ -143,7 +143,7 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
             """;
         const string train = """
             {
-                var task = new Mora.Experiments.MemorizationTask(Mora.Data.UuidPairs.Generate(8, seed: 1));
+                var task = new Mora.Evaluation.MemorizationTask(Mora.Data.UuidPairs.Generate(8, seed: 1));
                 using var model = task.NewModel(Mora.Model.LlamaConfig.Small(), seed: 0);
                 models.Add(new WeakReference(model));
                 Peft.Inject(model, AdapterConfig.Mora(8, MoraType.Rotation));

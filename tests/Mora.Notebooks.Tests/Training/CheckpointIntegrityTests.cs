@@ -1,5 +1,6 @@
 using Mora.Adapters;
 using Mora.Data;
+using Mora.Evaluation;
 using Mora.Experiments;
 using Mora.Model;
 using Mora.Training;

@@ -3,6 +3,7 @@ using System.Reflection;
 using System.Text.Json.Nodes;
 using Mora.Adapters;
 using Mora.Data;
+using Mora.Evaluation;
 using Mora.Experiments;
 using Mora.Figures;
 using Mora.IO;
