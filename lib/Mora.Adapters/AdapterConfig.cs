@@ -179,8 +179,9 @@ public static class PythonRegex
     /// <summary>The first construct of <paramref name="pattern"/> that .NET and Python's <c>re</c> (3.8–3.13) read
     /// differently, or null: <c>{,n}</c> (Python: 0 to n times; .NET: literal text), character-class subtraction
     /// <c>[a-z-[aeiou]]</c> (Python: a class with '[' and a literal ']' after), <c>(?&lt;name&gt;…)</c> and
-    /// <c>(?'name'…)</c> groups, <c>\k&lt;name&gt;</c>, <c>\p{…}</c>/<c>\P{…}</c>, <c>\G</c>, conditionals and the
-    /// inline option <c>n</c> (Python refuses all of these). (<c>\Z</c> is end of text in Python and end or before a
+    /// <c>(?'name'…)</c> groups, <c>\k&lt;name&gt;</c>, <c>\p{…}</c>/<c>\P{…}</c>, <c>\G</c>, <c>\e</c>, <c>\c</c>,
+    /// <c>\z</c>, the inline option <c>n</c> (Python refuses all of these), a global inline flag after the start (read
+    /// differently by each), and conditionals (which Python reads too; refused because the kit does not check they agree). (<c>\Z</c> is end of text in Python and end or before a
     /// final newline in .NET: the same on module paths, which hold no newline, so it is read.)</summary>
     public static string? DotNetOnly(string pattern)
     {
@@ -193,6 +194,7 @@ public static class PythonRegex
                 char e = pattern[++i];
                 if (e is 'p' or 'P' && i + 1 < pattern.Length && pattern[i + 1] == '{') return $"the Unicode category \\{e}{{…}}";
                 if (!inClass && e == 'k' && i + 1 < pattern.Length && pattern[i + 1] is '<' or '\'' or '{') return "the named backreference \\k<…>";
+                if (e is 'e' or 'c' or 'z') return $"the escape \\{e} (Python's re has none: \"bad escape\")";
                 if (e == 'G') return "\\G";
                 continue;
             }
@@ -215,9 +217,11 @@ public static class PythonRegex
                 char k = pattern[i + 2];
                 if (k == '\'') return "the named group (?'name'…)";
                 if (k == '<' && i + 3 < pattern.Length && pattern[i + 3] is not ('=' or '!')) return "the named group (?<name>…) (Python writes (?P<name>…))";
-                if (k == '(') return "the conditional (?(…)…)";
+                if (k == '(') return "the conditional (?(…)…) (Python reads it, the kit does not check it reads it alike)";
                 int j = i + 2;
                 while (j < pattern.Length && char.IsAsciiLetter(pattern[j]) || j < pattern.Length && pattern[j] == '-') { if (pattern[j] == 'n') return "the inline option n (explicit capture)"; j++; }
+                if (i > 0 && j > i + 2 && j < pattern.Length && pattern[j] == ')')
+                    return "a global inline flag after the start (.NET applies it from there on, Python 3.8–3.10 to the whole pattern, 3.11+ refuses it)";
             }
         }
         return null;

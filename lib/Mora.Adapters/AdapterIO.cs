@@ -68,9 +68,14 @@ public static class AdapterIO
     public const string ConfigFile = "adapter_config.json";
     public const string KitFile = "mora_notebooks.json";
 
-    /// <summary>The <c>mora_type</c> written for a registered design of one's own: a number the fork has no design for
-    /// (its forward then fails instead of computing another design), the design itself named in <see cref="KitFile"/>.</summary>
+    /// <summary>The <c>mora_type</c> written for a registered design of one's own: a number the fork has no design for,
+    /// the design itself named in <see cref="KitFile"/> (with its fingerprint). The fork's forward would fail on it, but
+    /// its merge would silently compute an old sharing variant, so the config also carries <see cref="OwnDesignKey"/>,
+    /// which the fork's LoraConfig rejects as an unexpected keyword: the fork refuses the adapter outright.</summary>
     public const int OwnDesignMoraType = -1;
+
+    /// <summary>The key that makes the fork (and official PEFT) refuse an adapter of a design of one's own: its value is the design's name.</summary>
+    public const string OwnDesignKey = "mora_notebooks_design";
     public const string Prefix = "base_model.model.";
 
     /// <summary>Largest <c>adapter_config.json</c> / <c>mora_notebooks.json</c> read (bytes).</summary>
@@ -155,7 +160,12 @@ public static class AdapterIO
             ["use_dora"] = config.Method == AdapterMethod.Dora,
             ["use_rslora"] = config.UseRsLora,
         };
-        if (mora) { peft["use_mora"] = true; peft["mora_type"] = config.Design is null ? (int)config.MoraType : OwnDesignMoraType; }
+        if (mora)
+        {
+            peft["use_mora"] = true;
+            peft["mora_type"] = config.Design is null ? (int)config.MoraType : OwnDesignMoraType;
+            if (config.Design is not null) peft[OwnDesignKey] = config.Design;
+        }
         else peft["layer_replication"] = null;
         var root = new JsonObject(peft.Select(kv => KeyValuePair.Create(kv.Key, kv.Value)));
         AtomicFile.WriteText(Path.Combine(directory, ConfigFile), root.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -164,6 +174,7 @@ public static class AdapterIO
         {
             ["method"] = config.Method.ToString().ToLowerInvariant(),
             ["mora_design"] = mora ? config.Design ?? config.MoraType.ToString() : null,
+            ["mora_design_fingerprint"] = mora && config.Design is not null ? config.ResolvedDesign().Fingerprint : null,
             ["rhat_rule"] = config.RHatRule.ToString(),
             ["init"] = config.Init.ToString(),
             ["target_modules"] = config.TargetModulesRegex is { } rx ? rx : new JsonArray(config.TargetModules.Select(t => (JsonNode)JsonValue.Create(t)!).ToArray()),
@@ -282,7 +293,7 @@ public static class AdapterIO
     [
         "peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules", "exclude_modules",
         "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern", "bias", "fan_in_fan_out", "use_rslora",
-        "use_dora", "init_lora_weights", "use_mora", "mora_type",
+        "use_dora", "init_lora_weights", "use_mora", "mora_type", OwnDesignKey,
     ];
 
     /// <summary>
@@ -393,6 +404,11 @@ public static class AdapterIO
             (config, kitDesign) = ReadKitFile(dir, config, useMora && moraTypeNumber == OwnDesignMoraType);
         if (useMora && moraTypeNumber == OwnDesignMoraType && config.Design is null)
             throw Bad(path, "mora_type", keys["mora_type"], $"{OwnDesignMoraType} marks a design of one's own, but no {KitFile} beside it names one");
+        bool ownKey = keys.TryGetValue(OwnDesignKey, out var ownValue);
+        if (ownKey != (config.Design is not null) || ownKey && (ownValue.ValueKind != JsonValueKind.String || ownValue.GetString() != config.Design))
+            throw Bad(path, OwnDesignKey, ownKey ? ownValue : null, config.Design is null
+                ? "belongs to an adapter of a design of one's own (mora_type -1 with the kit's side file naming it)"
+                : $"must be \"{config.Design}\", the design {KitFile} names (it is what makes the fork refuse this adapter rather than compute another design)");
         if (useMora && !MoraTypes.Reference.Contains(config.MoraType) && kitDesign is null)
             throw Bad(path, "mora_type", keys["mora_type"],
                 $"the fork implements mora_type 1, 2, 3, 4 and 6 (fails on others); the kit's own designs 0 and 5 are read only with the {KitFile} it writes beside them");
@@ -528,7 +544,15 @@ public static class AdapterIO
                 if (t != config.MoraType || ownNumber) throw Bad(path, "mora_design", keys["mora_design"], $"disagrees with mora_type {(ownNumber ? OwnDesignMoraType : (int)config.MoraType)} in {ConfigFile}");
             }
             else if (!ownNumber) throw Bad(path, "mora_design", keys["mora_design"], $"names a design of one's own, but mora_type in {ConfigFile} is {(int)config.MoraType}, not {OwnDesignMoraType}");
-            else config = config with { Design = named.Name };
+            else
+            {
+                string? recorded = Str("mora_design_fingerprint");
+                if (recorded is null) throw Bad(path, "mora_design_fingerprint", keys.GetValueOrDefault("mora_design_fingerprint"), $"is missing: a design of one's own is read only with the fingerprint of what it computed");
+                if (recorded != named.Fingerprint)
+                    throw Bad(path, "mora_design_fingerprint", keys["mora_design_fingerprint"],
+                        $"is {recorded}, but design '{named.Name}' as registered now computes {named.Fingerprint}: it was redefined since this adapter was saved (register the definition it was trained with)");
+                config = config with { Design = named.Name };
+            }
         }
         return (config, design);
     }

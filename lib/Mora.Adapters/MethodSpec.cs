@@ -25,7 +25,15 @@ public sealed record MethodSpec
         Enum.IsDefined(design) ? new(AdapterMethod.Mora, MoraDesign.Of(design)) : throw new ArgumentException($"unknown MoRA design {(int)design}", nameof(design));
 
     /// <summary>MoRA with any design, a registered one of one's own included (<see cref="MoraDesigns.Register"/>).</summary>
-    public static MethodSpec Mora(MoraDesign design) => new(AdapterMethod.Mora, design ?? throw new ArgumentNullException(nameof(design)));
+    /// <exception cref="ArgumentException">the design is not the one registered under its name (never registered, refused,
+    /// or replaced since): runs would train the registered one while recording this one</exception>
+    public static MethodSpec Mora(MoraDesign design)
+    {
+        ArgumentNullException.ThrowIfNull(design);
+        if (design.BuiltIn is null && !ReferenceEquals(MoraDesigns.Parse(design.Name, nameof(design)), design))
+            throw new ArgumentException($"design '{design.Name}' is not the one registered under that name (was it refused, or registered again since?): register it with MoraDesigns.Register first", nameof(design));
+        return new(AdapterMethod.Mora, design);
+    }
 
     /// <summary>The name runs, tables and JSON use: lora, dora, full, mora-&lt;design&gt; (mora-rotation, mora-sharing, …).</summary>
     public string Name => Design is { } d ? $"mora-{d.Name}" : Method.ToString().ToLowerInvariant();

@@ -133,7 +133,10 @@ public static class LearnedSpectra
     {
         string runs = Path.Combine(experimentDir, "runs");
         if (!Directory.Exists(runs)) throw new ArgumentException($"{Path.GetFullPath(experimentDir)} has no runs/ folder (an experiment's output folder is expected)", nameof(experimentDir));
-        var spec = File.Exists(Path.Combine(experimentDir, "spec.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(experimentDir, "spec.json"))) as JsonObject : null;
+        string specPath = Path.Combine(experimentDir, "spec.json");
+        JsonObject? spec;
+        try { spec = File.Exists(specPath) ? JsonNode.Parse(File.ReadAllText(specPath)) as JsonObject : null; }
+        catch (JsonException e) { throw new FormatException($"{specPath}: not valid JSON ({e.Message})", e); }
         var result = new List<RunSpectrum>();
         foreach (var dir in Directory.GetDirectories(runs).Order(StringComparer.Ordinal))
         {
@@ -161,7 +164,7 @@ public static class LearnedSpectra
             }
             finally { foreach (var t in tensors.Values) t.Dispose(); }
             long step = long.Parse(Path.GetFileName(checkpoint)["step-".Length..]);
-            result.Add(new RunSpectrum(name, adapter.Method == AdapterMethod.Mora ? $"mora-{adapter.MoraType.ToString().ToLowerInvariant()}" : adapter.Method.ToString().ToLowerInvariant(),
+            result.Add(new RunSpectrum(name, adapter.Method == AdapterMethod.Mora ? $"mora-{adapter.Design ?? adapter.MoraType.ToString().ToLowerInvariant()}" : adapter.Method.ToString().ToLowerInvariant(),
                 adapter.Method == AdapterMethod.Full ? 0 : adapter.R, step, DeltaWeightAnalysis.Analyze(model, relativeTolerance)));
         }
         if (result.Count == 0) throw new ArgumentException($"no finished run with a base under {Path.GetFullPath(runs)}", nameof(experimentDir));

@@ -22,7 +22,9 @@ public sealed record InputFile(string Role, string Path);
 /// <item>A pretrained base is written whole with its checksums and reused only while complete
 /// (<see cref="RunFolder.SaveModel"/>, <see cref="RunFolder.IsCompleteModel"/>).</item>
 /// </list>
-/// Refusals are <see cref="ArgumentException"/>s (parameter <c>outDir</c>) and happen before anything is written.
+/// Refusals of other settings or inputs are <see cref="ArgumentException"/>s (parameter <c>outDir</c>) and happen before
+/// anything is written; a spec.json, inputs.json or result.json that does not read as one is a <see cref="FormatException"/>
+/// naming the file. With <c>--fresh</c> the earlier job is moved aside (<see cref="Discard"/>) before the comparison.
 /// </summary>
 public static partial class ExperimentFolder
 {
@@ -167,8 +169,10 @@ public static partial class ExperimentFolder
     /// <c>base-seed&lt;n&gt;/</c>, each holding the <c>model/</c> the job wrote), its sweep and spectra tables, and the
     /// tables and figures it names after its kind (<c>&lt;kind&gt;.csv</c>, <c>&lt;kind&gt;-&lt;suffix&gt;.csv|png|json|html</c>).
     /// Nothing else is touched: a user's own files or folders beside the job (<c>baseline/</c>, <c>memorization notes.txt</c>)
-    /// are left, and so is the figures folder (a publication, overwritten by the next run's). A folder that holds no job
-    /// (no spec.json) is left as it is.</summary>
+    /// are left, and so is the figures folder (a publication, overwritten by the next run's). Nothing is deleted either:
+    /// what is discarded moves into <c>.discarded-&lt;UTC time&gt;/</c> in the folder (named in the message; delete it when
+    /// it is no longer wanted), so a file of yours that merely looked like the job's is never lost. A folder that holds no
+    /// job (no spec.json) is left as it is.</summary>
     public static void Discard(string outDir, TextWriter? output = null)
     {
         string specPath = Path.Combine(outDir, SpecFile);
@@ -176,22 +180,29 @@ public static partial class ExperimentFolder
         string? kind = KindOf(Path.Combine(outDir, InputsFile), File.ReadAllText(specPath));
         var kept = new List<string>();
         int removed = 0;
+        string bin = Path.Combine(outDir, $".discarded-{DateTime.UtcNow:yyyyMMdd-HHmmss-fff}");
+        void Away(string entry, bool folder)
+        {
+            Directory.CreateDirectory(bin);
+            string to = Path.Combine(bin, Path.GetFileName(entry));
+            if (folder) Directory.Move(entry, to); else File.Move(entry, to);
+            removed++;
+        }
         foreach (var dir in Directory.GetDirectories(outDir))
         {
             string name = Path.GetFileName(dir);
             bool jobBase = JobBase().IsMatch(name) && Directory.Exists(Path.Combine(dir, "model"));
-            if (new FileInfo(dir).LinkTarget is null && (name is "runs" or "sweep" || jobBase))
-            { Directory.Delete(dir, recursive: true); removed++; }
+            if (new FileInfo(dir).LinkTarget is null && (name is "runs" or "sweep" || jobBase)) Away(dir, folder: true);
             else if (name.StartsWith("base", StringComparison.Ordinal)) kept.Add(name + "/");
         }
         foreach (var file in Directory.GetFiles(outDir))
         {
             string name = Path.GetFileName(file);
             if (name is SpecFile or InputsFile or LearningRateSweep.File or "learned-spectra.csv" or "learned-spectra.txt" || kind is not null && IsJobOutput(name, kind))
-            { File.Delete(file); removed++; }
+                Away(file, folder: false);
             else if (kind is not null && name.StartsWith(kind, StringComparison.Ordinal)) kept.Add(name);
         }
-        output?.WriteLine($"--fresh: discarded the earlier {(kind is null ? "" : JobName(kind) + " ")}job in {Show(outDir)} ({removed} entries)" +
+        output?.WriteLine($"--fresh: discarded the earlier {(kind is null ? "" : JobName(kind) + " ")}job in {Show(outDir)} ({removed} entries, moved to {Show(bin)}: delete it when you no longer need them)" +
             (kept.Count > 0 ? $"; left what the job did not write: {string.Join(", ", kept)}" : ""));
     }
 

@@ -28,7 +28,9 @@ public sealed class MoraDesign
         (Name, BuiltIn, EvenRHat, Description, _maps) = (name, builtIn, evenRHat, description, maps);
 
     /// <summary>The paper's design <paramref name="type"/>.</summary>
-    public static MoraDesign Of(MoraType type) => BuiltIns[(int)type];
+    /// <exception cref="ArgumentException">not one of the paper's designs</exception>
+    public static MoraDesign Of(MoraType type) =>
+        Enum.IsDefined(type) ? BuiltIns[(int)type] : throw new ArgumentException($"unknown MoRA type {(int)type}", nameof(type));
 
     static readonly MoraDesign[] BuiltIns = Enumerable.Range(0, 7).Select(i => (MoraType)i)
         .Select(t => new MoraDesign(MoraTypes.Name(t), t, t == MoraType.Rotation, $"the paper's {t} (type {(int)t})",
@@ -36,8 +38,12 @@ public sealed class MoraDesign
 
     /// <summary>
     /// A design from the forwards of its two maps, both linear: <paramref name="compress"/>(k, r̂) gives f_comp, mapping
-    /// (…, k) to (…, r̂); <paramref name="decompress"/>(d, r̂) gives f_decomp, mapping (…, r̂) to (…, d). Each is called
-    /// once per layer shape, so a map may precompute what it needs (a permutation, a transform's signs) from the shape.
+    /// (…, k) to (…, r̂); <paramref name="decompress"/>(d, r̂) gives f_decomp, mapping (…, r̂) to (…, d). They are called
+    /// whenever a layer's operators are built (each layer, each load, each check), so they must be deterministic in the
+    /// shape: precompute a permutation or signs from a generator seeded by the shape, never from the global one
+    /// (registration checks this). Tensors they precompute are kept alive whatever DisposeScope is active. The maps
+    /// give r̂ outputs, so a design of one's own has rank ≤ r̂ (the blockwise (…, n, r̂) form of decoupling and rotation
+    /// is the paper designs' only).
     /// ΔW comes from the Jacobian: S = f_comp applied to the k unit vectors, T = f_decomp applied to the r̂ unit vectors,
     /// ΔW = T M S (paper Eq. 3 written out), unless <paramref name="deltaWeight"/> gives it directly (checked against the
     /// Jacobian on registration). Register it with <see cref="MoraDesigns.Register"/> before use.
@@ -54,24 +60,40 @@ public sealed class MoraDesign
         ArgumentNullException.ThrowIfNull(compress);
         ArgumentNullException.ThrowIfNull(decompress);
         MoraDesigns.CheckName(name, nameof(name));
-        return new MoraDesign(name, null, evenRHat, description.Length > 0 ? description : $"{name} (defined by its forward)",
-            (d, k, rHat) => (new ForwardCompression(k, rHat, compress(k, rHat), deltaWeight is null ? null : m => deltaWeight(d, k, m)),
-                             new ForwardDecompression(d, rHat, decompress(d, rHat))));
+        return new MoraDesign(name, null, evenRHat, string.IsNullOrEmpty(description) ? $"{name} (defined by its forward)" : description,
+            (d, k, rHat) => (new ForwardCompression(k, rHat, Kept(() => compress(k, rHat)), deltaWeight is null ? null : m => deltaWeight(d, k, m)),
+                             new ForwardDecompression(d, rHat, Kept(() => decompress(d, rHat)))));
     }
 
-    /// <summary>What the design computes, as 16 hex digits: a SHA-256 of its ΔW on a fixed 24 × 40 layer (r̂ = 8) for a
-    /// fixed M (float64). Two designs with one name but other maps differ here, so a result made with an earlier
-    /// definition of a design of one's own is never taken for this one's (the experiments record it with the name).</summary>
+    /// <summary>Builds a map in a scope of its own and keeps what it allocated (a permutation, signs), so that a
+    /// DisposeScope around the caller (a user's <c>using (NewDisposeScope())</c> around Peft.Inject) cannot dispose it.</summary>
+    static Func<Tensor, Tensor> Kept(Func<Func<Tensor, Tensor>> build)
+    {
+        using var scope = NewDisposeScope();
+        var map = build();
+        scope.Detach(scope.DisposablesView.ToArray());
+        return map;
+    }
+
+    /// <summary>What the design computes, as 16 hex digits: a SHA-256 of whether r̂ is made even and of its ΔW for a
+    /// fixed M (float64) on every registration shape and an odd-r̂ one. Two designs with one name but other maps differ
+    /// here, so a result or adapter made with an earlier definition of a design of one's own is never taken for this
+    /// one's (experiments record it in spec.json, adapters in the kit's side file).</summary>
     public string Fingerprint => _fingerprint ??= ComputeFingerprint();
     string? _fingerprint;
 
     string ComputeFingerprint()
     {
         using var scope = NewDisposeScope();
-        var op = new CompressDecompress(24, 40, 8, this);
-        var m = (arange(64, dtype: ScalarType.Float64).reshape(8, 8) + 1) / 64.0;
-        var bytes = op.DeltaWeight(m).contiguous().data<double>().ToArray().SelectMany(v => BitConverter.GetBytes(Math.Round(v, 9))).ToArray();
-        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes))[..16];
+        var bytes = new List<byte> { (byte)(EvenRHat ? 1 : 0) };
+        foreach (var (d, k, rHat) in MoraDesigns.CheckShapes.Append((20, 36, 7)))
+        {
+            if (EvenRHat && rHat % 2 != 0) continue;
+            var op = new CompressDecompress(d, k, rHat, this);
+            var m = (arange(rHat * rHat, dtype: ScalarType.Float64).reshape(rHat, rHat) + 1) / (rHat * rHat);
+            bytes.AddRange(op.DeltaWeight(m).contiguous().data<double>().ToArray().SelectMany(v => BitConverter.GetBytes(Math.Round(v, 9))));
+        }
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(bytes.ToArray()))[..16];
     }
 
     /// <summary>The design's two maps for a d × k layer with side r̂.</summary>
@@ -183,6 +205,21 @@ public static class MoraDesigns
             // linear (so a ΔW exists), each row alone (no mixing across the batch or the sequence)
             Near(Run(() => op.Forward(x * 2.5 - y, m), "the forward"), op.Forward(x, m) * 2.5 - op.Forward(y, m), "linearity, f(2.5x − y) = 2.5 f(x) − f(y),");
             Near(Run(() => op.Forward(x.narrow(0, 2, 1), m), "the forward"), op.Forward(x, m).narrow(0, 2, 1), "row independence (a row's output depends on that row only)");
+            // deterministic: the operators built again, after the global generator moved, compute the same ΔW
+            _ = rand(7);                                  // advances the global generator
+            CompressDecompress again;
+            try { again = new CompressDecompress(d, k, rHat, design); }
+            catch (Exception e) when (e is not OutOfMemoryException) { throw new ArgumentException($"{at}: its maps could not be built a second time ({e.Message})", nameof(design), e); }
+            Near(Run(() => again.DeltaWeight(m), "ΔW written out"), op.DeltaWeight(m), "determinism (the maps built again give the same ΔW: seed any randomness from the shape, not the global generator),");
+            // batches of sequences (…, T, k) and float32, as the model feeds them
+            var seq = randn(2, 3, k, dtype: ScalarType.Float64, generator: g);
+            var bySeq = Run(() => op.Forward(seq, m), "the forward of a (2, 3, k) input");
+            if (!bySeq.shape.SequenceEqual(new long[] { 2, 3, d }))
+                throw new ArgumentException($"{at}: the forward maps (2, 3, {k}) to ({string.Join(", ", bySeq.shape)}), not (2, 3, {d})", nameof(design));
+            Near(bySeq.reshape(6, d), op.Forward(seq.reshape(6, k), m), "batches of sequences (a (2, 3, k) input gives what its six rows give),");
+            var y32 = Run(() => op.Forward(x.to(ScalarType.Float32), m.to(ScalarType.Float32)), "the forward in float32");
+            if (y32.dtype != ScalarType.Float32)
+                throw new ArgumentException($"{at}: the forward of a float32 input is {y32.dtype}, not Float32 (a map keeps float64 constants: convert them to the input's dtype)", nameof(design));
             // Eq. 3: ΔW written out equals the Jacobian of the forward; the merge adds exactly that
             var jacobian = op.DeltaWeightFromForward(m);
             var written = Run(() => op.DeltaWeight(m), "ΔW written out");

@@ -42,7 +42,7 @@ public static class OutputFolders
         foreach (var system in systemFolders ?? SystemFolders)
         {
             string named = Path.TrimEndingDirectorySeparator(Path.GetFullPath(system)), resolved = Path.TrimEndingDirectorySeparator(Mora.IO.SafeFile.RealPath(named));
-            foreach (var p in real == full ? [full] : new[] { full, real })
+            foreach (var p in (real == full ? [full] : new[] { full, real }).Where(p => !IsRemovableMedia(p)))
                 foreach (var s in resolved == named ? [named] : new[] { named, resolved })
                     if (p == s || p.StartsWith(s + Path.DirectorySeparatorChar, PathComparison))
                     throw new ArgumentException($"{option} {path}: {(p == full ? full : $"{full} is a symbolic link to {real}, which")} is {(p == s ? "" : "inside ")}the system folder {s}; name a folder of your own", option);
@@ -50,13 +50,17 @@ public static class OutputFolders
         if (real != full && Path.GetPathRoot(real) is { } realRoot && Path.TrimEndingDirectorySeparator(realRoot) == real)
             throw new ArgumentException($"{option} {path}: {full} is a symbolic link to the file system's root; name a folder of its own", option);
         foreach (var shared in sharedFolders ?? SharedFolders)
-            if (shared.Length > 0 && full.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shared)), PathComparison))
-                throw new ArgumentException($"{option} {path}: {full} is a shared folder itself; name a folder inside it", option);
+            if (shared.Length > 0 && (full.Equals(Path.TrimEndingDirectorySeparator(Path.GetFullPath(shared)), PathComparison) ||
+                                      real.Equals(Path.TrimEndingDirectorySeparator(Mora.IO.SafeFile.RealPath(Path.GetFullPath(shared))), PathComparison)))
+                throw new ArgumentException($"{option} {path}: {(real == full ? full : $"{full} (a link to {real})")} is a shared folder itself; name a folder inside it", option);
         if (File.Exists(full)) throw new ArgumentException($"{option} {path}: {full} is a file, not a folder", option);
         if (Directory.Exists(Path.Combine(full, ".git")) || File.Exists(Path.Combine(full, ".git")))
             throw new ArgumentException($"{option} {path}: {full} is a git checkout's root (its runs/ and figures/ hold every job's); name a folder inside it, e.g. runs/<name>", option);
         return full;
     }
+
+    /// <summary>/run/media/&lt;user&gt;/… and /media/…: where Linux desktops mount removable drives (under /run, a system folder).</summary>
+    static bool IsRemovableMedia(string path) => !OperatingSystem.IsWindows() && path.StartsWith("/run/media/", StringComparison.Ordinal);
 
     static StringComparison PathComparison => OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal;
 

@@ -39,8 +39,14 @@ public static class RunFolder
         Directory.CreateDirectory(outDir);
         string path = Path.Combine(outDir, LockFile), writer = Path.Combine(outDir, WriterFile);
         string host = Environment.MachineName;
+        var info = new FileInfo(path);
+        if (info.LinkTarget is not null || Directory.Exists(path))
+            throw new ArgumentException($"{Show(path)} is {(Directory.Exists(path) ? "a folder" : "a symbolic link")}, not the kit's lock file; remove it", nameof(outDir));
         FileStream held;
         try { held = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
+        catch (UnauthorizedAccessException e) { throw new ArgumentException($"{Show(outDir)}: cannot write its lock file {Show(path)} ({e.Message})", nameof(outDir), e); }
+        catch (IOException e) when (!File.Exists(path))      // no lock file to be held: a read-only or full disk
+        { throw new ArgumentException($"{Show(outDir)}: cannot take its lock file {Show(path)} ({e.Message})", nameof(outDir), e); }
         catch (IOException)
         {
             string[] holder = (TryRead(writer) ?? "").Split(' ', 3);
@@ -51,13 +57,18 @@ public static class RunFolder
         try
         {
             // an earlier version's lock: its holder inside the file, honoured while that process lives
-            string old = new StreamReader(held, leaveOpen: true).ReadToEnd().Trim();
+            var head = new char[256];
+            int n = new StreamReader(held, leaveOpen: true).ReadBlock(head, 0, head.Length);
+            string old = new string(head, 0, n).Trim();
             string[] stale = (old.Length > 0 ? old : TryRead(writer) ?? "").Split(' ', 3);
             if (stale.Length >= 2 && int.TryParse(stale[0], out int pid))
             {
                 if (old.Length > 0 && stale[1] == host && pid != Environment.ProcessId && Alive(pid))
                     throw new ArgumentException($"{Show(outDir)} is being written by another run (process {pid} on {host}, an earlier version's lock; {Show(path)}); " +
                         "wait for it to finish", nameof(outDir));
+                if (old.Length > 0 && stale[1] != host)
+                    throw new ArgumentException($"{Show(outDir)} holds an earlier version's lock of process {pid} on another host, {stale[1]} ({Show(path)}): " +
+                        "this host cannot tell whether that run is over; delete the lock file when it is", nameof(outDir));
                 output?.WriteLine($"{Show(outDir)}: removing a stale lock left by process {pid}, which is gone");
             }
             held.SetLength(0);
@@ -106,7 +117,11 @@ public static class RunFolder
         if (files is null) return $"{ChecksumsFile} has no 'sha256' object";
         foreach (var (name, sha) in files)
         {
+            if (name.Length == 0 || name is "." or ".." || name.IndexOfAny(['/', '\\']) >= 0)
+                return $"{ChecksumsFile} names '{name}', which is not a file of this folder";
             string path = Path.Combine(dir, name);
+            try { SafeFile.Check(path, dir, 1, long.MaxValue, (f, problem) => new FormatException($"{f}: {problem}")); }
+            catch (Exception e) when (e is FormatException or FileNotFoundException) { return e is FileNotFoundException ? $"{name} is missing" : e.Message; }
             if (!File.Exists(path)) return $"{name} is missing";
             if (sha is not JsonValue v || !v.TryGetValue(out string? expected)) return $"{ChecksumsFile}: the checksum of {name} is not a string";
             if (Sha256(path) != expected) return $"{name} does not match its checksum (damaged or overwritten)";

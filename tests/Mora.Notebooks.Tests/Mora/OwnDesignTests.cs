@@ -69,6 +69,10 @@ public class OwnDesignTests
         Assert.Contains("row independence", Refused(Own((k, rHat) => x => x.narrow(-1, 0, rHat) - x.narrow(-1, 0, rHat).mean([0], keepdim: true))));
         Assert.Contains("f_comp maps", Refused(Own((k, rHat) => x => x.narrow(-1, 0, rHat - 1))));
         Assert.Contains("f_decomp maps", Refused(Own(keepFirst, (d, rHat) => h => h)));
+        // randomness from the global generator: another ΔW each time the operators are built
+        Assert.Contains("determinism", Refused(Own((k, rHat) => { var perm = randperm(k); return x => x.index_select(-1, perm).narrow(-1, 0, rHat); })));
+        // a map that only works on 2-D input (the model feeds (batch, sequence, k))
+        Assert.Contains("(2, 3, k)", Refused(Own((k, rHat) => x => x.index_select(1, arange(rHat)))));
         // a ΔW written out that is not the forward's Jacobian (transposed S): Eq. 3 fails, with the error
         var wrong = Refused(Own((k, rHat) => x => x.narrow(-1, 0, rHat), dw: (d, k, m) => zeros(d, k, dtype: m.dtype)));
         Assert.Contains("Eq. 3", wrong);
@@ -104,6 +108,7 @@ public class OwnDesignTests
             AdapterIO.Save(model, config, dir);
             var peft = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterIO.ConfigFile)))!;
             Assert.Equal(AdapterIO.OwnDesignMoraType, peft["mora_type"]!.GetValue<int>());
+            Assert.Equal(name, peft[AdapterIO.OwnDesignKey]!.GetValue<string>());      // the fork's LoraConfig rejects this key: it refuses the adapter
             var kit = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, AdapterIO.KitFile)))!;
             Assert.Equal(name, kit["mora_design"]!.GetValue<string>());
 
@@ -126,6 +131,16 @@ public class OwnDesignTests
             Assert.Contains(spectra, s => s.Method == $"MoRA {name}");
             var rows = DesignReport.CompareDesigns(24, 40, 4, tokens: 8, repeats: 1, designs: [MoraDesigns.Parse(name)]);
             Assert.True(rows.Single().JacobianError <= 1e-10 && rows.Single().MergeError <= 1e-10 && rows.Single().Number is null && rows.Single().Type == name);
+
+            // redefined under the same name (other maps): the adapter is refused, naming the fingerprint, and a method
+            // made from the old object is refused too (it would record one design and train another)
+            var old = MoraDesigns.Parse(name);
+            MoraDesigns.Register(MoraDesign.FromForward(name, (k, rHat) => x => x.narrow(-1, 0, rHat),
+                (d, rHat) => h => h.tile([.. Enumerable.Repeat(1L, (int)h.dim() - 1), (d + rHat - 1) / rHat]).narrow(-1, 0, d)));
+            Assert.NotEqual(old.Fingerprint, MoraDesigns.Parse(name).Fingerprint);
+            Assert.Contains("mora_design_fingerprint", Assert.Throws<AdapterFormatException>(() => AdapterIO.Load(new ToyModel(), dir)).Message);
+            Assert.Throws<ArgumentException>(() => MethodSpec.Mora(old));
+            MoraDesigns.Register(old);
 
             // unregistered (a fresh process that has not run the cell): refused naming the side file's field
             MoraDesigns.Unregister(name);
