@@ -44,7 +44,7 @@ static class DesignsCommand
         }
         if (outDir is not null) outDir = Mora.Training.OutputFolders.Check(outDir, "--out");
         var torchDevice = device.ToTorch();
-        Console.WriteLine($"Layer {d}x{k}, LoRA r = {r} ({RHat.LoraParameters(d, k, r):N0} parameters), {tokens} tokens, device {device}");
+        Console.WriteLine($"Layer {d}x{k}, LoRA r = {r} ({ParameterBudget.LoraParameters(d, k, r):N0} parameters), {tokens} tokens, device {device}");
         Action<string> progress = Console.IsErrorRedirected ? msg => Console.Error.WriteLine(msg) : msg => Console.Error.Write($"\r{msg,-40}");
         var rows = DesignReport.CompareDesigns(d, k, r, tokens, repeats, seed, torchDevice, progress);
         if (!Console.IsErrorRedirected) Console.Error.Write("\r" + new string(' ', 42) + "\r");

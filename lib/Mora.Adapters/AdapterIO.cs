@@ -252,7 +252,7 @@ public static class AdapterIO
 
     static int SafeRHat(int d, int k, int r, MoraDesign design, RHatRule rule)
     {
-        try { return RHat.FromLoraRank(d, k, r, design, rule); }
+        try { return ParameterBudget.RHat(d, k, r, design, rule); }
         catch (ArgumentException) { return 0; }
     }
 
@@ -628,7 +628,7 @@ public static class AdapterIO
             {
                 case AdapterMethod.Mora:
                     int rHat;
-                    try { rHat = RHat.FromLoraRank(p.OutFeatures, p.InFeatures, p.R, config.ResolvedDesign(), config.RHatRule); }
+                    try { rHat = ParameterBudget.RHat(p.OutFeatures, p.InFeatures, p.R, config.ResolvedDesign(), config.RHatRule); }
                     catch (ArgumentException e) { throw new AdapterFormatException(configPath, rField, p.R.ToString(CultureInfo.InvariantCulture), $"{p.Name}: {e.Message}", e); }
                     list.Add(new ExpectedTensor(at + "lora_A.weight", [rHat, rHat], true));
                     break;

@@ -47,7 +47,7 @@ public sealed class MoraLinear : AdaptedLinear
             throw new ArgumentException($"rank {r} is larger than the {OutFeatures}×{InFeatures} layer allows (min(d, k) = {Math.Min(InFeatures, OutFeatures)})", nameof(r));
         LoraRank = r;
         DropoutP = dropout;
-        int side = rHat ?? global::Mora.RHat.FromLoraRank(OutFeatures, InFeatures, r, design, rule);
+        int side = rHat ?? ParameterBudget.RHat(OutFeatures, InFeatures, r, design, rule);
         _op = new CompressDecompress(OutFeatures, InFeatures, side, design);
         lora_A = nn.Linear(side, side, hasBias: false, device: WeightDevice, dtype: WeightType);
         FreezeBase();

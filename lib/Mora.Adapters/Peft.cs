@@ -254,7 +254,7 @@ public static class Peft
             int r = a switch { LoraLinear l => l.R, MoraLinear m => m.LoraRank, _ => 0 };
             string rHat = a is MoraLinear mm ? mm.RHat.ToString() : "-";
             string design = a is MoraLinear md ? md.Design.BuiltIn is { } t ? $"{t} ({(int)t})" : md.Design.Name : "-";
-            string lora = r > 0 ? RHat.LoraParameters(a.OutFeatures, a.InFeatures, r).ToString("N0") : "-";
+            string lora = r > 0 ? ParameterBudget.LoraParameters(a.OutFeatures, a.InFeatures, r).ToString("N0") : "-";
             sb.AppendLine($"{name,-32} {a.Method,-6} {$"{a.OutFeatures}x{a.InFeatures}",-11} {(r > 0 ? r.ToString() : "-"),4} {rHat,5} {design,-22} {a.AdapterParameterCount,10:N0} {lora,12}");
         }
         var (trainable, total) = CountParameters(model);

@@ -35,10 +35,10 @@ public static class DesignReport
         foreach (var (name, d, k) in shapes ?? Llama2Shapes)
             foreach (int r in ranks ?? [8, 16, 32, 64, 128, 256])
             {
-                int rRef = RHat.FromLoraRank(d, k, r, MoraType.Sharing);
-                int rPaper = RHat.FromLoraRank(d, k, r, MoraType.Sharing, RHatRule.Floor);
-                int rRot = RHat.FromLoraRank(d, k, r, MoraType.Rotation);
-                rows.Add(new RHatRow(name, d, k, r, rRef, rPaper, rRot, RHat.LoraParameters(d, k, r), RHat.MoraParameters(rRef),
+                int rRef = ParameterBudget.RHat(d, k, r, MoraType.Sharing);
+                int rPaper = ParameterBudget.RHat(d, k, r, MoraType.Sharing, RHatRule.Floor);
+                int rRot = ParameterBudget.RHat(d, k, r, MoraType.Rotation);
+                rows.Add(new RHatRow(name, d, k, r, rRef, rPaper, rRot, ParameterBudget.LoraParameters(d, k, r), ParameterBudget.MoraParameters(rRef),
                     Math.Min(r, Math.Min(d, k)), new CompressDecompress(d, k, rRef, MoraType.Sharing).ExpectedRank(),
                     new CompressDecompress(d, k, rRot, MoraType.Rotation).ExpectedRank()));
             }
@@ -75,7 +75,7 @@ public static class DesignReport
             var x32 = x.to(ScalarType.Float32);
             double fwd = MedianMs(() => { using var _ = op.Forward(x32, m32); }, repeats, device);
             double dw = MedianMs(() => { using var _ = op.DeltaWeight(m32); }, repeats, device);
-            rows.Add(new DesignRow(type.BuiltIn?.ToString() ?? type.Name, d, k, op.RHat, RHat.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw,
+            rows.Add(new DesignRow(type.BuiltIn?.ToString() ?? type.Name, d, k, op.RHat, ParameterBudget.MoraParameters(op.RHat), spectrum.Rank, spectrum.EffectiveRank, mergeErr, jacErr, fwd, dw,
                 type.BuiltIn is { } t ? (int)t : null));
         }
         return rows;
@@ -102,7 +102,7 @@ public static class DesignReport
             torch.manual_seed(seed);
             var b = randn(d, r, dtype: ScalarType.Float64);
             var a = randn(r, k, dtype: ScalarType.Float64);
-            rows.Add(Row($"LoRA r={r}", RHat.LoraParameters(d, k, r), b.matmul(a)));
+            rows.Add(Row($"LoRA r={r}", ParameterBudget.LoraParameters(d, k, r), b.matmul(a)));
         }
         foreach (var design in designs ?? MoraDesigns.Paper)
         {
@@ -110,7 +110,7 @@ public static class DesignReport
             torch.manual_seed(seed);
             var op = CompressDecompress.ForLoraRank(d, k, r, design);
             var m = randn(op.RHat, op.RHat, dtype: ScalarType.Float64);
-            rows.Add(Row(design.BuiltIn is { } type ? $"MoRA {type} ({(int)type})" : $"MoRA {design.Name}", RHat.MoraParameters(op.RHat), op.DeltaWeight(m)));
+            rows.Add(Row(design.BuiltIn is { } type ? $"MoRA {type} ({(int)type})" : $"MoRA {design.Name}", ParameterBudget.MoraParameters(op.RHat), op.DeltaWeight(m)));
         }
         return rows;
     }

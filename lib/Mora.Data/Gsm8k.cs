@@ -205,7 +205,7 @@ public static class Gsm8kStyle
 /// download LLaMA): arithmetic facts, counting sentences, and GSM8K-style worked problems (excluding any question
 /// given), mixed and deterministic from a seed.
 /// </summary>
-public static class PretrainingCorpus
+public static class Gsm8kPretrainingText
 {
     public static List<string> Generate(int documents, int seed, MathStyle? style = null, IReadOnlySet<string>? excludeQuestions = null)
     {

@@ -7,7 +7,7 @@ namespace Mora.Data;
 /// <param name="HeldOut">documents only scored (the reported held-out perplexity)</param>
 /// <param name="Language">the language that generated them</param>
 /// <param name="Validation">documents the learning-rate sweep is scored on (so the rate is not picked on the reported split)</param>
-public sealed record PretrainCorpus(IReadOnlyList<string> Train, IReadOnlyList<string> HeldOut, SyntheticLanguage Language, IReadOnlyList<string> Validation);
+public sealed record SyntheticLanguageCorpus(IReadOnlyList<string> Train, IReadOnlyList<string> HeldOut, SyntheticLanguage Language, IReadOnlyList<string> Validation);
 
 /// <summary>
 /// A small generated language to pretrain on (the kit's stand-in for C4 in the paper's §4.4): a lexicon of made-up words
@@ -130,7 +130,7 @@ public sealed class SyntheticLanguage
     /// stream seeded by it in that order; a held-out or validation candidate whose text is already in a split is skipped,
     /// so the splits share no document (and the first two do not depend on the third).
     /// </summary>
-    public static PretrainCorpus Generate(int seed, int trainDocuments, int heldOutDocuments, int validationDocuments = 0)
+    public static SyntheticLanguageCorpus Generate(int seed, int trainDocuments, int heldOutDocuments, int validationDocuments = 0)
     {
         if (validationDocuments < 0) throw new ArgumentException($"validationDocuments must be ≥ 0, got {validationDocuments}", nameof(validationDocuments));
         if (trainDocuments <= 0) throw new ArgumentException($"trainDocuments must be positive, got {trainDocuments}", nameof(trainDocuments));
@@ -154,6 +154,6 @@ public sealed class SyntheticLanguage
             string d = language.Document(rng);
             if (seen.Add(d)) validation.Add(d);
         }
-        return new PretrainCorpus(train, heldOut, language, validation);
+        return new SyntheticLanguageCorpus(train, heldOut, language, validation);
     }
 }

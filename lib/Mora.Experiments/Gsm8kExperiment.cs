@@ -175,7 +175,7 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
                 { MaxPositionEmbeddings = Spec.Context, BosTokenId = _tokenizer.BosId, EosTokenId = _tokenizer.EosId });
         }, () =>
         {
-            var corpus = PretrainingCorpus.Generate(Spec.PretrainDocuments, seed: 7000 + s, Spec.Style, _test.Concat(_validation).Select(p => p.Question).ToHashSet());
+            var corpus = Gsm8kPretrainingText.Generate(Spec.PretrainDocuments, seed: 7000 + s, Spec.Style, _test.Concat(_validation).Select(p => p.Question).ToHashSet());
             var blocks = LmData.FromCorpus(_tokenizer, corpus, Math.Min(Spec.PretrainBlockSize, Spec.Context));
             return (blocks, $"{corpus.Count} documents ({blocks.Count} blocks)");
         });

@@ -188,7 +188,7 @@ public sealed class PretrainExperiment(PretrainSpec spec) : Experiment<PretrainS
 
     /// <summary>The corpus and its training / held-out blocks, and the validation blocks the sweep is scored on (the
     /// held-out blocks when <see cref="PretrainSpec.ValidationDocuments"/> is 0).</summary>
-    public static (PretrainCorpus Corpus, List<LmExample> Train, List<LmExample> HeldOut, List<LmExample> Validation) Data(PretrainSpec spec)
+    public static (SyntheticLanguageCorpus Corpus, List<LmExample> Train, List<LmExample> HeldOut, List<LmExample> Validation) Data(PretrainSpec spec)
     {
         var corpus = SyntheticLanguage.Generate(spec.CorpusSeed, spec.TrainDocuments, spec.HeldOutDocuments, spec.ValidationDocuments);
         var tok = new CharTokenizer(strict: true);

@@ -14,9 +14,9 @@ namespace Mora;
 /// A design is a pair of maps, chosen in <see cref="Maps"/>:
 /// <list type="bullet">
 /// <item>f_comp — <see cref="Truncate"/> (Eq. 4), <see cref="StrideSum"/> (Eq. 6 by stride, types 1, 4),
-/// <see cref="AdjacentSum"/> (Eq. 6 by adjacent groups, types 2, 3), <see cref="Mora.Blocks"/> (Eq. 8),
+/// <see cref="AdjacentSum"/> (Eq. 6 by adjacent groups, types 2, 3), <see cref="ReshapeBlocks"/> (Eq. 8),
 /// <see cref="RotatedBlocks"/> (Eq. 9, type 6);</item>
-/// <item>f_decomp — <see cref="ZeroPad"/> (Eq. 5), <see cref="Tile"/> (Eq. 7, types 1, 3), <see cref="Runs"/> (Eq. 7,
+/// <item>f_decomp — <see cref="ZeroPad"/> (Eq. 5), <see cref="Tile"/> (Eq. 7, types 1, 3), <see cref="RepeatRuns"/> (Eq. 7,
 /// types 2, 4), <see cref="ConcatTile"/> (Eq. 8–10).</item>
 /// </list>
 /// This class checks arguments and composes the two maps; each map holds its forward, its share of ΔW and its axis of
@@ -79,10 +79,10 @@ public sealed class CompressDecompress
         {
             MoraType.Truncation => Pair(new Truncate(k, rHat), w => new ZeroPad(d, w)),
             MoraType.Sharing => Pair(new StrideSum(k, rHat), w => new Tile(d, w)),
-            MoraType.SharingAdjacent => Pair(new AdjacentSum(k, rHat), w => new Runs(d, w)),
+            MoraType.SharingAdjacent => Pair(new AdjacentSum(k, rHat), w => new RepeatRuns(d, w)),
             MoraType.SharingAdjacentTiled => Pair(new AdjacentSum(k, rHat), w => new Tile(d, w)),
-            MoraType.SharingStrideRepeated => Pair(new StrideSum(k, rHat), w => new Runs(d, w)),
-            MoraType.Decouple => Pair(new Blocks(k, rHat), w => new ConcatTile(d, w, rHat)),
+            MoraType.SharingStrideRepeated => Pair(new StrideSum(k, rHat), w => new RepeatRuns(d, w)),
+            MoraType.Decouple => Pair(new ReshapeBlocks(k, rHat), w => new ConcatTile(d, w, rHat)),
             MoraType.Rotation => Pair(new RotatedBlocks(k, rHat), w => new ConcatTile(d, w, rHat)),
             _ => throw new ArgumentException($"unknown MoRA type {(int)type}", nameof(type)),
         };
@@ -92,11 +92,11 @@ public sealed class CompressDecompress
 
     /// <summary>Builds the operators for a layer from the LoRA rank (r̂ by <paramref name="rule"/>).</summary>
     public static CompressDecompress ForLoraRank(int d, int k, int r, MoraType type, RHatRule rule = RHatRule.RoundHalfUp) =>
-        new(d, k, global::Mora.RHat.FromLoraRank(d, k, r, type, rule), type);
+        new(d, k, ParameterBudget.RHat(d, k, r, type, rule), type);
 
     /// <summary>Builds the operators for a layer from the LoRA rank (r̂ by <paramref name="rule"/>), for any design.</summary>
     public static CompressDecompress ForLoraRank(int d, int k, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp) =>
-        new(d, k, global::Mora.RHat.FromLoraRank(d, k, r, design, rule), design);
+        new(d, k, ParameterBudget.RHat(d, k, r, design, rule), design);
 
     /// <summary>f_comp: (…, k) → (…, r̂), or (…, n, r̂) for the blockwise designs (rotated for type 6).</summary>
     public Tensor Compress(Tensor x)
@@ -124,7 +124,7 @@ public sealed class CompressDecompress
         CheckM(m);
         if (Compression is ForwardCompression { DeltaWeight: { } own }) return own(m);
         using var scope = NewDisposeScope();
-        var ms = Compression.MS(m, Decompression.RowsRead);
+        var ms = Compression.MTimesS(m, Decompression.RowsRead);
         return Decompression.TimesRows(ms).contiguous().MoveToOuterDisposeScope();
     }
 

@@ -6,7 +6,7 @@ namespace Mora;
 /// <summary>
 /// f_comp : ℝᵏ → ℝ^Width of MoRA (paper §3.1), one fixed linear map S, and its shares of the update ΔW = T M S:
 /// the forward (<see cref="Apply"/>, and <see cref="TimesM"/> = M f_comp(x)), the product "M S" written out
-/// (<see cref="MS"/>), and its axis of the in-place merge (<see cref="MergeColumns"/>). Width is r̂, or n·r̂ for the
+/// (<see cref="MTimesS"/>), and its axis of the in-place merge (<see cref="MergeColumns"/>). Width is r̂, or n·r̂ for the
 /// blockwise maps (Eq. 8–9), whose M acts on each of the n blocks.
 /// </summary>
 public abstract class CompressionMap(int k, int rHat)
@@ -30,7 +30,7 @@ public abstract class CompressionMap(int k, int rHat)
 
     /// <summary>"M S": the product of M (block-diagonal diag(M, …) for the blockwise maps) with this map's matrix S, so that
     /// ΔW = T·(M S) for the decompression map's T. Returns at least the first <paramref name="rows"/> of its Width rows, × k.</summary>
-    public abstract Tensor MS(Tensor m, long rows);
+    public abstract Tensor MTimesS(Tensor m, long rows);
 
     /// <summary>This map's axis (W's columns) of the in-place merge, or null where its structure allows no view.</summary>
     public virtual MergeAxis? MergeColumns(bool contiguous) => null;
@@ -55,7 +55,7 @@ public abstract class CompressionMap(int k, int rHat)
 public sealed class Truncate(int k, int rHat) : CompressionMap(k, rHat)
 {
     public override Tensor Apply(Tensor x) => Slots.Resize(x, -1, RHat);
-    public override Tensor MS(Tensor m, long rows) => Slots.Resize(m, 1, K);
+    public override Tensor MTimesS(Tensor m, long rows) => Slots.Resize(m, 1, K);
     public override MergeAxis? MergeColumns(bool contiguous) =>
         new(t => t.narrow(1, 0, Math.Min(K, RHat)), t => t.narrow(1, 0, Math.Min(K, RHat)));
 }
@@ -120,7 +120,7 @@ public sealed class StrideSum(int k, int rHat) : CompressionMap(k, rHat)
         return blocks.sum(-2);
     }
 
-    public override Tensor MS(Tensor m, long rows)
+    public override Tensor MTimesS(Tensor m, long rows)
     {
         using var wide = m.repeat(1, _fill.Blocks);
         return _fill.Fold(wide);
@@ -170,7 +170,7 @@ public sealed class AdjacentSum : CompressionMap
         finally { foreach (var p in parts) p.Dispose(); }
     }
 
-    public override Tensor MS(Tensor m, long rows) => m.index_select(1, _groupOfInput.Get(m.device));
+    public override Tensor MTimesS(Tensor m, long rows) => m.index_select(1, _groupOfInput.Get(m.device));
 
     public override MergeAxis? MergeColumns(bool contiguous) => contiguous && K % RHat == 0
         ? new(t => Slots.Split(t, 1, RHat, K / RHat), t => Slots.Split(t, 1, RHat, 1)) : null;
@@ -195,7 +195,7 @@ public abstract class BlockCompression : CompressionMap
     /// <summary>The cores C_t, (n, r̂, r̂).</summary>
     public abstract Tensor Cores(Tensor m);
 
-    public override Tensor MS(Tensor m, long rows)
+    public override Tensor MTimesS(Tensor m, long rows)
     {
         using var scope = NewDisposeScope();
         int rowBlocks = (int)Math.Min(Blocks, (rows + RHat - 1) / RHat);
@@ -218,7 +218,7 @@ public abstract class BlockCompression : CompressionMap
 
 /// <summary>Paper Eq. 8, decoupling by reshape (type 5): f_comp(x) is the n filled blocks; every block goes through the same
 /// M (core C_t = M).</summary>
-public sealed class Blocks(int k, int rHat) : BlockCompression(k, rHat)
+public sealed class ReshapeBlocks(int k, int rHat) : BlockCompression(k, rHat)
 {
     public override Tensor Apply(Tensor x) => Fill.Apply(x);
     public override Tensor Cores(Tensor m) => m.unsqueeze(0).expand(Fill.Blocks, RHat, RHat);

@@ -19,13 +19,13 @@ public abstract class DecompressionMap(int d, int width)
     public long RowsRead => Math.Min(D, Width);
 
     /// <summary>T along axis <paramref name="dim"/>: size Width (or at least <see cref="RowsRead"/>) → d.</summary>
-    protected abstract Tensor Along(Tensor x, int dim);
+    protected abstract Tensor ApplyAlong(Tensor x, int dim);
 
     /// <summary>f_decomp h: (…, Width) → (…, d).</summary>
-    public virtual Tensor Apply(Tensor h) => Along(h, -1);
+    public virtual Tensor Apply(Tensor h) => ApplyAlong(h, -1);
 
     /// <summary>T·X for X with the Width slots as rows (at least the first <see cref="RowsRead"/>): (rows × k) → (d × k).</summary>
-    public Tensor TimesRows(Tensor x) => Along(x, 0);
+    public Tensor TimesRows(Tensor x) => ApplyAlong(x, 0);
 
     /// <summary>This map's axis (W's rows) of the in-place merge, or null where its structure allows no view.</summary>
     public virtual MergeAxis? MergeRows(bool contiguous) => null;
@@ -34,7 +34,7 @@ public abstract class DecompressionMap(int d, int width)
 /// <summary>Paper Eq. 5, truncation: the r̂ outputs padded with zeros to d (cut when d &lt; r̂); the merge adds M's corner.</summary>
 public sealed class ZeroPad(int d, int width) : DecompressionMap(d, width)
 {
-    protected override Tensor Along(Tensor x, int dim) => Slots.Resize(x, dim, D);
+    protected override Tensor ApplyAlong(Tensor x, int dim) => Slots.Resize(x, dim, D);
     public override MergeAxis? MergeRows(bool contiguous) =>
         new(t => t.narrow(0, 0, RowsRead), t => t.narrow(0, 0, RowsRead));
 }
@@ -43,18 +43,18 @@ public sealed class ZeroPad(int d, int width) : DecompressionMap(d, width)
 /// as (d/r̂, r̂).</summary>
 public class Tile(int d, int width) : DecompressionMap(d, width)
 {
-    protected override Tensor Along(Tensor x, int dim) => Slots.Tile(x, dim, D);
+    protected override Tensor ApplyAlong(Tensor x, int dim) => Slots.Tile(x, dim, D);
     public override MergeAxis? MergeRows(bool contiguous) => contiguous && D % Width == 0
         ? new(t => Slots.Split(t, 0, D / Width, Width), t => Slots.Split(t, 0, 1, Width)) : null;
 }
 
 /// <summary>Paper Eq. 7 by contiguous runs (reference types 2, 4): slot g repeated over the g-th of r̂ contiguous runs of the
 /// outputs (the first d mod r̂ runs one longer). With r̂ | d the merge views W's rows as (r̂, d/r̂).</summary>
-public sealed class Runs(int d, int width) : DecompressionMap(d, width)
+public sealed class RepeatRuns(int d, int width) : DecompressionMap(d, width)
 {
     readonly PerDevice<Tensor> _runOfOutput = PerDevice<Tensor>.Index(Slots.Runs(d, width));
 
-    protected override Tensor Along(Tensor x, int dim) => x.index_select(dim, _runOfOutput.Get(x.device));
+    protected override Tensor ApplyAlong(Tensor x, int dim) => x.index_select(dim, _runOfOutput.Get(x.device));
     public override MergeAxis? MergeRows(bool contiguous) => contiguous && D % Width == 0
         ? new(t => Slots.Split(t, 0, Width, D / Width), t => Slots.Split(t, 0, Width, 1)) : null;
 }

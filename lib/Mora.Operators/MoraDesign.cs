@@ -244,7 +244,7 @@ sealed class ForwardCompression(int k, int rHat, Func<Tensor, Tensor> forward, F
     public override Tensor Apply(Tensor x) => forward(x);
 
     /// <summary>M S with S (r̂ × k) = f_comp of the unit vectors, transposed.</summary>
-    public override Tensor MS(Tensor m, long rows)
+    public override Tensor MTimesS(Tensor m, long rows)
     {
         using var eye = torch.eye(K, dtype: m.dtype, device: m.device);
         using var columns = forward(eye);                   // row j = f_comp(e_j) = column j of S
@@ -255,7 +255,7 @@ sealed class ForwardCompression(int k, int rHat, Func<Tensor, Tensor> forward, F
 /// <summary>f_decomp given by its forward (a registered design): T, the Jacobian, is the forward of the r̂ unit vectors.</summary>
 sealed class ForwardDecompression(int d, int rHat, Func<Tensor, Tensor> forward) : DecompressionMap(d, rHat)
 {
-    protected override Tensor Along(Tensor x, int dim)
+    protected override Tensor ApplyAlong(Tensor x, int dim)
     {
         if (dim == -1 || dim == x.dim() - 1) return forward(x);
         // T·X for X (r̂ × k): T (d × r̂) = f_decomp of the unit vectors, transposed

@@ -76,11 +76,11 @@ public static class MoraTypes
 }
 
 /// <summary>r̂ and the parameter budget (paper §3: MoRA spends LoRA's (d + k)·r parameters on one r̂ × r̂ matrix).</summary>
-public static class RHat
+public static class ParameterBudget
 {
     /// <summary>r̂ for a d × k layer (d = out_features, k = in_features) at LoRA rank <paramref name="r"/>.</summary>
     /// <exception cref="ArgumentException">r, d or k not positive</exception>
-    public static int FromLoraRank(int d, int k, int r, MoraType type, RHatRule rule = RHatRule.RoundHalfUp)
+    public static int RHat(int d, int k, int r, MoraType type, RHatRule rule = RHatRule.RoundHalfUp)
     {
         if (r <= 0) throw new ArgumentException($"LoRA rank must be positive, got {r}", nameof(r));
         if (d <= 0) throw new ArgumentException($"out_features must be positive, got {d}", nameof(d));
@@ -93,11 +93,11 @@ public static class RHat
     }
 
     /// <summary>r̂ for a d × k layer at LoRA rank <paramref name="r"/>, for any design (even where it needs it).</summary>
-    public static int FromLoraRank(int d, int k, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp)
+    public static int RHat(int d, int k, int r, MoraDesign design, RHatRule rule = RHatRule.RoundHalfUp)
     {
         ArgumentNullException.ThrowIfNull(design);
-        if (design.BuiltIn is { } t) return FromLoraRank(d, k, r, t, rule);
-        int rHat = FromLoraRank(d, k, r, MoraType.Sharing, rule);
+        if (design.BuiltIn is { } t) return RHat(d, k, r, t, rule);
+        int rHat = RHat(d, k, r, MoraType.Sharing, rule);
         if (design.EvenRHat) rHat = rHat / 2 * 2;
         if (rHat <= 0) throw new ArgumentException($"r = {r} gives r̂ = 0 for a {d}×{k} layer", nameof(r));
         return rHat;

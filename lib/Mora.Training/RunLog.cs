@@ -45,7 +45,7 @@ public sealed class RunLog
     /// <summary>The last value of a metric, or null.</summary>
     public double? Last(string metric) => _rows.LastOrDefault(r => r.Metrics.ContainsKey(metric))?.Metrics[metric];
 
-    static string F(double v) => v.ToString("R", CultureInfo.InvariantCulture);
+    static string RoundTrip(double v) => v.ToString("R", CultureInfo.InvariantCulture);
 
     public string ToCsv()
     {
@@ -54,9 +54,9 @@ public sealed class RunLog
         sb.Append(string.Join(",", FixedColumns.Concat(metrics))).Append('\n');
         foreach (var r in _rows)
         {
-            sb.Append(r.Step).Append(',').Append(r.Tokens).Append(',').Append(F(r.Loss)).Append(',').Append(F(r.LearningRate)).Append(',')
-              .Append(F(r.GradNorm)).Append(',').Append(F(r.TokensPerSecond)).Append(',').Append(F(r.WallSeconds));
-            foreach (var m in metrics) sb.Append(',').Append(r.Metrics.TryGetValue(m, out var v) ? F(v) : "");
+            sb.Append(r.Step).Append(',').Append(r.Tokens).Append(',').Append(RoundTrip(r.Loss)).Append(',').Append(RoundTrip(r.LearningRate)).Append(',')
+              .Append(RoundTrip(r.GradNorm)).Append(',').Append(RoundTrip(r.TokensPerSecond)).Append(',').Append(RoundTrip(r.WallSeconds));
+            foreach (var m in metrics) sb.Append(',').Append(r.Metrics.TryGetValue(m, out var v) ? RoundTrip(v) : "");
             sb.Append('\n');
         }
         return sb.ToString();
@@ -78,13 +78,13 @@ public sealed class RunLog
             if (lines[i].Length == 0) continue;
             var cells = lines[i].Split(',');
             if (cells.Length != header.Length) throw new FormatException($"{path}:{i + 1}: {cells.Length} cells, header has {header.Length}");
-            double D(int c) => double.TryParse(cells[c], NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v
+            double Cell(int c) => double.TryParse(cells[c], NumberStyles.Float, CultureInfo.InvariantCulture, out var v) ? v
                 : throw new FormatException($"{path}:{i + 1}: column {header[c]} is not a number: '{cells[c]}'");
             long L(int c) => long.TryParse(cells[c], CultureInfo.InvariantCulture, out var v) ? v
                 : throw new FormatException($"{path}:{i + 1}: column {header[c]} is not an integer: '{cells[c]}'");
             var metrics = new Dictionary<string, double>();
-            for (int c = FixedColumns.Length; c < header.Length; c++) if (cells[c].Length > 0) metrics[header[c]] = D(c);
-            try { log.Add(new LogRow(L(0), L(1), D(2), D(3), D(4), D(5), D(6), metrics)); }
+            for (int c = FixedColumns.Length; c < header.Length; c++) if (cells[c].Length > 0) metrics[header[c]] = Cell(c);
+            try { log.Add(new LogRow(L(0), L(1), Cell(2), Cell(3), Cell(4), Cell(5), Cell(6), metrics)); }
             catch (InvalidOperationException e) { throw new FormatException($"{path}:{i + 1}: {e.Message}", e); }
         }
         return log;

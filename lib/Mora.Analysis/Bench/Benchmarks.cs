@@ -378,7 +378,7 @@ public static class Benchmarks
         return s[lo] + (s[hi] - s[lo]) * (pos - lo);
     }
 
-    static string F(double v, string format = "G6") => double.IsNaN(v) ? "" : v.ToString(format, CultureInfo.InvariantCulture);
+    static string Num(double v, string format = "G6") => double.IsNaN(v) ? "" : v.ToString(format, CultureInfo.InvariantCulture);
 
     public static void WriteCsv<T>(string path, IEnumerable<T> rows)
     {
@@ -388,7 +388,7 @@ public static class Benchmarks
         foreach (var row in rows)
             sb.AppendLine(string.Join(",", props.Select(p => p.GetValue(row) switch
             {
-                double v => F(v),
+                double v => Num(v),
                 IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
                 var o => o?.ToString() ?? "",
             })));
@@ -424,7 +424,7 @@ public static class Benchmarks
         sb.AppendLine("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var l in result.Layers)
             sb.AppendLine($"| {l.D}×{l.K} | {l.Tokens} | {l.Method} | {(l.R == 0 ? "" : l.R)} | {(l.RHat == 0 ? "" : l.RHat)} | {l.Parameters:N0} | {l.MedianMs:F2} | {100 * (l.P75Ms - l.P25Ms) / l.MedianMs:F0} | " +
-                          $"{l.RatioToBase:F3} | {l.FloorRatioToBase:F3} | {F(l.RatioToLora, "F3")} | {F(l.FloorRatioToLora, "F3")} | {F(l.PeakExtraMiB, "F0")} |");
+                          $"{l.RatioToBase:F3} | {l.FloorRatioToBase:F3} | {Num(l.RatioToLora, "F3")} | {Num(l.FloorRatioToLora, "F3")} | {Num(l.PeakExtraMiB, "F0")} |");
         sb.AppendLine();
         sb.AppendLine("## Targets");
         sb.AppendLine();
@@ -455,7 +455,7 @@ public static class Benchmarks
             sb.AppendLine("| shape | method | r̂ | ΔW ms | merge ms | reference ΔW ms | reference merge ms | × kit merge | max abs ΔW diff | merge err | % of step |");
             sb.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var m in result.Merges)
-                sb.AppendLine($"| {m.D}×{m.K} | {m.Method} | {m.RHat} | {m.MaterialiseMs:F2} | {m.MergeMs:F2} | {F(m.ReferenceDeltaMs, "F2")} | {F(m.ReferenceMergeMs, "F2")} | {(double.IsNaN(m.SpeedUp) ? "no reference type" : F(m.SpeedUp, "F1") + "×")} | {F(m.MaxAbsDiff, "E1")} | {F(m.MergeErrorVsDeltaWeight, "E1")} | {F(m.PercentOfLayerStep, "F2")} |");
+                sb.AppendLine($"| {m.D}×{m.K} | {m.Method} | {m.RHat} | {m.MaterialiseMs:F2} | {m.MergeMs:F2} | {Num(m.ReferenceDeltaMs, "F2")} | {Num(m.ReferenceMergeMs, "F2")} | {(double.IsNaN(m.SpeedUp) ? "no reference type" : Num(m.SpeedUp, "F1") + "×")} | {Num(m.MaxAbsDiff, "E1")} | {Num(m.MergeErrorVsDeltaWeight, "E1")} | {Num(m.PercentOfLayerStep, "F2")} |");
             sb.AppendLine();
         }
         if (result.Training.Count > 0)
@@ -466,7 +466,7 @@ public static class Benchmarks
             sb.AppendLine("| method | r | trainable | step ms | tokens/s | × LoRA time | peak RSS above start MiB |");
             sb.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
             foreach (var t in result.Training)
-                sb.AppendLine($"| {t.Method} | {(t.R == 0 ? "" : t.R)} | {t.TrainableParameters:N0} | {t.StepMs:F1} | {t.TokensPerSecond:F0} | {t.StepMs / lora.StepMs:F3} | {F(t.PeakRssMiB, "F0")} |");
+                sb.AppendLine($"| {t.Method} | {(t.R == 0 ? "" : t.R)} | {t.TrainableParameters:N0} | {t.StepMs:F1} | {t.TokensPerSecond:F0} | {t.StepMs / lora.StepMs:F3} | {Num(t.PeakRssMiB, "F0")} |");
             sb.AppendLine();
         }
         return sb.ToString();

@@ -169,11 +169,11 @@ public static class TrainingEvidence
         {
             var c = line.Split(',');
             if (c.Length != header.Length) throw new FormatException($"{path}, line {at}: {c.Length} cells, the header has {header.Length}");
-            double D(string n) => c[Col(n)] == "" ? double.NaN : double.Parse(c[Col(n)], CultureInfo.InvariantCulture);
+            double Column(string n) => c[Col(n)] == "" ? double.NaN : double.Parse(c[Col(n)], CultureInfo.InvariantCulture);
             int I(string n) => int.Parse(c[Col(n)], CultureInfo.InvariantCulture);
             long L(string n) => long.Parse(c[Col(n)], CultureInfo.InvariantCulture);
             rows.Add(new TrainStepRow(c[Col("model")], c[Col("method")], I("r"), c[Col("d_type")], c[Col("device")], I("batch"), I("sequence_length"), I("steps"),
-                D("step_ms"), D("p25_ms"), D("p75_ms"), D("tokens_per_second"), L("trainable_parameters"), L("total_parameters"), L("matmul_parameters"), I("layers"), I("hidden")));
+                Column("step_ms"), Column("p25_ms"), Column("p75_ms"), Column("tokens_per_second"), L("trainable_parameters"), L("total_parameters"), L("matmul_parameters"), I("layers"), I("hidden")));
         }
         return rows;
     }

@@ -192,7 +192,7 @@ public class InteropAdapterTests(ITestOutputHelper output)
         {
             long side = file[AdapterIO.Prefix + name + ".lora_A.weight"].shape[0];
             Assert.Equal(side, layer.RHat);
-            Assert.Equal(RHat.FromLoraRank(layer.OutFeatures, layer.InFeatures, r, (MoraType)moraType), layer.RHat);
+            Assert.Equal(ParameterBudget.RHat(layer.OutFeatures, layer.InFeatures, r, (MoraType)moraType), layer.RHat);
         }
         if (forkRHat is not null) Assert.Equal(forkRHat.Distinct().Order(), layers.Select(l => l.Layer.RHat).Distinct().Order());
         output.WriteLine($"{id}: r̂ per module {string.Join(", ", layers.Select(l => $"{l.Name[(l.Name.IndexOf("layers.") + 7)..]}={l.Layer.RHat}"))}" +

@@ -82,11 +82,11 @@ public partial class DataTests
         Assert.Equal(100, test.Count);
         Assert.Empty(train.Select(p => p.Question).Intersect(test.Select(p => p.Question)));
         var exclude = test.Select(p => p.Question).ToHashSet();
-        var corpus = PretrainingCorpus.Generate(300, 5, excludeQuestions: exclude);
+        var corpus = Gsm8kPretrainingText.Generate(300, 5, excludeQuestions: exclude);
         Assert.Equal(300, corpus.Count);
         Assert.DoesNotContain(corpus, d => exclude.Any(q => d.Contains(q)));
         Assert.Contains(corpus, d => d.Contains("<<") && d.Contains("####"));
-        Assert.Equal(corpus, PretrainingCorpus.Generate(300, 5, excludeQuestions: exclude));
+        Assert.Equal(corpus, Gsm8kPretrainingText.Generate(300, 5, excludeQuestions: exclude));
         Assert.Throws<ArgumentException>(() => Gsm8kStyle.Generate(10, 1, new MathStyle { MinSteps = 3, MaxSteps = 2 }));
     }
 

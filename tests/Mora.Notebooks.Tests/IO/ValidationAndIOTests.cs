@@ -13,9 +13,9 @@ public class ValidationAndIOTests
     public void InvalidOperatorArgumentsNameTheArgument()
     {
         using var rng = TestSupport.TorchSeed();
-        Assert.Equal("r", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(64, 64, 0, MoraType.Sharing)).ParamName);
-        Assert.Equal("r", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(64, 64, -3, MoraType.Sharing)).ParamName);
-        Assert.Equal("d", Assert.Throws<ArgumentException>(() => RHat.FromLoraRank(0, 64, 8, MoraType.Sharing)).ParamName);
+        Assert.Equal("r", Assert.Throws<ArgumentException>(() => ParameterBudget.RHat(64, 64, 0, MoraType.Sharing)).ParamName);
+        Assert.Equal("r", Assert.Throws<ArgumentException>(() => ParameterBudget.RHat(64, 64, -3, MoraType.Sharing)).ParamName);
+        Assert.Equal("d", Assert.Throws<ArgumentException>(() => ParameterBudget.RHat(0, 64, 8, MoraType.Sharing)).ParamName);
         Assert.Equal("rHat", Assert.Throws<ArgumentException>(() => new CompressDecompress(64, 64, 31, MoraType.Rotation)).ParamName);
         Assert.Equal("rHat", Assert.Throws<ArgumentException>(() => new CompressDecompress(64, 64, 0, MoraType.Sharing)).ParamName);
         Assert.Equal("rHat", Assert.Throws<ArgumentException>(() => new CompressDecompress(16, 16, 17, MoraType.Sharing)).ParamName);

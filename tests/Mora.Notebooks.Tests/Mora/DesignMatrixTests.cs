@@ -121,8 +121,8 @@ public class DesignMatrixTests
     public void ParameterCountMatchesLoraBudget(MoraType type, int d, int k, int r, ScalarType dt)
     {
         using var s = Make(type, d, k, r, dt);
-        long mora = s.Layer.AdapterParameterCount, lora = RHat.LoraParameters(d, k, r);
-        Assert.Equal(RHat.MoraParameters(s.Layer.RHat), mora);
+        long mora = s.Layer.AdapterParameterCount, lora = ParameterBudget.LoraParameters(d, k, r);
+        Assert.Equal(ParameterBudget.MoraParameters(s.Layer.RHat), mora);
         Assert.True(Math.Abs(mora - lora) <= 2 * (2 * s.Layer.RHat + 2), $"{s.Name}: MoRA {mora} vs LoRA {lora} parameters");
         var (trainable, total) = Peft.CountParameters(s.Layer);
         Assert.Equal(mora, trainable);

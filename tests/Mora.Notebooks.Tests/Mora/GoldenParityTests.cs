@@ -39,7 +39,7 @@ public class GoldenParityTests
     public void RHatMatchesTheReferenceRule(int index, string name)
     {
         var c = Cases.Value[index];
-        Assert.True(c.RHat == RHat.FromLoraRank(c.Out, c.In, c.R, (MoraType)c.Type), name);
+        Assert.True(c.RHat == ParameterBudget.RHat(c.Out, c.In, c.R, (MoraType)c.Type), name);
     }
 
     [Theory]

@@ -56,7 +56,7 @@ public class OperatorMapTests
     {
         using var c = Make(type, d, k, rHat);
         var (op, m) = (c.Op, c.M);
-        using var ms = op.Compression.MS(m, op.Decompression.RowsRead);
+        using var ms = op.Compression.MTimesS(m, op.Decompression.RowsRead);
         using var composed = op.Decompression.TimesRows(ms);
         using var jacobian = op.DeltaWeightFromForward(m);
         Assert.Equal(new long[] { d, k }, composed.shape);
@@ -80,7 +80,7 @@ public class OperatorMapTests
         using var eyeK = eye(k, dtype: ScalarType.Float64);
         using var y = comp.TimesM(eyeK, m);
         using var msFromForward = y.reshape(k, width).t();
-        using var ms = comp.MS(m, width);
+        using var ms = comp.MTimesS(m, width);
         Assert.True(TestSupport.MaxAbs(msFromForward) > 1e-3, $"{op}: M f_comp(e_j) is (near) zero");
         double ec = TestSupport.MaxAbs(ms, msFromForward);
         Assert.True(ec <= Tol, $"{op}: compression map's M S differs from its forward's Jacobian by {ec:g3}");

@@ -30,7 +30,7 @@ public sealed record RankPoint(string Method, long Step, double MeanEffectiveRan
 /// <item><see cref="RankDynamics"/>: fine-tune a tiny model on UUID pairs and track the effective rank of ΔW as it learns.</item>
 /// </list>
 /// </summary>
-public static class Lessons
+public static class RankStudies
 {
     /// <summary>Fits the target with each method at each rank budget (see the class remarks).</summary>
     /// <param name="d">rows of the target (out_features)</param>
