@@ -170,7 +170,7 @@ static class CliSupport
             AtomicFile.WriteText(Path.Combine(figures, "table.txt"), result.Table.TrimEnd('\n') + "\n");
             WriteCommand(Path.Combine(figures, "COMMAND.txt"));
             var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, experiment.Kind);
-            Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetFullPath(figures)}");
+            Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(figures))}");
             return 0;
         }
         catch (OperationCanceledException)

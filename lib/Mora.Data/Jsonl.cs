@@ -48,8 +48,12 @@ public static class Jsonl
     /// the line and the byte, not text with U+FFFD in it.</summary>
     static IEnumerable<string> Lines(string path)
     {
-        // a regular file of bounded size only: a FIFO would block in open(), /dev/zero (or a link to it) would grow the
-        // line buffer until memory runs out
+        // Never opened when it reports no bytes: an empty file has no lines, and a FIFO, socket or device (a link to
+        // /dev/zero included) reports size 0 too, where opening would block or read forever. So those read as empty,
+        // and the callers' "holds no problems (an empty file, or not a regular file)" names the file.
+        var target = new FileInfo(SafeFile.RealPath(path));
+        if (target.Exists && target.Length == 0) yield break;
+        // else a regular file of bounded size
         long length = SafeFile.Check(path, null, 1, MaxBytes, (file, problem) => new DatasetFormatException(file, 0, problem));
         using var stream = new BufferedStream(new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read), 1 << 16);
         long read = 0;

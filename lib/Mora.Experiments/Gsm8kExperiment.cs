@@ -131,11 +131,11 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         if (Spec.TrainFile is not null)
         {
             var all = Gsm8kData.Load(Spec.TrainFile);
-            if (all.Count == 0) throw new ArgumentException($"{nameof(Spec.TrainFile)}: {Spec.TrainFile} holds no problems (an empty file)", nameof(Spec.TrainFile));
+            if (all.Count == 0) throw new ArgumentException($"{nameof(Spec.TrainFile)}: {Spec.TrainFile} holds no problems (an empty file, or not a regular file: a pipe or device is not read)", nameof(Spec.TrainFile));
             _train = all.Take(Spec.TrainProblems).ToList();
             _validation = all.Skip(Spec.TrainProblems).Take(Spec.ValidationProblems).ToList();
             _test = Gsm8kData.Load(Spec.TestFile!).Take(Spec.TestProblems).ToList();
-            if (_test.Count == 0) throw new ArgumentException($"{nameof(Spec.TestFile)}: {Spec.TestFile} holds no problems (an empty file)", nameof(Spec.TestFile));
+            if (_test.Count == 0) throw new ArgumentException($"{nameof(Spec.TestFile)}: {Spec.TestFile} holds no problems (an empty file, or not a regular file: a pipe or device is not read)", nameof(Spec.TestFile));
             if (_validation.Count < Spec.ValidationProblems)
                 throw new ArgumentException($"{nameof(Spec.ValidationProblems)}: {Spec.TrainFile} has {all.Count} problems, fewer than {Spec.TrainProblems} training plus {Spec.ValidationProblems} validation ones", nameof(Spec.ValidationProblems));
             inputs.Add(new InputFile("train file", Spec.TrainFile));

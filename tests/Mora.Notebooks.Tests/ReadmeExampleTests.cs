@@ -67,7 +67,7 @@ public class ReadmeExampleTests
     /// <summary>The csharp block that follows the README paragraph starting with <paramref name="lead"/>.</summary>
     static string Snippet(string lead)
     {
-        string readme = File.ReadAllText(Path.Combine(TestSupport.RepoRoot, "README.md"));
+        string readme = TestSupport.Docs;                  // README.md, then lib/README.md (where the library's snippets live)
         int at = readme.IndexOf("\n" + lead, StringComparison.Ordinal);
         Assert.True(at >= 0, $"README.md has no paragraph starting '{lead}'");
         var block = new Regex(@"```csharp\n(.*?)```", RegexOptions.Singleline).Match(readme, at);

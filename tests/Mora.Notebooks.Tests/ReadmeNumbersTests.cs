@@ -9,7 +9,7 @@ namespace Mora.Tests;
 public class ReadmeNumbersTests
 {
     static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
-    static string Readme => File.ReadAllText(Path.Combine(TestSupport.RepoRoot, "README.md"));
+    static string Readme => TestSupport.Docs;      // README.md and the documents beside lib/, figures/, notebooks/
     static string Figures(params string[] parts) => Path.Combine([TestSupport.RepoRoot, "figures", .. parts]);
 
     internal static List<Dictionary<string, string>> Csv(string path)
@@ -23,6 +23,31 @@ public class ReadmeNumbersTests
 
     static void AssertReadmeHas(string expected, string what) =>
         Assert.True(Readme.Contains(expected, StringComparison.Ordinal), $"README.md does not have {what}; from the committed files it reads:\n{expected}");
+
+    // ---------------------------------------------------------------- the quick start
+
+    /// <summary>The README's quick start shows what the main job printed last (its table) and how long the two commands
+    /// took, from figures/quickstart/ (main-job.txt: the job's output; times.csv: command, seconds, cores, libtorch
+    /// threads, as measured), so the first numbers a newcomer reads are a committed run's.</summary>
+    [Fact]
+    public void TheQuickStartIsTheCommittedMainJobAndItsTimes()
+    {
+        string readme = File.ReadAllText(Path.Combine(TestSupport.RepoRoot, "README.md"));
+        var printed = File.ReadAllLines(Figures("quickstart", "main-job.txt"));
+        int head = Array.FindLastIndex(printed, l => l.StartsWith("Character-level accuracy", StringComparison.Ordinal));
+        Assert.True(head >= 0, "main-job.txt holds no final table");
+        var table = printed[head..].TakeWhile(l => l.Length > 0 && !l.StartsWith("tables:", StringComparison.Ordinal) && !l.StartsWith("figures:", StringComparison.Ordinal)).ToList();
+        Assert.True(table.Count >= 5, "the table has its methods");
+        Assert.Contains("```\n" + string.Join("\n", table) + "\n```", readme);
+        var times = Csv(Figures("quickstart", "times.csv"));
+        Assert.Equal(["main job", "test suite"], times.Select(t => t["command"]));
+        foreach (var t in times)
+        {
+            double seconds = D(t["seconds"]);
+            string shown = seconds < 120 ? $"{seconds:0} s" : $"{seconds / 60:0} min";
+            Assert.Contains($"{t["command"]}: {shown} on {t["cores"]} cores ({t["threads"]} libtorch thread", readme);
+        }
+    }
 
     // ---------------------------------------------------------------- the training example
 

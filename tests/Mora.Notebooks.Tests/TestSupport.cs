@@ -59,6 +59,12 @@ public static class TestSupport
             : throw new InvalidOperationException($"{SeedVariable}='{text}' is not a number or 'explore'");
     }
 
+
+    /// <summary>The README and the documents beside what they describe (lib/, figures/, notebooks/), in that order: the
+    /// tests that hold the documentation's numbers and snippets to the files read them all, so a passage may move
+    /// between them and stay held.</summary>
+    public static string Docs => string.Join("\n", new[] { "README.md", "lib/README.md", "figures/README.md", "notebooks/README.md" }
+        .Select(f => Path.Combine(RepoRoot, f)).Where(File.Exists).Select(File.ReadAllText));
     /// <summary>This test's own seed: the run's base seed mixed with a stable hash of the calling test's name (and
     /// <paramref name="salt"/>), so tests do not share one stream and can run in parallel, and every run of a commit
     /// draws the same inputs. Failure messages should quote it.</summary>

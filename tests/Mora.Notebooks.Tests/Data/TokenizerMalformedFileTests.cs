@@ -192,15 +192,18 @@ public class TokenizerMalformedFileTests
         var load = Task.Run(() => HfTokenizer.Load(fifo));
         Assert.True(await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load, "reading a FIFO blocked");
         Assert.Contains("not a regular file", (await Assert.ThrowsAsync<TokenizerFormatException>(() => load)).Message);
-        // A JSONL dataset behind a FIFO or a link to /dev/zero is refused the same way, without blocking or growing.
+        // A JSONL dataset behind a FIFO or a link to /dev/zero is never opened: it reads as empty (the experiments then
+        // refuse it as holding no problems), without blocking or growing.
         string fifoData = Path.Combine(TestSupport.TempDir(), "train.jsonl");
         using (var p = Process.Start(new ProcessStartInfo("mkfifo", fifoData) { UseShellExecute = false })!) p.WaitForExit();
         var read = Task.Run(() => Gsm8kData.Load(fifoData));
         Assert.True(await Task.WhenAny(read, Task.Delay(TimeSpan.FromSeconds(10))) == read, "reading a FIFO dataset blocked");
-        Assert.Contains("not a regular file", (await Assert.ThrowsAsync<DatasetFormatException>(() => read)).Message);
+        Assert.Empty(await read);
         string zeroData = Path.Combine(TestSupport.TempDir(), "train.jsonl");
         File.CreateSymbolicLink(zeroData, "/dev/zero");
-        Assert.Contains("not a regular file", Assert.Throws<DatasetFormatException>(() => Gsm8kData.Load(zeroData)).Message);
+        var zeroClock = Stopwatch.StartNew();
+        Assert.Empty(Gsm8kData.Load(zeroData));
+        Assert.True(zeroClock.Elapsed < TimeSpan.FromSeconds(5), $"took {zeroClock.Elapsed}");
     }
 
     [Fact]
