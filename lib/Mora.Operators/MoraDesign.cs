@@ -203,14 +203,18 @@ public static class MoraDesigns
                 worst = Math.Max(worst, err);
             }
             // linear (so a ΔW exists), each row alone (no mixing across the batch or the sequence)
-            Near(Run(() => op.Forward(x * 2.5 - y, m), "the forward"), op.Forward(x, m) * 2.5 - op.Forward(y, m), "linearity, f(2.5x − y) = 2.5 f(x) − f(y),");
-            Near(Run(() => op.Forward(x.narrow(0, 2, 1), m), "the forward"), op.Forward(x, m).narrow(0, 2, 1), "row independence (a row's output depends on that row only)");
+            var fx = Run(() => op.Forward(x, m), "the forward");
+            Near(Run(() => op.Forward(x * 2.5 - y, m), "the forward"), fx * 2.5 - op.Forward(y, m), "linearity, f(2.5x − y) = 2.5 f(x) − f(y),");
+            Near(Run(() => op.Forward(x.narrow(0, 2, 1), m), "the forward"), fx.narrow(0, 2, 1), "row independence (a row's output depends on that row only)");
+            var written = Run(() => op.DeltaWeight(m), "ΔW written out");
+            if (!written.shape.SequenceEqual(new long[] { d, k }))
+                throw new ArgumentException($"{at}: ΔW written out has shape ({string.Join(", ", written.shape)}), not ({d}, {k})", nameof(design));
             // deterministic: the operators built again, after the global generator moved, compute the same ΔW
             _ = rand(7);                                  // advances the global generator
             CompressDecompress again;
             try { again = new CompressDecompress(d, k, rHat, design); }
             catch (Exception e) when (e is not OutOfMemoryException) { throw new ArgumentException($"{at}: its maps could not be built a second time ({e.Message})", nameof(design), e); }
-            Near(Run(() => again.DeltaWeight(m), "ΔW written out"), op.DeltaWeight(m), "determinism (the maps built again give the same ΔW: seed any randomness from the shape, not the global generator),");
+            Near(Run(() => again.DeltaWeight(m), "ΔW written out"), written, "determinism (the maps built again give the same ΔW: seed any randomness from the shape, not the global generator),");
             // batches of sequences (…, T, k) and float32, as the model feeds them
             var seq = randn(2, 3, k, dtype: ScalarType.Float64, generator: g);
             var bySeq = Run(() => op.Forward(seq, m), "the forward of a (2, 3, k) input");
@@ -222,14 +226,11 @@ public static class MoraDesigns
                 throw new ArgumentException($"{at}: the forward of a float32 input is {y32.dtype}, not Float32 (a map keeps float64 constants: convert them to the input's dtype)", nameof(design));
             // Eq. 3: ΔW written out equals the Jacobian of the forward; the merge adds exactly that
             var jacobian = op.DeltaWeightFromForward(m);
-            var written = Run(() => op.DeltaWeight(m), "ΔW written out");
-            if (!written.shape.SequenceEqual(new long[] { d, k }))
-                throw new ArgumentException($"{at}: ΔW written out has shape ({string.Join(", ", written.shape)}), not ({d}, {k})", nameof(design));
             Near(written, jacobian, "Eq. 3, ΔW written out = the Jacobian of f_decomp(M f_comp(x)),");
             var w = randn(d, k, dtype: ScalarType.Float64, generator: g);
             var merged = w.clone();
             Run(() => { op.AddDeltaWeightTo(merged, m); return merged; }, "the merge");
-            Near(x.matmul(merged.t()), x.matmul(w.t()) + op.Forward(x, m), "the merge, (W + ΔW) x = W x + f_decomp(M f_comp(x)),");
+            Near(x.matmul(merged.t()), x.matmul(w.t()) + fx, "the merge, (W + ΔW) x = W x + f_decomp(M f_comp(x)),");
         }
         return worst;
     }
