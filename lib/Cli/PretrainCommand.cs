@@ -18,7 +18,7 @@ static class PretrainCommand
         o.Value<int>("--merge-every", nameof(PretrainSpec.MergeEvery), "ReLoRA/ReMoRA: merge the adapter and restart it every N steps", s => s.MergeEvery, (s, v) => P(s) with { MergeEvery = v });
         o.Value<int>("--restart-warmup", nameof(PretrainSpec.RestartWarmupSteps), "ReLoRA/ReMoRA: learning-rate warm-up steps after each merge", s => s.RestartWarmupSteps,
             (s, v) => P(s) with { RestartWarmupSteps = v });
-        o.List("--methods", nameof(PretrainSpec.Methods), CliSupport.TypedList("--methods", t => PretrainMethods.Parse(t, "--methods"), "lora, relora, mora, remora, full"),
+        o.List("--methods", nameof(PretrainSpec.Methods), CliSupport.TypedList("--methods", t => PretrainMethods.Parse(t, "--methods"), PretrainMethods.Names),
             s => s.Methods.Select(m => m.Name()), (s, v) => P(s) with { Methods = v });
         o.List("--lr-grid", nameof(PretrainSpec.LrGrid), CliSupport.TypedList("--lr-grid", CliSupport.Number, "learning rates tried for each method (log-spaced; the rule extends past an end)"),
             s => s.LrGrid, (s, v) => P(s) with { LrGrid = v });

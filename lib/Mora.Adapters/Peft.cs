@@ -309,6 +309,10 @@ public sealed record ReMergeSchedule(int Every, IReadOnlyList<MoraType> Types)
     /// <summary>The paper's alternation between the two sharing schemes (reference types 1 and 2, stride vs adjacent groups).</summary>
     public static ReMergeSchedule Alternating(int every) => new(every, [MoraType.Sharing, MoraType.SharingAdjacent]);
 
+    /// <summary>ReMoRA as kongds/MoRA's <c>train.py</c> runs it by default (<c>remora_types = 4</c>): each merge moves to the
+    /// next of reference types 1 → 2 → 3 → 4 → 1 (the four sharing schemes: stride and adjacent groups, and their two mixes).</summary>
+    public static ReMergeSchedule ReferenceCycle(int every) => new(every, [MoraType.Sharing, MoraType.SharingAdjacent, MoraType.SharingAdjacentTiled, MoraType.SharingStrideRepeated]);
+
     /// <summary>Call after optimizer step <paramref name="step"/> (1-based); returns true when it merged (reset the
     /// optimizer state then).</summary>
     public bool AfterStep(nn.Module model, long step)

@@ -12,30 +12,36 @@ namespace Mora.Experiments;
 
 
 /// <summary>How a model is pretrained from scratch (paper §4.4): low-rank adapters on a frozen random base (LoRA, MoRA),
-/// the same merged into the base and restarted every N steps (ReLoRA, ReMoRA), or every weight trained (full).</summary>
+/// the same merged into the base and restarted every N steps (ReLoRA, ReMoRA), or every weight trained (full). ReMoRA
+/// comes in the two schedules the reference has: <see cref="Remora"/> alternates sharing types 1 ↔ 2 (its
+/// <c>remora_types = 2</c>), <see cref="Remora4"/> cycles types 1 → 2 → 3 → 4 (<c>remora_types = 4</c>, its
+/// <c>train.py</c>'s default).</summary>
 [JsonConverter(typeof(JsonStringEnumConverter<PretrainMethod>))]
-public enum PretrainMethod { Lora, Relora, Mora, Remora, Full }
+public enum PretrainMethod { Lora, Relora, Mora, Remora, Full, Remora4 }
 
 public static class PretrainMethods
 {
-    /// <summary>lora, relora, mora, remora, full.</summary>
+    /// <summary>The names the command line takes.</summary>
+    public const string Names = "lora, relora, mora, remora (types 1 ↔ 2), remora4 (types 1 → 2 → 3 → 4), full";
+
+    /// <summary>lora, relora, mora, remora, remora4, full.</summary>
     public static string Name(this PretrainMethod m) => m.ToString().ToLowerInvariant();
 
     /// <summary>Parses a name (case-insensitive); an unknown one names <paramref name="paramName"/>.</summary>
     public static PretrainMethod Parse(string text, string paramName = "text") =>
         Enum.TryParse<PretrainMethod>(text?.Trim(), ignoreCase: true, out var m) && Enum.IsDefined(m) && !int.TryParse(text, out _)
-            ? m : throw new ArgumentException($"unknown pretraining method '{text}'; use lora, relora, mora, remora or full", paramName);
+            ? m : throw new ArgumentException($"unknown pretraining method '{text}'; use {Names}", paramName);
 
     /// <summary>ReLoRA and ReMoRA merge and restart.</summary>
-    public static bool Merges(this PretrainMethod m) => m is PretrainMethod.Relora or PretrainMethod.Remora;
+    public static bool Merges(this PretrainMethod m) => m is PretrainMethod.Relora or PretrainMethod.Remora or PretrainMethod.Remora4;
 
     /// <summary>The adapter recipe at LoRA rank <paramref name="r"/> (every linear layer but the head), null for full
     /// training. MoRA uses the sharing design (the reference's type 1, used at large rank); ReMoRA starts with it and
-    /// alternates with type 2 at each merge. LoRA's α = 2r as elsewhere in the kit; MoRA's r̂ gives the same parameter count.</summary>
+    /// moves on at each merge (<see cref="Schedule"/>). LoRA's α = 2r as elsewhere in the kit; MoRA's r̂ gives the same parameter count.</summary>
     public static AdapterConfig? Adapter(this PretrainMethod m, int r) => m switch
     {
         PretrainMethod.Lora or PretrainMethod.Relora => MethodSpec.Lora.Adapter(r),
-        PretrainMethod.Mora or PretrainMethod.Remora => MethodSpec.Mora(MoraType.Sharing).Adapter(r),
+        PretrainMethod.Mora or PretrainMethod.Remora or PretrainMethod.Remora4 => MethodSpec.Mora(MoraType.Sharing).Adapter(r),
         _ => null,
     };
 
@@ -44,6 +50,7 @@ public static class PretrainMethods
     {
         PretrainMethod.Relora => new ReMergeSchedule(every, []),
         PretrainMethod.Remora => ReMergeSchedule.Alternating(every),
+        PretrainMethod.Remora4 => ReMergeSchedule.ReferenceCycle(every),
         _ => null,
     };
 }
@@ -118,7 +125,7 @@ public sealed record PretrainSpec : ExperimentSpec
             throw new ArgumentException($"{nameof(RestartWarmupSteps)} must be in [0, {nameof(MergeEvery)} {MergeEvery}), got {RestartWarmupSteps}", nameof(RestartWarmupSteps));
         if (BlockSize < 2) throw new ArgumentException($"{nameof(BlockSize)} must be at least 2, got {BlockSize}", nameof(BlockSize));
         if (MinLrRatio is < 0 or > 1 || double.IsNaN(MinLrRatio)) throw new ArgumentException($"{nameof(MinLrRatio)} must be in [0, 1], got {MinLrRatio}", nameof(MinLrRatio));
-        if (Methods is null || Methods.Count == 0 || Methods.Any(m => !Enum.IsDefined(m))) throw new ArgumentException($"{nameof(Methods)}: name at least one of lora, relora, mora, remora, full", nameof(Methods));
+        if (Methods is null || Methods.Count == 0 || Methods.Any(m => !Enum.IsDefined(m))) throw new ArgumentException($"{nameof(Methods)}: name at least one of {PretrainMethods.Names}", nameof(Methods));
         if (Methods.Distinct().Count() != Methods.Count) throw new ArgumentException($"{nameof(Methods)}: a method is named twice", nameof(Methods));
         LearningRateSweep.CheckGrid(LrGrid ?? [], nameof(LrGrid));
         ValidateShared();
@@ -144,8 +151,8 @@ public sealed record PretrainSpec : ExperimentSpec
 /// randomly initialised model whose weights there stay frozen; the embeddings, the RMSNorms and the output head train
 /// fully, as in ReLoRA and the paper ("keep modules without LoRA-like methods, including layernorm or embeddings,
 /// unfrozen"). ReLoRA/ReMoRA merge the adapter into the frozen weight every <see cref="PretrainSpec.MergeEvery"/> steps,
-/// re-initialise it, reset its Adam moments and warm the learning rate up again; ReMoRA also alternates MoRA's
-/// compression between sharing (type 1) and adjacent sharing (type 2).
+/// re-initialise it, reset its Adam moments and warm the learning rate up again; ReMoRA also moves MoRA's compression to
+/// the next sharing scheme: types 1 ↔ 2 (<c>remora</c>) or 1 → 2 → 3 → 4 (<c>remora4</c>, the reference's default).
 /// <para>Learning rates: the one rule (<see cref="LearningRateSweep"/>) on minus the validation perplexity (documents
 /// apart from the held-out ones that are reported) after <see cref="ExperimentSpec.TuneSteps"/> steps on
 /// <see cref="ExperimentSpec.TuneSeed"/>; a diverged run is never chosen. A reported run that diverges is recorded and
@@ -158,10 +165,12 @@ public sealed class PretrainExperiment(PretrainSpec spec) : Experiment<PretrainS
         HeldOutLoss = "heldout_loss", HeldOutPerplexity = "heldout_ppl";
 
     /// <summary>The comparisons reported per seed: (first, second), difference first − second. The paper's two (ReMoRA vs
-    /// ReLoRA, MoRA vs LoRA), what the restarts add to each method, and ReMoRA against full training.</summary>
+    /// ReLoRA, MoRA vs LoRA), the reference's 4-type ReMoRA against ReLoRA and against the 2-type one, what the restarts
+    /// add to each method, and ReMoRA against full training.</summary>
     public static IReadOnlyList<(PretrainMethod First, PretrainMethod Second)> MethodComparisons { get; } =
     [
         (PretrainMethod.Remora, PretrainMethod.Relora), (PretrainMethod.Mora, PretrainMethod.Lora),
+        (PretrainMethod.Remora4, PretrainMethod.Relora), (PretrainMethod.Remora4, PretrainMethod.Remora),
         (PretrainMethod.Relora, PretrainMethod.Lora), (PretrainMethod.Remora, PretrainMethod.Mora), (PretrainMethod.Remora, PretrainMethod.Full),
     ];
 

@@ -205,6 +205,20 @@ public class AdapterTests
         Perturb(model);
         Assert.True(schedule.AfterStep(model, 6));
         Assert.All(layers, l => Assert.Equal(MoraType.Sharing, l.Type));
+        // The reference's default cycle (remora_types = 4): 1 → 2 → 3 → 4 → 1, one type a stretch, the function kept at every merge.
+        var cycle = ReMergeSchedule.ReferenceCycle(every: 2);
+        var seen = new List<MoraType>();
+        for (int step = 1; step <= 10; step++)
+        {
+            Perturb(model);
+            using var pre = model.forward(tokens);
+            if (!cycle.AfterStep(model, step)) continue;
+            using var post = model.forward(tokens);
+            Assert.True(TestSupport.MaxAbs(post, pre) <= 1e-10, $"step {step}: the merge changed the model's function");
+            seen.Add(layers[0].Type);
+            Assert.All(layers, l => Assert.Equal(cycle.TypeAfter(step), l.Type));
+        }
+        Assert.Equal([MoraType.SharingAdjacent, MoraType.SharingAdjacentTiled, MoraType.SharingStrideRepeated, MoraType.Sharing, MoraType.SharingAdjacent], seen);
         // ReLoRA for LoRA and DoRA keeps the function too
         foreach (var cfg in new[] { AdapterConfig.Lora(4, 8, "q_proj"), AdapterConfig.Dora(4, 8, "q_proj") })
         {

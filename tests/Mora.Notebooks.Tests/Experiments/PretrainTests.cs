@@ -75,6 +75,14 @@ public class PretrainCorpusTests
             Assert.Equal(name, Assert.Throws<ArgumentException>(() => bad.Validate()).ParamName);
         Assert.Equal("Preset", Assert.Throws<ArgumentException>(() => PretrainSpec.FromPreset("huge")).ParamName);
         Assert.Equal(PretrainMethod.Remora, PretrainMethods.Parse("ReMoRA"));
+        // The reference's two ReMoRA schedules: remora alternates types 1 ↔ 2, remora4 cycles 1 → 2 → 3 → 4.
+        Assert.Equal(PretrainMethod.Remora4, PretrainMethods.Parse("remora4"));
+        Assert.True(PretrainMethod.Remora4.Merges());
+        Assert.Equal([MoraType.Sharing, MoraType.SharingAdjacent], PretrainMethod.Remora.Schedule(80)!.Types);
+        Assert.Equal([MoraType.Sharing, MoraType.SharingAdjacent, MoraType.SharingAdjacentTiled, MoraType.SharingStrideRepeated], PretrainMethod.Remora4.Schedule(80)!.Types);
+        Assert.Equal(MoraType.Sharing, PretrainMethod.Remora4.Adapter(8)!.MoraType);
+        var cycles = new PretrainExperiment(smoke with { Methods = [PretrainMethod.Relora, PretrainMethod.Remora, PretrainMethod.Remora4] });
+        Assert.Equal([("remora", "relora"), ("remora4", "relora"), ("remora4", "remora")], cycles.Comparisons);
         Assert.Equal("m", Assert.Throws<ArgumentException>(() => PretrainMethods.Parse("dora", "m")).ParamName);
     }
 }
