@@ -60,7 +60,7 @@ public abstract class AdaptedLinear : nn.Module<Tensor, Tensor>
         var y = base_layer.forward(x);
         if (!Enabled || Merged) return y;
         using var delta = AdapterForward(x);
-        using (y) return y + delta;
+        using (y) return y.add(delta, KeptScalars.One);     // a kept alpha: a temporary one can be finalised mid-call (KeptScalars)
     }
 
     /// <summary>W₀ ← W₀ + ΔW. Idempotent.</summary>

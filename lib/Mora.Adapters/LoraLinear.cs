@@ -72,14 +72,14 @@ public class LoraLinear : AdaptedLinear
     {
         using var a = lora_A.forward(xd);
         using var b = lora_B.forward(a);
-        return b * Scaling;
+        return b.mul(KeptScalars.Of(Scaling));
     }
 
     /// <summary>s·B A.</summary>
     public override Tensor DeltaWeight()
     {
         using var ba = B.matmul(A);
-        return ba * Scaling;
+        return ba.mul(KeptScalars.Of(Scaling));
     }
 
     public override IEnumerable<(string Name, Parameter Parameter)> AdapterParameters()
@@ -150,9 +150,9 @@ public sealed class DoraLinear : LoraLinear
         // PEFT (DoraLinearLayer.forward, 0.10–0.13): y = W₀x + b + (m/‖V‖ − 1)·W₀·drop(x) + (m/‖V‖)·s·B A drop(x).
         // Without dropout (p = 0, or in eval) that is (m/‖V‖)·(W₀x + s·B A x) + b, the paper's form.
         var y = DropoutP > 0 && training
-            ? baseOut + (scale - 1) * nn.functional.linear(xd, BaseWeight) + scale * lora
-            : scale * (baseOut + lora);
-        if (base_layer.bias is not null) y = y + base_layer.bias;
+            ? baseOut.add(scale.sub(KeptScalars.One) * nn.functional.linear(xd, BaseWeight), KeptScalars.One).add(scale * lora, KeptScalars.One)
+            : scale * baseOut.add(lora, KeptScalars.One);
+        if (base_layer.bias is not null) y = y.add(base_layer.bias, KeptScalars.One);
         return y.MoveToOuterDisposeScope();
     }
 

@@ -197,7 +197,7 @@ public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
     {
         var (trainable, total) = Peft.CountParameters(model);
         Output.WriteLine($"{plan.Label}: {trainable:N0} trainable parameters, lr {plan.LearningRate:G3}{note}");
-        trainer.Progress ??= new ConsoleProgress(plan.Name);
+        trainer.Progress ??= ProgressDisplay.For(plan.Name);
         try
         {
             var r = trainer.Run(Cancel);

@@ -101,7 +101,7 @@ public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec
             {
                 var (examples, what) = data();
                 Output.WriteLine($"pretraining the {Spec.Model} base (seed {seed}) on {what} for {Spec.PretrainSteps} steps");
-                new Trainer(model, Spec.BaseConfig(seed, dir), examples, padId: PadId) { Progress = new ConsoleProgress(folder) }.Run(Cancel);
+                new Trainer(model, Spec.BaseConfig(seed, dir), examples, padId: PadId) { Progress = ProgressDisplay.For(folder) }.Run(Cancel);
             }
             return model;
         });

@@ -23,7 +23,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var x32 = x.to(ScalarType.Float32);
-        var normed = x32 * (x32.pow(2).mean([-1], keepdim: true) + _eps).rsqrt();
+        var normed = x32 * x32.pow(KeptScalars.Of(2)).mean([-1], keepdim: true).add(KeptScalars.Of(_eps), KeptScalars.One).rsqrt();   // kept scalars (KeptScalars)
         return (normed.to(x.dtype) * weight).MoveToOuterDisposeScope();
     }
 }

@@ -16,8 +16,25 @@ public sealed record TrainProgress(long Step, long TotalSteps, double Loss, doub
     }
 }
 
+/// <summary>How a run's training progress is shown when no one passes a <see cref="IProgress{T}"/> of their own (the
+/// experiments and a <see cref="Trainer"/> with <see cref="TrainConfig.ShowProgress"/>): chosen once per process, at the
+/// edge, as the thread count is. The default is <see cref="ConsoleProgress"/>; <c>notebooks/setup.dib</c> sets one live
+/// line per cell (a <see cref="LineProgress"/> on a displayed value), so a saved notebook keeps each cell's last state
+/// instead of a line every 10 % of every run.</summary>
+public static class ProgressDisplay
+{
+    static Func<string, IProgress<TrainProgress>> _for = label => new ConsoleProgress(label);
+
+    /// <summary>The progress of the run labelled with its name (a run folder's name, or "" when it has none).</summary>
+    public static Func<string, IProgress<TrainProgress>> For
+    {
+        get => _for;
+        set => _for = value ?? throw new ArgumentNullException(nameof(value), "ProgressDisplay.For: give a factory (label => new ConsoleProgress(label) is the default)");
+    }
+}
+
 /// <summary>Progress on a console: a redrawn bar on a terminal; a plain line every 10 % when output is redirected (logs, CI).
-/// A notebook passes its own <see cref="IProgress{T}"/> that updates a displayed value instead.</summary>
+/// A notebook sets <see cref="ProgressDisplay.For"/> to update a displayed value instead.</summary>
 public sealed class ConsoleProgress(string label = "") : IProgress<TrainProgress>
 {
     int _lastDecile = -1;

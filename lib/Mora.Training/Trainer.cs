@@ -69,7 +69,7 @@ public sealed class Trainer
     readonly int _padId;
     readonly Dictionary<int, int[]> _orders = [];
 
-    /// <summary>Progress reports (defaults to <see cref="ConsoleProgress"/> when <see cref="TrainConfig.ShowProgress"/>).</summary>
+    /// <summary>Progress reports (defaults to <see cref="ProgressDisplay.For"/> when <see cref="TrainConfig.ShowProgress"/>).</summary>
     public IProgress<TrainProgress>? Progress { get; set; }
     /// <summary>Called after each optimizer step with the step number (for custom logging or schedules such as ReMoRA).</summary>
     public event Action<long>? StepCompleted;
@@ -99,7 +99,7 @@ public sealed class Trainer
         _evaluate = evaluate;
         _adapter = adapter;
         _padId = padId;
-        if (_config.ShowProgress) Progress = new ConsoleProgress(Path.GetFileName(_config.OutputDir ?? ""));
+        if (_config.ShowProgress) Progress = ProgressDisplay.For(Path.GetFileName(_config.OutputDir ?? ""));
     }
 
     /// <summary>The examples of micro-batch <paramref name="micro"/> of optimizer step <paramref name="step"/> (1-based):

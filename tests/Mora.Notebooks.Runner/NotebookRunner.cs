@@ -4,9 +4,13 @@ using System.Text.Json.Nodes;
 
 namespace Mora.Notebooks;
 
-/// <summary>One output of a cell, as a Jupyter notebook stores it.</summary>
-public sealed record CellOutput(string Kind, string? Text, IReadOnlyDictionary<string, string>? Data)
+/// <summary>One output of a cell, as a Jupyter notebook stores it; <see cref="ValueId"/> names a displayed value the cell
+/// may update in place (a live progress line), so the stored output is its last state.</summary>
+public sealed record CellOutput(string Kind, string? Text, IReadOnlyDictionary<string, string>? Data, string? ValueId = null)
 {
+    /// <summary>The id the kernel's updates of this value came under (see <see cref="KernelSession.Submit"/>).</summary>
+    public string? UpdateId { get; init; }
+
     public bool IsHtmlContaining(string s) => Data is not null && Data.TryGetValue("text/html", out var h) && h.Contains(s, StringComparison.Ordinal);
 }
 
@@ -73,10 +77,22 @@ public sealed class KernelSession : IDisposable
                     break;
                 case "DisplayedValueProduced":
                 case "ReturnValueProduced":
-                    var data = new Dictionary<string, string>();
-                    foreach (var f in ev.GetProperty("formattedValues").EnumerateArray())
-                        data[f.GetProperty("mimeType").GetString()!] = f.GetProperty("value").GetString() ?? "";
-                    outputs.Add(new CellOutput(type == "ReturnValueProduced" ? "result" : "display", null, data));
+                    outputs.Add(new CellOutput(type == "ReturnValueProduced" ? "result" : "display", null, FormattedValues(ev), ValueId(ev)));
+                    break;
+                case "DisplayedValueUpdated":
+                    // An update replaces the displayed value it names, as Jupyter's update_display_data does. This kernel
+                    // (1.0.712001) sends a DisplayedValue's updates under another id than the one its first display carried,
+                    // so an update whose id names no output binds, once, to the latest display of the cell that no update
+                    // has bound yet and that is plain text (a live progress line; never a chart or a table shown since). Later
+                    // updates with that id follow it.
+                    string? id = ValueId(ev);
+                    int at = id is null ? -1 : outputs.FindLastIndex(o => o.ValueId == id || o.UpdateId == id);
+                    if (at < 0 && id is not null)
+                    {
+                        at = outputs.FindLastIndex(o => o.Kind == "display" && o.UpdateId is null && o.Data is { Count: 1 } d && d.ContainsKey("text/plain"));
+                        if (at >= 0) outputs[at] = outputs[at] with { UpdateId = id };
+                    }
+                    if (at >= 0) outputs[at] = outputs[at] with { Data = FormattedValues(ev) };
                     break;
                 case "CommandFailed":
                     return new(index, false, ev.GetProperty("message").GetString() ?? "", outputs, clock.Elapsed.TotalSeconds);
@@ -86,6 +102,16 @@ public sealed class KernelSession : IDisposable
         }
         return new(index, false, $"timed out after {timeout}", outputs, clock.Elapsed.TotalSeconds);
     }
+
+    static Dictionary<string, string> FormattedValues(JsonElement ev)
+    {
+        var data = new Dictionary<string, string>();
+        foreach (var f in ev.GetProperty("formattedValues").EnumerateArray())
+            data[f.GetProperty("mimeType").GetString()!] = f.GetProperty("value").GetString() ?? "";
+        return data;
+    }
+
+    static string? ValueId(JsonElement ev) => ev.TryGetProperty("valueId", out var id) && id.ValueKind == JsonValueKind.String ? id.GetString() : null;
 
     public void Dispose()
     {

@@ -82,7 +82,7 @@ public static class Notebook
             if (t == typeof(int) || t == typeof(long) || t == typeof(short))
                 columns.Add(new Int64DataFrameColumn(p.Name, list.Select(r => p.GetValue(r) is { } v ? (long?)Convert.ToInt64(v) : null)));
             else if (t == typeof(double) || t == typeof(float) || t == typeof(decimal))
-                columns.Add(new DoubleDataFrameColumn(p.Name, list.Select(r => p.GetValue(r) is { } v ? (double?)Math.Round(Convert.ToDouble(v), 6) : null)));
+                columns.Add(new DoubleDataFrameColumn(p.Name, list.Select(r => p.GetValue(r) is { } v ? (double?)Convert.ToDouble(v) : null)));   // shown to 4 significant digits (TableHtml); small values such as a merge error stay
             else
                 columns.Add(new StringDataFrameColumn(p.Name, list.Select(r => p.GetValue(r) switch
                 {
@@ -94,16 +94,18 @@ public static class Notebook
         return new DataFrame(columns);
     }
 
-    /// <summary>A DataFrame as an HTML table (the first <paramref name="maxRows"/> rows).</summary>
+    /// <summary>A DataFrame as an HTML table (the first <paramref name="maxRows"/> rows) that fits its cell: numbers to four
+    /// significant digits (whole numbers from 1,000 up as they are), and a table wider than the cell scrolls inside it.</summary>
     public static string TableHtml(DataFrame df, int maxRows = 60)
     {
         static string E(object? v) => System.Net.WebUtility.HtmlEncode(v switch
         {
             null => "",
-            double d => d.ToString("G6", System.Globalization.CultureInfo.InvariantCulture),
+            double d => Cell(d),
+            float f => Cell(f),
             var o => o.ToString(),
         }) ?? "";
-        var sb = new System.Text.StringBuilder("<table><thead><tr>");
+        var sb = new System.Text.StringBuilder("<div style=\"overflow-x:auto\"><table><thead><tr>");
         foreach (var c in df.Columns) sb.Append("<th>").Append(E(c.Name)).Append("</th>");
         sb.Append("</tr></thead><tbody>");
         for (long i = 0; i < Math.Min(df.Rows.Count, maxRows); i++)
@@ -112,10 +114,14 @@ public static class Notebook
             foreach (var c in df.Columns) sb.Append("<td>").Append(E(c[i])).Append("</td>");
             sb.Append("</tr>");
         }
-        sb.Append("</tbody></table>");
+        sb.Append("</tbody></table></div>");
         if (df.Rows.Count > maxRows) sb.Append($"<p>({df.Rows.Count - maxRows} more rows)</p>");
         return sb.ToString();
     }
+
+    /// <summary>A number as a table cell shows it: four significant digits, or a whole number from 1,000 up.</summary>
+    public static string Cell(double d) =>
+        double.IsFinite(d) && Math.Abs(d) >= 1000 ? d.ToString("0", System.Globalization.CultureInfo.InvariantCulture) : d.ToString("G4", System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>A chart as notebook HTML (plotly.js from its CDN; the saved figures inline it instead).</summary>
     public static string ChartHtml(GenericChart chart) => GenericChart.toChartHTML(chart);   // fresh ids: one chart may be shown twice on a page
@@ -197,8 +203,8 @@ public static class NotebookCharts
 {
     static GenericChart Titled(GenericChart chart, string title) => Figures.PlotlyInterop.WithTitle(chart, title);
 
-    /// <summary>Matrices side by side in one heatmap (a NaN gap between them), written as HTML + PNG under
-    /// <paramref name="basePath"/>; returns the chart.</summary>
+    /// <summary>Matrices side by side in one heatmap (a NaN gap between them), each panel named under it, row 0 at the top as
+    /// a matrix is printed; written as HTML + PNG under <paramref name="basePath"/>; returns the chart.</summary>
     public static Figures.ChartFigure Heatmaps(IReadOnlyList<(string Name, double[,] Z)> panels, string title, string basePath)
     {
         int rows = panels.Max(p => p.Z.GetLength(0)), gap = 2;
@@ -206,35 +212,50 @@ public static class NotebookCharts
         var z = new double[rows][];
         for (int i = 0; i < rows; i++) z[i] = Enumerable.Repeat(double.NaN, cols).ToArray();
         int at = 0;
+        var centres = new List<double>();
         foreach (var (_, m) in panels)
         {
             for (int i = 0; i < m.GetLength(0); i++) for (int j = 0; j < m.GetLength(1); j++) z[i][at + j] = m[i, j];
+            centres.Add(at + (m.GetLength(1) - 1) / 2.0);
             at += m.GetLength(1) + gap;
         }
-        string fullTitle = $"{title}: {string.Join(" | ", panels.Select(p => p.Name))}";
-        var chart = Titled(Plotly.NET.CSharp.Chart.Heatmap<double, int, int, string>(z.Select(r => (IEnumerable<double>)r)), fullTitle);
+        var names = panels.Select(p => p.Name).ToArray();
+        var chart = Titled(Plotly.NET.CSharp.Chart.Heatmap<double, int, int, string>(z.Select(r => (IEnumerable<double>)r)), title);
+        var layout = new Layout();
+        layout.SetProperty("xaxis", new { tickmode = "array", tickvals = centres.ToArray(), ticktext = names, showgrid = false, zeroline = false });
+        layout.SetProperty("yaxis", new { autorange = "reversed", title = new { text = "row of ΔW" }, showgrid = false, zeroline = false });
+        chart = Figures.PlotlyInterop.WithLayout(chart, layout);
         var plot = new ScottPlot.Plot();
         var grid = new double[rows, cols];
         for (int i = 0; i < rows; i++) for (int j = 0; j < cols; j++) grid[i, j] = z[i][j];
-        plot.Add.Heatmap(grid);
-        plot.Title(fullTitle.Length > 90 ? title : fullTitle);
-        var figure = new Figures.ChartFigure(chart, plot.GetImageBytes(1200, 360, ScottPlot.ImageFormat.Png), title);
+        plot.Add.Heatmap(grid);     // ScottPlot draws row 0 at the top, cell (i, j) centred on (j, rows - 1 - i)
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(centres.ToArray(), names);
+        var rowTicks = Enumerable.Range(0, rows).Where(i => i % 4 == 0 || i == rows - 1).ToArray();
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(rowTicks.Select(i => rows - 1.0 - i).ToArray(), rowTicks.Select(i => i.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray());
+        plot.Axes.Left.Label.Text = "row of ΔW";
+        plot.Title(title);
+        var figure = new Figures.ChartFigure(chart, plot.GetImageBytes(1200, 380, ScottPlot.ImageFormat.Png), title);
         Figures.RunFigures.Save(figure, basePath);
         return figure;
     }
 
     /// <summary>Every run of every experiment in one interactive chart: the training loss (EMA <paramref name="smoothing"/>)
-    /// by step; the legend toggles runs, one dropdown shows all experiments or one, another switches the y axis between
-    /// log and linear. Written as HTML + PNG under <paramref name="basePath"/> when given.</summary>
+    /// by step, one colour per method, the mean over seeds with the seeds' range as a band
+    /// (<see cref="Figures.RunFigures.SeedBands(IReadOnlyList{Figures.Curve}, string, string, string, bool)"/>), each run one
+    /// legend click away; one dropdown shows all experiments or one, another switches the y axis between log and linear.
+    /// Written as HTML + PNG under <paramref name="basePath"/> when given.</summary>
     public static Figures.ChartFigure CompareRuns(IReadOnlyList<(string Experiment, string Run, Training.RunLog Log)> runs, double smoothing, string? basePath = null)
     {
         var curves = runs.Select(r => Figures.RunFigures.Curves([($"{r.Experiment}/{r.Run}", r.Log)], "loss", smoothing).Single()).ToList();
-        var lines = Figures.RunFigures.LineChart(curves, $"training loss by step (EMA {smoothing})", "step", "loss", logY: true);
+        var lines = Figures.RunFigures.SeedBands(curves, $"training loss by step (EMA {smoothing}; mean and range over seeds)", "step", "loss", logY: true, out var traces);
         if (basePath is not null) Figures.RunFigures.Save(lines, basePath);
-        var experiments = runs.Select(r => r.Experiment).Distinct().ToList();
-        object Button(string label, IEnumerable<bool> visible) => new { label, method = "restyle", args = new object[] { new { visible = visible.ToArray() } } };
-        var buttons = new List<object> { Button("all experiments", runs.Select(_ => true)) };
-        buttons.AddRange(experiments.Select(e => Button(e, runs.Select(r => r.Experiment == e))));
+        string ExperimentOf(Figures.RunFigures.BandTrace t) => t.Group.Name[..t.Group.Name.IndexOf('/')];
+        var experiments = traces.Select(ExperimentOf).Distinct().ToList();
+        object Shown(Figures.RunFigures.BandTrace t, bool chosen) => !chosen ? false : t.OnDemand ? "legendonly" : true;
+        object Button(string label, Func<Figures.RunFigures.BandTrace, bool> chosen) =>
+            new { label, method = "restyle", args = new object[] { new { visible = traces.Select(t => Shown(t, chosen(t))).ToArray() } } };
+        var buttons = new List<object> { Button("all experiments", _ => true) };
+        buttons.AddRange(experiments.Select(e => Button(e, t => ExperimentOf(t) == e)));
         var layout = new Layout();
         layout.SetProperty("updatemenus", new object[]
         {
@@ -250,7 +271,7 @@ public static class NotebookCharts
             },
         });
         layout.SetProperty("margin", new { t = 110 });
-        // The static forms show every run (the dropdown and the buttons need the interactive one).
+        // The static form shows every experiment's means and bands (the dropdown and the buttons need the interactive one).
         return lines with { Chart = Figures.PlotlyInterop.WithLayout(lines.Chart, layout) };
     }
 }

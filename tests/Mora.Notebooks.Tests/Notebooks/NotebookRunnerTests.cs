@@ -42,6 +42,42 @@ public class NotebookRunnerTests
         Assert.True(!tree.Any(Alive), $"still running after Dispose: {string.Join(", ", tree.Where(Alive))}");
     }
 
+    /// <summary>Training progress in a notebook is one line per cell, redrawn in place (setup.dib sets
+    /// <see cref="Mora.Training.ProgressDisplay.For"/>): the stored output is the line's last state, not a line every 10 %
+    /// of every run; a second cell that trains gets a line of its own; the runner keeps a value's last update even though
+    /// this kernel sends updates under another id than the first display.</summary>
+    [Fact]
+    public void TrainingProgressInANotebookIsOneLineKeptAtItsLastState()
+    {
+        using var kernel = new KernelSession(Path.Combine(TestSupport.RepoRoot, "notebooks"));
+        var setup = kernel.Submit("#!import setup.dib", TimeSpan.FromMinutes(5));
+        Assert.True(setup.Ok, setup.Error);
+        const string report = """
+            Console.WriteLine("before");
+            foreach (var run in new[] { "run-a", "run-b" })
+            {
+                var progress = Mora.Training.ProgressDisplay.For(run);
+                for (int step = 1; step <= 5; step++)
+                {
+                    progress.Report(new TrainProgress(step, 5, 1.0 / step, 1e-3, 100, TimeSpan.FromSeconds(step), new Dictionary<string, double>()));
+                    System.Threading.Thread.Sleep(step == 5 ? 0 : 550);     // past LineProgress's half-second interval
+                }
+                Console.WriteLine($"{run} done");
+            }
+            """;
+        foreach (int cell in new[] { 1, 2 })
+        {
+            var result = kernel.Submit(report, TimeSpan.FromMinutes(2));
+            Assert.True(result.Ok, result.Error);
+            var lines = result.Outputs.Where(o => o.Kind == "display").ToList();
+            Assert.True(lines.Count == 1, $"cell {cell}: {lines.Count} progress displays, expected one");
+            Assert.Equal("run-b: train step 5/5 (100 %) loss 0.2 lr 1.0e-03 100 tok/s 0:00:05 elapsed, 0:00:00 left", lines[0].Data!["text/plain"]);
+            string printed = string.Concat(result.Outputs.Where(o => o.Kind == "stdout").Select(o => o.Text));
+            Assert.Equal("before\nrun-a done\nrun-b done\n", printed.Replace("\r", ""));
+            Assert.DoesNotContain("train step", printed);
+        }
+    }
+
     /// <summary>A notebook kernel references the library's build output (setup.dib: bin/Release/net10.0/Mora.Experiments.dll,
     /// Mora.Core.dll, which binds libtorch, beside it) and TorchSharp from the NuGet cache; a cpu build still preloads the
     /// package's own libtorch by full path there (never a system one, such as Debian python3-torch's libtorch 1.13 in

@@ -123,6 +123,28 @@ public class NotebookTests(NotebookOutput output) : IClassFixture<NotebookOutput
         }
     }
 
+    /// <summary>The committed outputs read as a page, not a log: no compiler warnings or other standard-error boxes, no
+    /// progress lines (a notebook's progress is one live line per cell), no printed output longer than a screenful.</summary>
+    [Fact]
+    public void CommittedOutputsHoldNoWarningsNoProgressLinesAndNoLongLogs()
+    {
+        var progress = new System.Text.RegularExpressions.Regex(@"\btrain step \d+/\d+");
+        foreach (var nb in Notebooks)
+        {
+            var cells = JsonNode.Parse(File.ReadAllText(Path.Combine(NotebookDir, nb + ".ipynb")))!["cells"]!.AsArray().Select(c => c!).ToList();
+            foreach (var cell in cells.Where(c => c["outputs"] is JsonArray))
+                foreach (var o in cell["outputs"]!.AsArray().Where(o => o!["output_type"]!.GetValue<string>() == "stream"))
+                {
+                    string text = string.Concat(o!["text"]!.AsArray().Select(l => l!.GetValue<string>()));
+                    Assert.True(o["name"]!.GetValue<string>() == "stdout", $"{nb} cell {cell["id"]}: a standard-error output: {text[..Math.Min(200, text.Length)]}");
+                    Assert.DoesNotContain("warning CS", text);
+                    Assert.False(progress.IsMatch(text), $"{nb} cell {cell["id"]}: progress lines in the output: {progress.Match(text).Value}");
+                    int lines = text.Count(ch => ch == '\n');
+                    Assert.True(lines <= 70, $"{nb} cell {cell["id"]}: {lines} printed lines (at most 70)");
+                }
+        }
+    }
+
     [Fact]
     public void ReExecutingATrainingCell100TimesKeepsTheKernelsMemoryFlat()
     {
