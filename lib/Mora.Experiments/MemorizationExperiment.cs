@@ -192,7 +192,7 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
             new List<double> { baseMean }.Concat(spec.EvalSteps.Select(s => g.Average(r => r.Score(CharAccuracyAt(s))))).ToList())).ToList();
         curves.Add(new Curve("floor: base model", [0, spec.Steps], [baseMean, baseMean]));
         curves.Add(new Curve("chance, format known", [0, spec.Steps], [MemorizationFloor.Chance, MemorizationFloor.Chance]));
-        return RunFigures.LineChart(curves, $"Character accuracy on {spec.Pairs} UUID pairs, mean over {spec.Seeds.Count} seed(s) ({spec.Model} model)", "step", "char_acc");
+        return RunFigures.LineChart(curves, $"Character accuracy on {spec.Pairs} UUID pairs, mean over {spec.Seeds.Count} seed(s) ({spec.Model} model)", "step", "char_acc", byMethod: true);
     }
 
     /// <summary>Where each method's mean curve stands at the last step, one line per method and rank ("lora r=1: 46.5 % at

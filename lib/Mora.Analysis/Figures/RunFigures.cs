@@ -51,21 +51,35 @@ public static class RunFigures
 
     /// <summary>The chart of <paramref name="curves"/> as a notebook shows it: interactive (Plotly) and static (PNG);
     /// <see cref="Write"/> saves the same figure.</summary>
-    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false)
+    /// <param name="byMethod">colour each curve named after a method (lora, mora-…, full; a rank or seed suffix allowed) with
+    /// that method's colour (<see cref="MethodColours"/>), as the seed-band charts do, and draw the other curves (a floor,
+    /// a chance level) as grey dotted reference lines</param>
+    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false)
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
-        var combined = Chart.Combine(curves.Select(c => Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
+        var methods = curves.Select(c => MethodOf(c.Name)).ToList();
+        var colours = MethodColours(methods.OfType<string>());
+        string? Colour(int i) => !byMethod ? null : methods[i] is { } m ? colours[m] : "#555555";
+        var combined = Chart.Combine(curves.Select((c, i) => Colour(i) is { } colour
+            ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, LineColor: Color.fromHex(colour), LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
+            : Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
         var chart = PlotlyInterop.WithTitle(combined, title)
             .WithXAxisStyle<double, double, string>(TitleText: xLabel)
             .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
 
         var plot = new ScottPlot.Plot();
-        foreach (var c in curves)
+        for (int i = 0; i < curves.Count; i++)
         {
+            var c = curves[i];
             var ys = logY ? c.Y.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : c.Y.ToArray();
             var line = plot.Add.ScatterLine(c.X.ToArray(), ys);
             line.LegendText = c.Name;
             line.LineWidth = 2;
+            if (Colour(i) is { } colour)
+            {
+                line.Color = ScottPlot.Color.FromHex(colour);
+                if (methods[i] is null) line.LinePattern = ScottPlot.LinePattern.Dotted;
+            }
         }
         plot.Title(title);
         plot.XLabel(xLabel);
@@ -103,6 +117,15 @@ public static class RunFigures
         return (x, values.Select(v => v.Average()).ToArray(), values.Select(v => v.Min()).ToArray(), values.Select(v => v.Max()).ToArray());
     }
 
+    /// <summary>The method a curve is named after (its name without a folder, a <c>-seedN</c>, a <c>-rN</c> or <c> r=N</c>), or
+    /// null when it names none (lora, dora, full, relora, remora, remora4, mora-…).</summary>
+    public static string? MethodOf(string curveName)
+    {
+        string name = curveName[(curveName.LastIndexOf('/') + 1)..];
+        name = System.Text.RegularExpressions.Regex.Replace(SeedSuffix.Replace(name, ""), @"(-r\d+| r=\d+)$", "");
+        return name is "lora" or "dora" or "full" or "relora" or "remora" or "remora4" || name.StartsWith("mora-", StringComparison.Ordinal) || name == "mora" ? name : null;
+    }
+
     /// <summary>A colour per method, the same in every chart of the kit (the Tableau 10 palette): LoRA blue, full
     /// fine-tuning grey, rotation orange, sharing green; other methods take the unused colours in order of appearance.</summary>
     public static IReadOnlyDictionary<string, string> MethodColours(IEnumerable<string> methods)
@@ -110,7 +133,7 @@ public static class RunFigures
         var fixedColours = new Dictionary<string, string>
         {
             ["lora"] = "#1f77b4", ["mora-rotation"] = "#ff7f0e", ["mora-sharing"] = "#2ca02c", ["full"] = "#7f7f7f",
-            ["mora-truncation"] = "#8c564b", ["mora-decouple"] = "#9467bd", ["dora"] = "#17becf", ["relora"] = "#aec7e8", ["remora"] = "#ffbb78", ["remora4"] = "#d62728",
+            ["mora-truncation"] = "#8c564b", ["mora"] = "#2ca02c", ["mora-decouple"] = "#9467bd", ["dora"] = "#17becf", ["relora"] = "#aec7e8", ["remora"] = "#ffbb78", ["remora4"] = "#d62728",
         };
         string[] spare = ["#e377c2", "#bcbd22", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"];
         var colours = new Dictionary<string, string>();

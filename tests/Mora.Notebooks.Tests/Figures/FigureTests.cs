@@ -129,4 +129,23 @@ public class FigureTests
         Assert.True(File.Exists(Path.Combine(dir, "heat.png")) && File.Exists(Path.Combine(dir, "heat.html")));
         if (Environment.GetEnvironmentVariable("MORA_KEEP_FIGURES") is { } keep) File.Copy(Path.Combine(dir, "heat.png"), Path.Combine(keep, "heatmap.png"), true);
     }
+
+    [Fact]
+    public void LineChartsByMethodUseTheMethodsColoursAndDotTheReferenceLines()
+    {
+        Assert.Equal("lora", RunFigures.MethodOf("lora r=8"));
+        Assert.Equal("mora-rotation", RunFigures.MethodOf("03-memorization-full/mora-rotation-r8-seed2"));
+        Assert.Equal("full", RunFigures.MethodOf("full-seed0"));
+        Assert.Null(RunFigures.MethodOf("floor: base model"));
+        var rng = new Random(TestSupport.Seed());
+        double[] x = [0, 50, 100];
+        Curve Of(string name) => new(name, x, x.Select(_ => 0.2 + rng.NextDouble()).ToArray());
+        var figure = RunFigures.LineChart([Of("lora r=8"), Of("mora-rotation r=8"), Of("floor: base model")], "acc", "step", "acc", byMethod: true);
+        var data = System.Text.Json.Nodes.JsonNode.Parse(figure.PlotlyJson())!["data"]!.AsArray();
+        Assert.Equal(["rgba(31, 119, 180, 1.0)", "rgba(255, 127, 14, 1.0)", "rgba(85, 85, 85, 1.0)"], data.Select(d => d!["line"]!["color"]!.GetValue<string>()));   // LoRA blue, rotation orange, a grey reference
+        Assert.Equal("dot", data[2]!["line"]!["dash"]!.GetValue<string>());
+        // Without byMethod the chart keeps Plotly's own palette (no colour set).
+        var plain = System.Text.Json.Nodes.JsonNode.Parse(RunFigures.LineChart([Of("lora r=8")], "acc", "step", "acc").PlotlyJson())!["data"]!.AsArray();
+        Assert.Null(plain[0]!["line"]?["color"]);
+    }
 }
