@@ -57,8 +57,8 @@ public static class RunFigures
     public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false)
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
-        var methods = curves.Select(c => MethodOf(c.Name)).ToList();
-        var colours = MethodColours(methods.OfType<string>());
+        var methods = curves.Select(c => byMethod ? MethodOf(c.Name) : null).ToList();
+        var colours = byMethod ? MethodColours(methods.OfType<string>()) : new Dictionary<string, string>();
         string? Colour(int i) => !byMethod ? null : methods[i] is { } m ? colours[m] : "#555555";
         var combined = Chart.Combine(curves.Select((c, i) => Colour(i) is { } colour
             ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, LineColor: Color.fromHex(colour), LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
@@ -160,6 +160,7 @@ public static class RunFigures
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
         var groups = BySeed(curves);
+        var bands = groups.Select(Band).ToList();     // once a group: both forms draw the same mean and range
         var colours = MethodColours(groups.Select(g => g.Method));
         var ranks = groups.Select(g => g.Rank).Distinct().Order().ToList();
         int Dash(SeedGroup g) => ranks.IndexOf(g.Rank) % PlotlyDashes.Length;
@@ -171,9 +172,8 @@ public static class RunFigures
             style(t);
             return GenericChart.ofTraceObject(true, t);
         }
-        foreach (var g in groups)
+        foreach (var (g, (x, mean, low, high)) in groups.Zip(bands))
         {
-            var (x, mean, low, high) = Band(g);
             string colour = colours[g.Method], name = g.Runs.Count > 1 ? $"{g.Name} (mean of {g.Runs.Count} seeds)" : g.Runs[0].Name;
             if (g.Runs.Count > 1)
             {
@@ -223,9 +223,8 @@ public static class RunFigures
         var plot = new ScottPlot.Plot();
         ScottPlot.LinePattern[] patterns = [ScottPlot.LinePattern.Solid, ScottPlot.LinePattern.Dashed, ScottPlot.LinePattern.Dotted, ScottPlot.LinePattern.DenselyDashed];
         double[] Scale(double[] v) => logY ? v.Select(y => Math.Log10(Math.Max(y, 1e-12))).ToArray() : v;
-        foreach (var g in groups)
+        foreach (var (g, (x, mean, low, high)) in groups.Zip(bands))
         {
-            var (x, mean, low, high) = Band(g);
             var colour = ScottPlot.Color.FromHex(colours[g.Method]);
             if (g.Runs.Count > 1 && x.Length > 1)
             {
