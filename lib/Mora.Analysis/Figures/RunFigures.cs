@@ -54,7 +54,8 @@ public static class RunFigures
     /// <param name="byMethod">colour each curve named after a method (lora, mora-…, full; a rank or seed suffix allowed) with
     /// that method's colour (<see cref="MethodColours"/>), as the seed-band charts do, and draw the other curves (a floor,
     /// a chance level) as grey dotted reference lines</param>
-    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false)
+    /// <param name="logX">a logarithmic x axis (a sweep over parameter counts); the PNG plots log10 of x</param>
+    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false, bool logX = false)
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
         var methods = curves.Select(c => byMethod ? MethodOf(c.Name) : null).ToList();
@@ -64,7 +65,7 @@ public static class RunFigures
             ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, LineColor: Color.fromHex(colour), LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
             : Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
         var chart = PlotlyInterop.WithTitle(combined, title)
-            .WithXAxisStyle<double, double, string>(TitleText: xLabel)
+            .WithXAxisStyle<double, double, string>(TitleText: xLabel, AxisType: logX ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
             .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
 
         var plot = new ScottPlot.Plot();
@@ -72,7 +73,8 @@ public static class RunFigures
         {
             var c = curves[i];
             var ys = logY ? c.Y.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : c.Y.ToArray();
-            var line = plot.Add.ScatterLine(c.X.ToArray(), ys);
+            var xs = logX ? c.X.Select(v => Math.Log10(Math.Max(v, 1e-12))).ToArray() : c.X.ToArray();
+            var line = plot.Add.ScatterLine(xs, ys);
             line.LegendText = c.Name;
             line.LineWidth = 2;
             if (Colour(i) is { } colour)
@@ -82,7 +84,7 @@ public static class RunFigures
             }
         }
         plot.Title(title);
-        plot.XLabel(xLabel);
+        plot.XLabel(logX ? $"log10 {xLabel}" : xLabel);
         plot.YLabel(logY ? $"log10 {yLabel}" : yLabel);
         plot.ShowLegend(ScottPlot.Edge.Right);   // beside the axes, so no curve is hidden
         return new ChartFigure(chart, plot.GetImageBytes(900, 520, ScottPlot.ImageFormat.Png), title);

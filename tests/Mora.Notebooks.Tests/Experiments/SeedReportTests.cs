@@ -44,4 +44,48 @@ public class SeedReportTests
             MemorizationExperiment.Trends(spec, runs));
         Assert.Equal("spec", Assert.Throws<ArgumentException>(() => MemorizationExperiment.Trends(spec with { EvalPoints = 1 }, runs).ToList()).ParamName);
     }
+
+    /// <summary>The rank sweep's figure and table (the paper's Fig. 2): a curve per method through its parameter counts,
+    /// sorted by count, full fine-tuning and the floor flat across them, on a log x axis; the table's means and intervals
+    /// are the seeds' (to 1e-4, as written), a diverged run counted apart.</summary>
+    [Fact]
+    public void RankSweepDrawsAccuracyAgainstTrainableParameters()
+    {
+        var rng = new Random(TestSupport.Seed());
+        var spec = MemorizationSpec.FromPreset("smoke-tuned") with { Ranks = [1, 2, 4] };
+        RunRecord Run(string method, int rank, int seed, long parameters, double acc) =>
+            new(method, rank, seed, parameters, 0.01, new Dictionary<string, double> { ["char_acc_step20"] = acc / 2, ["char_acc_step40"] = acc, ["exact_match"] = acc / 3 }, 1, 1);
+        var runs = new List<RunRecord>();
+        var acc = new Dictionary<(string, int), List<double>>();
+        foreach (int seed in spec.Seeds)
+            foreach (var (method, rank, parameters) in new[] { ("lora", 4, 400L), ("lora", 1, 100L), ("lora", 2, 200L), ("mora-rotation", 1, 100L), ("mora-rotation", 4, 400L), ("full", 0, 10_000L) })
+            {
+                double a = 0.2 + 0.7 * rng.NextDouble();
+                runs.Add(Run(method, rank, seed, parameters, a));
+                (acc.TryGetValue((method, rank), out var l) ? l : acc[(method, rank)] = []).Add(a);
+            }
+        var floors = spec.Seeds.Select(s => new MemorizationFloor(s, 0.2)).ToList();
+        var data = System.Text.Json.Nodes.JsonNode.Parse(MemorizationExperiment.ParameterChart(spec, runs, floors).PlotlyJson())!;
+        var traces = data["data"]!.AsArray();
+        var lora = traces.Single(t => (string)t!["name"]! == "lora")!;
+        Assert.Equal([100.0, 200.0, 400.0], lora["x"]!.AsArray().Select(v => (double)v!));
+        Assert.Equal([1, 2, 4], lora["y"]!.AsArray().Select(v => (double)v!).Zip(new[] { 1, 2, 4 }, (y, r) => Math.Abs(y - acc[("lora", r)].Average()) < 1e-12 ? r : -r));
+        var full = traces.Single(t => ((string)t!["name"]!).StartsWith("full fine-tuning (10,000 parameters)"))!;
+        Assert.Equal([100.0, 400.0], full["x"]!.AsArray().Select(v => (double)v!));
+        Assert.Equal(acc[("full", 0)].Average(), (double)full["y"]![0]!, 12);
+        Assert.Contains(traces, t => (string)t!["name"]! == "floor: base model");
+        Assert.Equal("log", (string)data["layout"]!["xaxis"]!["type"]!);
+
+        var diverged = runs.Append(Run("lora", 1, 9, 100, double.NaN)).ToList();
+        string file = Path.GetTempFileName();
+        File.WriteAllText(file, MemorizationExperiment.ParameterTable(spec, diverged));
+        var table = CsvTable.Read(file);
+        File.Delete(file);
+        var row = table.Rows.Single(r => r["method"] == "lora" && r["rank"] == "1");
+        var expected = Mora.Evaluation.SeedStatistics.Mean95(acc[("lora", 1)]);
+        Assert.Equal(expected.Mean, double.Parse(row["char_acc_step40"], System.Globalization.CultureInfo.InvariantCulture), 4);
+        Assert.Equal(expected.Low, double.Parse(row["char_acc_step40_low"], System.Globalization.CultureInfo.InvariantCulture), 4);
+        Assert.Equal(("2", "1", "100"), (row["seeds"], row["diverged"], row["trainable_parameters"]));
+        Assert.Equal(6, table.Rows.Count);
+    }
 }
