@@ -97,7 +97,7 @@ public sealed record MemorizationFloor(int Seed, double BaseCharAccuracy)
 public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningExperiment<MemorizationSpec>(spec)
 {
     public const string Name = "memorization", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv",
-        FloorFile = Name + "-floor.csv", SpecFile = ExperimentFolder.SpecFile, MeanFigure = Name + "-mean-char_acc", ParameterFigure = Name + "-by-parameters", ParameterFile = ParameterFigure + ".csv", CharAccuracy = "char_acc", ExactMatch = "exact_match";
+        FloorFile = Name + "-floor.csv", SpecFile = ExperimentFolder.SpecFile, MeanFigure = Name + "-mean-char_acc", ParameterFigure = Name + "-by-parameters", CharAccuracy = "char_acc", ExactMatch = "exact_match";
 
     /// <summary>Runs the job (see <see cref="Experiment{TSpec}.Run"/>).</summary>
     public static JobResult Run(MemorizationSpec spec, string outDir, TextWriter? output = null, CancellationToken cancel = default, RunOptions? options = null) =>
@@ -120,8 +120,9 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
     public override IReadOnlyList<string> Columns => [.. Spec.EvalSteps.Select(CharAccuracyAt), ExactMatch];
     public override IReadOnlyList<int> ReportRanks => Spec.Ranks;
     public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, FloorFile, MeanFigure + ".html", MeanFigure + ".png", .. ParameterFiles];
-    /// <summary>A rank sweep (three ranks or more, the paper's Fig. 2) adds the accuracy against trainable parameters.</summary>
-    IReadOnlyList<string> ParameterFiles => Spec.Ranks.Count >= 3 ? [ParameterFile, ParameterFigure + ".html", ParameterFigure + ".png"] : [];
+    /// <summary>A rank sweep (three ranks or more, the paper's Fig. 2) adds the accuracy against trainable parameters
+    /// (its numbers are the summary table's).</summary>
+    IReadOnlyList<string> ParameterFiles => Spec.Ranks.Count >= 3 ? [ParameterFigure + ".html", ParameterFigure + ".png"] : [];
     protected override int PadId => _tokenizer.PadId;
     protected override string TunedOn => "the tuning seed's pairs";
     protected override double TuningScore(RunRecord run) => run.Score(CharAccuracyAt(Spec.TuneSteps));
@@ -175,11 +176,7 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
         foreach (var f in _floors) floor.Append(CultureInfo.InvariantCulture, $"{f.Seed},{SeedReport.Cell(f.BaseCharAccuracy)},{SeedReport.Cell(MemorizationFloor.Chance)}\n");
         AtomicFile.WriteText(Path.Combine(OutDir, FloorFile), floor.ToString());
         RunFigures.Save(MeanChart(Spec, result.Runs, _floors), Path.Combine(OutDir, MeanFigure));
-        if (ParameterFiles.Count > 0)
-        {
-            AtomicFile.WriteText(Path.Combine(OutDir, ParameterFile), ParameterTable(Spec, result.Runs));
-            RunFigures.Save(ParameterChart(Spec, result.Runs, _floors), Path.Combine(OutDir, ParameterFigure));
-        }
+        if (ParameterFiles.Count > 0) RunFigures.Save(ParameterChart(Spec, result.Runs, _floors), Path.Combine(OutDir, ParameterFigure));
         return [FloorFile, MeanFigure + ".html", MeanFigure + ".png", .. ParameterFiles];
     }
 
@@ -203,12 +200,14 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
     }
 
     /// <summary>The paper's Fig. 2 at kit scale: character accuracy at the last step against trainable parameters (log
-    /// axis), one curve per method through its ranks (the mean over seeds), full fine-tuning and the base's floor as flat
-    /// reference lines across the budgets.</summary>
+    /// axis), one curve per method through its ranks (the mean over the seeds that did not diverge, as the summary table
+    /// <see cref="SummaryFile"/> holds it with its intervals), full fine-tuning and the base's floor as flat reference lines
+    /// across the budgets.</summary>
     public static ChartFigure ParameterChart(MemorizationSpec spec, IReadOnlyList<RunRecord> runs, IReadOnlyList<MemorizationFloor> floors)
     {
         string last = CharAccuracyAt(spec.EvalSteps[^1]);
-        var adapters = runs.Where(r => r.Rank > 0).ToList();
+        var done = runs.Where(r => !r.Diverged).ToList();
+        var adapters = done.Where(r => r.Rank > 0).ToList();
         if (adapters.Count == 0) throw new ArgumentException("no adapter runs to draw against their parameter counts", nameof(runs));
         double lo = adapters.Min(r => r.TrainableParameters), hi = adapters.Max(r => r.TrainableParameters);
         var curves = adapters.GroupBy(r => r.Method).Select(m =>
@@ -216,7 +215,7 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
             var points = m.GroupBy(r => r.TrainableParameters).OrderBy(g => g.Key).ToList();
             return new Curve(m.Key, points.Select(g => (double)g.Key).ToList(), points.Select(g => g.Average(r => r.Score(last))).ToList());
         }).ToList();
-        foreach (var full in runs.Where(r => r.Rank == 0).GroupBy(r => r.Method))
+        foreach (var full in done.Where(r => r.Rank == 0).GroupBy(r => r.Method))
         {
             double y = full.Average(r => r.Score(last));
             curves.Add(new Curve($"{full.Key} fine-tuning ({full.First().TrainableParameters:N0} parameters)", [lo, hi], [y, y]));
@@ -225,23 +224,6 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
         curves.Add(new Curve("floor: base model", [lo, hi], [baseMean, baseMean]));
         return RunFigures.LineChart(curves, $"Character accuracy on {spec.Pairs} UUID pairs at step {spec.EvalSteps[^1]} against trainable parameters, mean over {spec.Seeds.Count} seed(s) ({spec.Model} model)",
             "trainable parameters", "char_acc", byMethod: true, logX: true);
-    }
-
-    /// <summary>The table behind <see cref="ParameterChart"/>: per method and rank, the trainable parameters and the last
-    /// step's character accuracy and exact match, mean and 95 % interval over seeds.</summary>
-    public static string ParameterTable(MemorizationSpec spec, IReadOnlyList<RunRecord> runs)
-    {
-        string last = CharAccuracyAt(spec.EvalSteps[^1]);
-        var sb = new StringBuilder($"method,rank,trainable_parameters,seeds,{last},{last}_low,{last}_high,{ExactMatch},{ExactMatch}_low,{ExactMatch}_high,diverged\n");
-        foreach (var g in runs.GroupBy(r => (r.Method, r.Rank)).OrderBy(g => g.Key.Method, StringComparer.Ordinal).ThenBy(g => g.Key.Rank))
-        {
-            // A diverged run reports no score: counted in its own column, left out of the mean.
-            var done = g.Where(r => double.IsFinite(r.Score(last)) && double.IsFinite(r.Score(ExactMatch))).ToList();
-            var acc = done.Count > 0 ? SeedStatistics.Mean95(done.Select(r => r.Score(last))) : new MeanInterval(double.NaN, double.NaN, double.NaN, 0, double.NaN);
-            var exact = done.Count > 0 ? SeedStatistics.Mean95(done.Select(r => r.Score(ExactMatch))) : acc;
-            sb.Append(CultureInfo.InvariantCulture, $"{g.Key.Method},{g.Key.Rank},{g.First().TrainableParameters},{done.Count},{SeedReport.Cell(acc.Mean)},{SeedReport.Cell(acc.Low)},{SeedReport.Cell(acc.High)},{SeedReport.Cell(exact.Mean)},{SeedReport.Cell(exact.Low)},{SeedReport.Cell(exact.High)},{g.Count() - done.Count}\n");
-        }
-        return sb.ToString();
     }
 
     /// <summary>Where each method's mean curve stands at the last step, one line per method and rank ("lora r=1: 46.5 % at
