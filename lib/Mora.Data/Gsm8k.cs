@@ -198,6 +198,63 @@ public static class Gsm8kStyle
         var all = Generate(train + test, seed, style);
         return (all.Take(train).ToList(), all.Skip(train).ToList());
     }
+
+    /// <summary>
+    /// A train split, then <paramref name="heldOut"/> further splits (test, validation, …) of problems whose arithmetic
+    /// skeleton (<see cref="MathSkeleton"/>) is in no earlier split: a held-out problem is not one the training split (or
+    /// another held-out split) solves with the same numbers under other names and items. Problems are drawn from one
+    /// stream seeded by <paramref name="seed"/>; throws when the options leave too few unseen skeletons.
+    /// </summary>
+    public static List<List<MathProblem>> UnseenSplits(int train, IReadOnlyList<int> heldOut, int seed, MathStyle? style = null)
+    {
+        if (train <= 0) throw new ArgumentException($"the training split must have at least one problem, got {train}", nameof(train));
+        if (heldOut.Any(n => n < 0)) throw new ArgumentException("a held-out split cannot have a negative size", nameof(heldOut));
+        style = (style ?? new MathStyle()).Validate();
+        var rng = new Random(seed);
+        var questions = new HashSet<string>();
+        var skeletons = new HashSet<string>();
+        var splits = new List<List<MathProblem>>();
+        int wanted = train + heldOut.Sum(), attempts = 0;
+        foreach (int size in heldOut.Prepend(train))
+        {
+            var split = new List<MathProblem>(size);
+            var mine = new HashSet<string>();   // skeletons may repeat inside a split, not across splits
+            while (split.Count < size)
+            {
+                if (++attempts > 200 * wanted + 1000)
+                    throw new ArgumentException($"could not find {size} problems with skeletons unseen in the earlier splits (got {split.Count} for split {splits.Count}); " +
+                                                "widen the number ranges or steps, or ask for fewer", nameof(heldOut));
+                var p = Next(rng, style);
+                string k = MathSkeleton.Of(p);
+                if (questions.Contains(p.Question) || skeletons.Contains(k)) continue;
+                questions.Add(p.Question);
+                mine.Add(k);
+                split.Add(p);
+            }
+            skeletons.UnionWith(mine);
+            splits.Add(split);
+        }
+        return splits;
+    }
+}
+
+/// <summary>
+/// The arithmetic skeleton of a worked problem: its chain of calculator annotations, <c>&lt;&lt;12+3=15&gt;&gt;</c> then
+/// <c>&lt;&lt;15*2=30&gt;&gt;</c> giving <c>12+3=15;15*2=30</c>. Two problems with one skeleton start from the same
+/// quantity and apply the same operations with the same operands: they differ only in names, items and phrasing, so a
+/// model that saw one can answer the other by recall. Arithmetic drills of the pretraining corpus (single facts such as
+/// <c>12+3 = &lt;&lt;12+3=15&gt;&gt;15</c>) are not worked problems and have no skeleton here: they are the skill a base
+/// is meant to hold.
+/// </summary>
+public static partial class MathSkeleton
+{
+    [GeneratedRegex(@"<<([^<>]*)>>", RegexOptions.NonBacktracking)]
+    private static partial Regex Annotation();
+
+    /// <summary>The skeleton of a worked answer (empty when it has no annotation).</summary>
+    public static string Of(string answer) => string.Join(';', Annotation().Matches(answer).Select(m => m.Groups[1].Value.Replace(" ", "")));
+
+    public static string Of(MathProblem problem) => Of(problem.Answer);
 }
 
 /// <summary>
@@ -207,7 +264,13 @@ public static class Gsm8kStyle
 /// </summary>
 public static class Gsm8kPretrainingText
 {
-    public static List<string> Generate(int documents, int seed, MathStyle? style = null, IReadOnlySet<string>? excludeQuestions = null)
+    /// <param name="documents">how many documents</param>
+    /// <param name="seed">the generator's seed</param>
+    /// <param name="style">the problems' number ranges and steps</param>
+    /// <param name="excludeQuestions">questions no worked problem of the corpus may have</param>
+    /// <param name="excludeSkeletons">arithmetic skeletons (<see cref="MathSkeleton"/>) no worked problem of the corpus may
+    /// have: held-out problems then cannot be recalled from pretraining either</param>
+    public static List<string> Generate(int documents, int seed, MathStyle? style = null, IReadOnlySet<string>? excludeQuestions = null, IReadOnlySet<string>? excludeSkeletons = null)
     {
         if (documents <= 0) throw new ArgumentException($"the number of documents must be positive, got {documents}", nameof(documents));
         style = (style ?? new MathStyle()).Validate();
@@ -237,14 +300,14 @@ public static class Gsm8kPretrainingText
                 case 1:
                 {
                     var p = Gsm8kStyle.Next(rng, style with { MinSteps = 1, MaxSteps = 1 });
-                    if (excludeQuestions?.Contains(p.Question) == true) continue;
+                    if (excludeQuestions?.Contains(p.Question) == true || excludeSkeletons?.Contains(MathSkeleton.Of(p)) == true) continue;
                     docs.Add(p.Question.Replace(" How many", "\nHow many") + "\n" + p.Answer);
                     break;
                 }
                 default:
                 {
                     var p = Gsm8kStyle.Next(rng, style);
-                    if (excludeQuestions?.Contains(p.Question) == true) continue;
+                    if (excludeQuestions?.Contains(p.Question) == true || excludeSkeletons?.Contains(MathSkeleton.Of(p)) == true) continue;
                     docs.Add(Gsm8kData.Prompt(p.Question) + p.Answer);
                     break;
                 }

@@ -12,8 +12,13 @@ namespace Mora.Evaluation;
 /// <param name="Count">keys scored</param>
 public sealed record MemorizationScore(double ExactMatch, double CharAccuracy, int Count);
 
-/// <summary>Exact-match accuracy of extracted final answers.</summary>
-public sealed record MathScore(double ExactMatch, int Correct, int Count, int NoAnswer);
+/// <summary>Exact-match accuracy of extracted final answers, with each problem's answer (null: the generation held no
+/// number) and whether it was right, in the problems' order.</summary>
+public sealed record MathScore(double ExactMatch, int Correct, int Count, int NoAnswer)
+{
+    public IReadOnlyList<decimal?> Answers { get; init; } = [];
+    public IReadOnlyList<bool> Right { get; init; } = [];
+}
 
 public static class Metrics
 {
@@ -94,14 +99,10 @@ public static class Metrics
     {
         if (generated.Count != expected.Count) throw new ArgumentException($"{generated.Count} generations for {expected.Count} problems", nameof(generated));
         if (expected.Count == 0) throw new ArgumentException("nothing to score", nameof(expected));
-        int correct = 0, none = 0;
-        for (int i = 0; i < expected.Count; i++)
-        {
-            var got = AnswerExtraction.FromGeneration(generated[i]);
-            if (got is null) none++;
-            else if (got.Value == expected[i]) correct++;
-        }
-        return new MathScore((double)correct / expected.Count, correct, expected.Count, none);
+        var answers = generated.Select(AnswerExtraction.FromGeneration).ToList();
+        var right = answers.Select((got, i) => got == expected[i]).ToList();
+        int correct = right.Count(r => r), none = answers.Count(a => a is null);
+        return new MathScore((double)correct / expected.Count, correct, expected.Count, none) { Answers = answers, Right = right };
     }
 
     /// <summary>Greedy-decodes a worked solution for each problem and scores its final answer.</summary>

@@ -80,14 +80,19 @@ public static class Claims
     public static IReadOnlyDictionary<string, (Hypothesis Hypothesis, string Statistic)> Declarations { get; } = new Dictionary<string, (Hypothesis, string)>
     {
         ["memorization"] = (Hypothesis.Beats, "char. accuracy at the last step; paired t, one-sided"),
-        ["gsm8k"] = (Hypothesis.OnPar, $"exact match at the last step; TOST ±{100 * ParMargin:0} points"),
+        ["gsm8k"] = (Hypothesis.OnPar, $"exact match at the last step; TOST ±{100 * ParMargin:0} points (bootstrap over items × seeds where items are stored, else paired t)"),
         ["pretrain"] = (Hypothesis.Beats, "held-out perplexity (lower is better); paired t, one-sided"),
         ["continual"] = (Hypothesis.Beats, "answer char. accuracy on the new facts; paired t, one-sided"),
     };
 
     /// <summary>A row before the table's correction: its text, its per-seed differences (oriented so that the claim says
     /// they are positive, or near zero for "on par") and its kind.</summary>
-    sealed record Pending(ClaimResult Row, IReadOnlyList<double> Differences, Hypothesis Hypothesis);
+    sealed record Pending(ClaimResult Row, IReadOnlyList<double> Differences, Hypothesis Hypothesis)
+    {
+        /// <summary>The declared test's p-value and its contrary's when the row is tested otherwise than by its per-seed
+        /// differences (GSM8K's bootstrap over items × seeds).</summary>
+        public (double P, double Contrary)? Given { get; init; }
+    }
 
     /// <summary>Every claim the committed results under <paramref name="repoRoot"/> speak to, in the paper's order, each
     /// tested as declared and Holm-corrected across the table.</summary>
@@ -122,7 +127,7 @@ public static class Claims
     /// the verdicts.</summary>
     static List<ClaimResult> Decide(List<Pending> pending)
     {
-        var tests = pending.Select(p => Testable(p.Differences) ? Test(p.Hypothesis, p.Differences) : ((double P, double Contrary)?)null).ToList();
+        var tests = pending.Select(p => p.Given ?? (Testable(p.Differences) ? Test(p.Hypothesis, p.Differences) : ((double P, double Contrary)?)null)).ToList();
         var tested = Enumerable.Range(0, pending.Count).Where(i => tests[i] is not null).ToList();
         // One family: every row's claim and its contrary, so the chance of any false ✓ or ✗ in the table stays ≤ α.
         var both = Inference.Holm(tested.Select(i => tests[i]!.Value.P).Concat(tested.Select(i => tests[i]!.Value.Contrary)).ToList());
@@ -231,20 +236,47 @@ public static class Claims
         var mathRuns = CsvTable.Read(path);
         string lastAcc = mathRuns.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal))
             .MaxBy(h => int.Parse(h["accuracy_step".Length..], CultureInfo.InvariantCulture)) ?? throw new FormatException($"{path}: no accuracy_step column");
+        string itemsPath = Path.Combine(math, Gsm8kExperiment.ItemsFile), floorPath = Path.Combine(math, Gsm8kExperiment.FloorFile);
+        var items = File.Exists(itemsPath) ? CsvTable.Read(itemsPath) : null;
+        string floor = File.Exists(floorPath) ? $"; the base before fine-tuning {100 * CsvTable.Read(floorPath).Rows.Average(r => Num(r["base_accuracy"])):0.0} %" : "";
+        string dedup = spec.TrainFile is not null ? "" : spec.UnseenSkeletons ? ", arithmetic skeletons unseen in training and pretraining" : ", deduplicated by exact question only";
         foreach (var g in ByRank(mathRuns))
         {
             var diffs = PerSeed(mathRuns, path, lastAcc, g.Key.Method, "lora", g.Key.Rank);
             var d = SeedStatistics.Mean95(diffs);
             double loraMean = mathRuns.Rows.Where(r => r["method"] == "lora" && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
+            var boot = items is null ? null : ItemBootstrap(items, itemsPath, g.Key.Method, g.Key.Rank);
+            string difference = boot is null ? $"difference {d.Format(100)} points"
+                : $"difference {boot.Value.Test.Difference.Format(100)} points (paired bootstrap over {boot.Value.Items} items × {boot.Value.Seeds} seeds)";
             results.Add(new Pending(new ClaimResult("Math reasoning (§4.3, GSM8K): MoRA on par with LoRA",
-                $"GSM8K-style problems ({spec.TestProblems} held out), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
-                $"exact match at step {lastAcc["accuracy_step".Length..]}: LoRA {100 * loraMean:0.0} %; difference {d.Format(100)} points " +
+                $"GSM8K-style problems ({spec.TestProblems} held out{dedup}), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
+                $"exact match at step {lastAcc["accuracy_step".Length..]}: LoRA {100 * loraMean:0.0} %{floor}; {difference} " +
                 $"(on par: within ±{100 * ParMargin:0} points, ±{100 * ParMargin / loraMean:0} % of LoRA's mean)",
                 Verdict.NotResolved, Rel(repoRoot, path), Command(math))
             {
-                Secondary = "per-item correctness not stored by this run (no bootstrap over items)",
-            }, diffs, Hypothesis.OnPar));
+                Secondary = boot is null ? "per-item correctness not stored by this run (no bootstrap over items)" : $"paired t over seeds: difference {d.Format(100)} points",
+            }, diffs, Hypothesis.OnPar) { Given = boot?.Tests });
         }
+    }
+
+    /// <summary>The paired bootstrap over items × seeds (<see cref="Inference.PairedBootstrap"/>) of <paramref name="method"/>
+    /// against LoRA at <paramref name="rank"/>, over the seeds both have, with the declared TOST's p-value and its contrary's
+    /// (the difference beyond the margin on either side: the smaller one-sided share, doubled), from the same resamples.</summary>
+    static (TestResult Test, (double P, double Contrary) Tests, int Items, int Seeds)? ItemBootstrap(CsvTable items, string path, string method, string rank)
+    {
+        Dictionary<string, List<double>> Of(string m) => items.Rows.Where(r => r["method"] == m && r["rank"] == rank).GroupBy(r => r["seed"])
+            .ToDictionary(g => g.Key, g => g.OrderBy(r => int.Parse(r["item"], CultureInfo.InvariantCulture)).Select(r => Num(r["correct"])).ToList());
+        var a = Of(method);
+        var b = Of("lora");
+        var seeds = a.Keys.Intersect(b.Keys).OrderBy(k => int.Parse(k, CultureInfo.InvariantCulture)).ToList();
+        if (seeds.Count < MinSeeds) return null;
+        var xa = seeds.Select(k => (IReadOnlyList<double>)a[k]).ToList();
+        var xb = seeds.Select(k => (IReadOnlyList<double>)b[k]).ToList();
+        if (xa.Concat(xb).Select(x => x.Count).Distinct().Count() != 1) throw new FormatException($"{path}: {method} and lora at r = {rank} do not score the same items on every seed");
+        var test = Inference.PairedBootstrap(xa, xb, ParMargin);
+        IReadOnlyList<IReadOnlyList<double>> Shift(List<IReadOnlyList<double>> x) => x.Select(v => (IReadOnlyList<double>)v.Select(y => y + ParMargin).ToList()).ToList();
+        double above = Inference.PairedBootstrap(xa, Shift(xb)).P, below = Inference.PairedBootstrap(xb, Shift(xa)).P;   // H₀: d ≤ +δ; H₀: d ≥ −δ
+        return (test, (test.P, Math.Min(1, 2 * Math.Min(above, below))), xa[0].Count, seeds.Count);
     }
 
     /// <summary>Paper §4.4: pretraining from scratch; lower held-out perplexity is better, so "A ≥ B" holds when B − A lies above 0.</summary>
@@ -315,6 +347,8 @@ public static class Claims
             // The device is blank in a stored spec (not part of an experiment's identity): read it as the default.
             var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject ?? throw new FormatException($"{path}: not a JSON object");
             node.Remove("Device");
+            // A GSM8K spec.json written before skeletons were held out held out exact questions only.
+            if (typeof(TSpec) == typeof(Gsm8kSpec) && !node.ContainsKey(nameof(Gsm8kSpec.UnseenSkeletons))) node[nameof(Gsm8kSpec.UnseenSkeletons)] = false;
             return node.Deserialize<TSpec>() ?? throw new FormatException($"{path}: empty");
         }
         string command = Command(folder);

@@ -1,12 +1,17 @@
+using System.Globalization;
 using System.Text;
 using Mora.Adapters;
 using Mora.Data;
 using Mora.Evaluation;
+using Mora.IO;
 using Mora.Model;
 using Mora.Training;
 using TorchSharp;
 
 namespace Mora.Experiments;
+
+/// <summary>The base's exact match and no-answer rate on the test split, before any fine-tuning.</summary>
+public sealed record MathFloor(double Accuracy, double NoAnswer);
 
 /// <summary>Settings of the GSM8K-style reproduction (paper §4.3 math reasoning, at the kit's scale): pretrain a base on a
 /// generated corpus (or load a local checkpoint), fine-tune it with each method on word problems, score exact match of
@@ -25,6 +30,12 @@ public sealed record Gsm8kSpec : FineTuningSpec
     /// a rate picked on the test split would flatter every method).</summary>
     public int ValidationProblems { get; init; }
     public MathStyle Style { get; init; } = new() { MinSteps = 1, MaxSteps = 2, MaxStart = 20, MaxOperand = 10, MaxFactor = 3 };
+    /// <summary>Generated test and validation problems have arithmetic skeletons (<see cref="MathSkeleton"/>: start value,
+    /// operations and operands) that no training problem and no worked problem of the base's pretraining corpus has, so a
+    /// right answer is not recall of a seen computation under other names. Off only in the presets whose committed results
+    /// were made before it (deduplicated by exact question only: by the generator's distribution most of their test
+    /// problems share a skeleton with a training problem).</summary>
+    public bool UnseenSkeletons { get; init; } = true;
     public int PretrainDocuments { get; init; } = 4000;
     public int MaxNewTokens { get; init; } = 160;
     /// <summary>GSM8K-format JSONL files used instead of generated problems (for example the real GSM8K).</summary>
@@ -34,12 +45,15 @@ public sealed record Gsm8kSpec : FineTuningSpec
     public string? BaseModel { get; init; }
 
     /// <summary>smoke (tests), smoke-tuned (the tuning path at test size), default, cpu-hour (the first committed results: tiny
-    /// model, one untuned rate, 2 seeds), regimes (the paper's two rank regimes on the medium model, hidden 256: r = 1 and
+    /// model, one untuned rate, 2 seeds), unseen (the referee's version of regimes: 400 test problems with skeletons seen
+    /// nowhere in training or pretraining, the base's floor, full fine-tuning, rates tuned on the reported 300-step horizon,
+    /// per-item correctness for the bootstrap over items × seeds; meant for a GPU), cpu-unseen (the same on the tiny model
+    /// with one base, sized for the 2-core CPU), regimes (the paper's two rank regimes on the medium model, hidden 256: r = 1 and
     /// r = 16 with MoRA's design per regime, rates tuned, one base, 5 seeds, full fine-tuning beside them; from its first tuning
     /// runs an estimated 4.5 h on one core: meant for a GPU), cpu-regimes (the same comparison sized for 2 CPU cores, the
     /// committed run: the same base, batch 8 for 200 steps, tuning runs of 60 steps, no full fine-tuning; 95 min on one
     /// core beside other jobs, base copied).</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "regimes", "cpu-regimes"];
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "smoke-tuned", "default", "cpu-hour", "unseen", "cpu-unseen", "regimes", "cpu-regimes"];
 
     public static Gsm8kSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
@@ -51,9 +65,22 @@ public sealed record Gsm8kSpec : FineTuningSpec
             AdapterLrGrid = [3e-3, 1e-2], FullLrGrid = [1e-3, 3e-3], TuneSteps = 10, TuneSeed = 100,
         },
         "default" => new(),
+        "unseen" => new()
+        {
+            Preset = "unseen", Model = "medium", TrainProblems = 2000, TestProblems = 400, ValidationProblems = 100, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 300,
+            Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [1, 16],
+            MethodRanks = new Dictionary<string, IReadOnlyList<int>> { ["mora-rotation"] = [1], ["mora-sharing"] = [16] },
+            Seeds = [0, 1, 2, 3, 4], BaseSeed = 0, EvalPoints = 3,
+            AdapterLrGrid = LearningRateSweep.LogGrid(1e-3, 7, perDecade: 3), FullLrGrid = LearningRateSweep.LogGrid(1e-4, 5, perDecade: 3), TuneSteps = 300, TuneSeed = 100,
+        },
+        "cpu-unseen" => FromPreset("unseen") with
+        {
+            Preset = "cpu-unseen", Model = "tiny", PretrainDocuments = 4000, Steps = 240, TuneSteps = 240, EvalPoints = 2, Seeds = [0, 1, 2, 3, 4],
+            AdapterLrGrid = LearningRateSweep.LogGrid(2.15e-3, 4, perDecade: 3), FullLrGrid = LearningRateSweep.LogGrid(4.64e-4, 3, perDecade: 3),
+        },
         "regimes" => new()
         {
-            Preset = "regimes", Model = "medium", TrainProblems = 2000, TestProblems = 100, ValidationProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 300,
+            Preset = "regimes", UnseenSkeletons = false, Model = "medium", TrainProblems = 2000, TestProblems = 100, ValidationProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 300,
             Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation), MethodSpec.Full], Ranks = [1, 16],
             MethodRanks = new Dictionary<string, IReadOnlyList<int>> { ["mora-rotation"] = [1], ["mora-sharing"] = [16] },
             Seeds = [0, 1, 2, 3, 4], BaseSeed = 0, EvalPoints = 3,
@@ -64,7 +91,7 @@ public sealed record Gsm8kSpec : FineTuningSpec
             Preset = "cpu-regimes", Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Sharing), MethodSpec.Mora(MoraType.Rotation)], FullLrGrid = [],
             BatchSize = 8, Steps = 200, EvalPoints = 2, TuneSteps = 60,
         },
-        "cpu-hour" => new() { Preset = "cpu-hour", TrainProblems = 2000, TestProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 240, Seeds = [0, 1], EvalPoints = 3 },
+        "cpu-hour" => new() { Preset = "cpu-hour", UnseenSkeletons = false, TrainProblems = 2000, TestProblems = 60, PretrainDocuments = 8000, PretrainSteps = 600, Steps = 240, Seeds = [0, 1], EvalPoints = 3 },
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
 
@@ -101,6 +128,7 @@ public sealed record Gsm8kSpec : FineTuningSpec
 public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8kSpec>(spec)
 {
     public const string Name = "gsm8k", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv",
+        ItemsFile = Name + "-items.csv", FloorFile = Name + "-floor.csv", RunItemsFile = "items.csv",
         SpecFile = ExperimentFolder.SpecFile, Accuracy = "accuracy", NoAnswer = "no_answer";
 
     /// <summary>Runs the job (see <see cref="Experiment{TSpec}.Run"/>).</summary>
@@ -111,6 +139,8 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     ITextTokenizer _tokenizer = new CharTokenizer();
     List<MathProblem> _train = [], _test = [], _validation = [];
     List<LmExample> _examples = [];
+    MathScore? _lastTest;
+    readonly Dictionary<int, MathFloor> _floors = [];
 
     /// <summary>The score column of accuracy at <paramref name="step"/>.</summary>
     public static string AccuracyAt(int step) => $"{Accuracy}_step{step}";
@@ -141,6 +171,11 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
             inputs.Add(new InputFile("train file", Spec.TrainFile));
             inputs.Add(new InputFile("test file", Spec.TestFile!));
         }
+        else if (Spec.UnseenSkeletons)
+        {
+            var splits = Gsm8kStyle.UnseenSplits(Spec.TrainProblems, [Spec.TestProblems, Spec.ValidationProblems], seed: 4242, Spec.Style);
+            (_train, _test, _validation) = (splits[0], splits[1], splits[2]);
+        }
         else
         {
             (_train, _test) = Gsm8kStyle.Splits(Spec.TrainProblems, Spec.TestProblems, seed: 4242, Spec.Style);
@@ -160,7 +195,7 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
             inputs.AddRange(given.Inputs);
             Output.WriteLine(given.Describe());
         }
-        Output.WriteLine($"{_train.Count} training and {_test.Count} test problems ({(Spec.TrainFile is null ? "generated" : Spec.TrainFile)}), tokenizer {_tokenizer.GetType().Name}");
+        Output.WriteLine($"{_train.Count} training and {_test.Count} test problems ({(Spec.TrainFile is null ? Spec.UnseenSkeletons ? "generated; test and validation skeletons unseen in training and pretraining" : "generated" : Spec.TrainFile)}), tokenizer {_tokenizer.GetType().Name}");
         return inputs;
     }
 
@@ -175,7 +210,9 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
                 { MaxPositionEmbeddings = Spec.Context, BosTokenId = _tokenizer.BosId, EosTokenId = _tokenizer.EosId });
         }, () =>
         {
-            var corpus = Gsm8kPretrainingText.Generate(Spec.PretrainDocuments, seed: 7000 + s, Spec.Style, _test.Concat(_validation).Select(p => p.Question).ToHashSet());
+            var heldOut = _test.Concat(_validation).ToList();
+            var corpus = Gsm8kPretrainingText.Generate(Spec.PretrainDocuments, seed: 7000 + s, Spec.Style, heldOut.Select(p => p.Question).ToHashSet(),
+                Spec.UnseenSkeletons ? heldOut.Select(MathSkeleton.Of).ToHashSet() : null);
             var blocks = LmData.FromCorpus(_tokenizer, corpus, Math.Min(Spec.PretrainBlockSize, Spec.Context));
             return (blocks, $"{corpus.Count} documents ({blocks.Count} blocks)");
         });
@@ -186,7 +223,60 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     protected override IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM model, RunPlan plan)
     {
         var s = Metrics.Math(model, _tokenizer, plan.Tuning ? _validation : _test, Spec.MaxNewTokens);
+        if (!plan.Tuning) _lastTest = s;
         return new Dictionary<string, double> { [Accuracy] = s.ExactMatch, [NoAnswer] = (double)s.NoAnswer / s.Count };
+    }
+
+    /// <summary>The base's exact match on the test split, measured once per base and cached beside it (a given base's in
+    /// <c>base/</c> of the output folder).</summary>
+    protected override void BeforeSeed(int seed, string? baseDir)
+    {
+        string floorDir = Spec.BaseModel is not null ? Path.Combine(OutDir, "base") : Path.GetDirectoryName(baseDir)!;
+        _floors[seed] = ExperimentFolder.Cached(Path.Combine(floorDir, "floor-test.json"), () =>
+        {
+            using var model = ModelIO.Load(baseDir!);
+            var s = Metrics.Math(model, _tokenizer, _test, Spec.MaxNewTokens);
+            return new MathFloor(s.ExactMatch, (double)s.NoAnswer / s.Count);
+        });
+    }
+
+    /// <summary>A reported run also writes each test problem's answer and correctness at its last step
+    /// (<see cref="RunItemsFile"/> in its folder, before its result.json), for the bootstrap over items × seeds.</summary>
+    protected override RunRecord Train(RunPlan plan)
+    {
+        _lastTest = null;
+        var run = base.Train(plan);
+        if (plan.Tuning || run.Diverged) return run;
+        var last = _lastTest ?? throw new InvalidOperationException($"{plan.Label}: the run ended without an evaluation on the test split");
+        var csv = new StringBuilder("item,expected,answer,correct\n");
+        for (int i = 0; i < _test.Count; i++)
+            csv.Append(CultureInfo.InvariantCulture, $"{i},{_test[i].FinalAnswer},{last.Answers[i]},{(last.Right[i] ? 1 : 0)}\n");
+        AtomicFile.WriteText(Path.Combine(plan.Dir, RunItemsFile), csv.ToString());
+        return run;
+    }
+
+    public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, FloorFile, ItemsFile];
+
+    /// <summary>Writes <see cref="FloorFile"/> (per seed, the base's exact match and no-answer rate on the test split) and
+    /// <see cref="ItemsFile"/> (per reported run and test problem: the answer given at the last step and whether it was
+    /// right; runs made before items were stored are absent).</summary>
+    protected override IEnumerable<string> WriteExtras(JobResult result)
+    {
+        var floor = new StringBuilder("seed,base_accuracy,base_no_answer\n");
+        foreach (int seed in Spec.Seeds)
+            floor.Append(CultureInfo.InvariantCulture, $"{seed},{SeedReport.Cell(_floors[seed].Accuracy)},{SeedReport.Cell(_floors[seed].NoAnswer)}\n");
+        AtomicFile.WriteText(Path.Combine(OutDir, FloorFile), floor.ToString());
+        var items = new StringBuilder("method,rank,seed,item,answer,correct\n");
+        foreach (var run in result.Runs.Where(r => !r.Diverged))
+        {
+            string file = Path.Combine(OutDir, "runs", RunName(new Configuration(run.Method, run.Rank), run.Seed), RunItemsFile);
+            if (!File.Exists(file)) continue;
+            var table = CsvTable.Read(file);
+            if (table.Rows.Count != _test.Count) throw new FormatException($"{file}: {table.Rows.Count} items for {_test.Count} test problems");
+            foreach (var row in table.Rows) items.Append(CultureInfo.InvariantCulture, $"{run.Method},{run.Rank},{run.Seed},{row["item"]},{row["answer"]},{row["correct"]}\n");
+        }
+        AtomicFile.WriteText(Path.Combine(OutDir, ItemsFile), items.ToString());
+        return [FloorFile, ItemsFile];
     }
 
     protected override IEnumerable<KeyValuePair<string, double>> Scores(TrainResult result, RunPlan plan) => AtSteps(result, Accuracy, StepsOf(plan));
@@ -200,6 +290,8 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         var sb = new StringBuilder(SeedReport.MeanTable(
             $"Exact-match accuracy (%) on {Spec.TestProblems} held-out GSM8K-style problems by training step ({Spec.Model} model, seeds {string.Join(",", Spec.Seeds)}{(Spec.Seeds.Count > 1 ? "; mean [95 % interval] over seeds" : "; one seed, so no interval")})",
             result.Groups, [.. steps.Select(s => ($"step {s}", AccuracyAt(s)))]));
+        if (_floors.Count > 0)
+            sb.AppendLine($"Base before fine-tuning (the floor): {100 * _floors.Values.Average(f => f.Accuracy):0.0} % exact match ({FloorFile}).");
         if (Spec.Seeds.Count > 1)
             foreach (var line in SeedReport.PairedLines(Paired(result.Runs, AccuracyAt(steps[^1])), AccuracyAt(steps[^1]), $"step {steps[^1]}")) sb.AppendLine(line);
         if (Spec.Tunes) sb.AppendLine(RatesLine(Spec, result.Sweep, $"accuracy on {Spec.ValidationProblems} validation problems"));

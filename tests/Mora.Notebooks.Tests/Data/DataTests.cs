@@ -91,6 +91,51 @@ public partial class DataTests
     }
 
     [Fact]
+    public void SkeletonIsTheChainOfCalculatorAnnotations()
+    {
+        var p = new MathProblem("Mei has 12 cookies. Ravi gives Mei 3 more cookies. Mei then gets 2 times as many cookies as before in total. How many cookies does Mei have now?",
+            "Mei has 12+3 = <<12+3=15>>15 cookies.\nMei now has 15*2 = <<15*2=30>>30 cookies.\n#### 30", 30);
+        Assert.Equal("12+3=15;15*2=30", MathSkeleton.Of(p));
+        // The same computation under other names and items has the same skeleton; another operand does not.
+        var renamed = p with { Answer = p.Answer.Replace("Mei", "Sam").Replace("cookies", "marbles") };
+        Assert.Equal(MathSkeleton.Of(p), MathSkeleton.Of(renamed));
+        Assert.NotEqual(MathSkeleton.Of(p), MathSkeleton.Of(p with { Answer = "Mei has 12+4 = <<12+4=16>>16 cookies.\nMei now has 16*2 = <<16*2=32>>32 cookies.\n#### 32" }));
+        Assert.Equal("", MathSkeleton.Of("no annotation\n#### 3"));
+    }
+
+    [Fact]
+    public void UnseenSplitsHoldOutSkeletonsThatPlainSplitsLeak()
+    {
+        int seed = TestSupport.Seed();
+        // The GSM8K experiment's style: one or two steps over small numbers, where skeletons repeat often.
+        var style = new MathStyle { MinSteps = 1, MaxSteps = 2, MaxStart = 20, MaxOperand = 10, MaxFactor = 3 };
+        var (plainTrain, plainTest) = Gsm8kStyle.Splits(2000, 400, seed, style);
+        var seen = plainTrain.Select(MathSkeleton.Of).ToHashSet();
+        double leaked = plainTest.Count(p => seen.Contains(MathSkeleton.Of(p))) / 400.0;
+        Assert.True(leaked > 0.3, $"expected the exact-question split to leak skeletons, {leaked:P0} of its test problems did");
+
+        var splits = Gsm8kStyle.UnseenSplits(2000, [400, 100], seed, style);
+        Assert.Equal([2000, 400, 100], splits.Select(s => s.Count));
+        var train = splits[0].Select(MathSkeleton.Of).ToHashSet();
+        var test = splits[1].Select(MathSkeleton.Of).ToHashSet();
+        Assert.DoesNotContain(splits[1], p => train.Contains(MathSkeleton.Of(p)));
+        Assert.DoesNotContain(splits[2], p => train.Contains(MathSkeleton.Of(p)) || test.Contains(MathSkeleton.Of(p)));
+        Assert.Equal(2500, splits.SelectMany(s => s).Select(p => p.Question).Distinct().Count());
+        Assert.Equal(splits.SelectMany(s => s), Gsm8kStyle.UnseenSplits(2000, [400, 100], seed, style).SelectMany(s => s));
+
+        // The base's corpus leaves out every worked problem with a held-out skeleton (it keeps its arithmetic drills).
+        var heldOut = test.Concat(splits[2].Select(MathSkeleton.Of)).ToHashSet();
+        var corpus = Gsm8kPretrainingText.Generate(3000, seed, style, excludeSkeletons: heldOut);
+        Assert.Equal(3000, corpus.Count);
+        Assert.DoesNotContain(corpus, d => heldOut.Contains(MathSkeleton.Of(d)));
+        var leaky = Gsm8kPretrainingText.Generate(3000, seed, style);
+        Assert.Contains(leaky, d => heldOut.Contains(MathSkeleton.Of(d)));     // without the exclusion they are there
+
+        var ex = Assert.Throws<ArgumentException>(() => Gsm8kStyle.UnseenSplits(50, [400], seed, new MathStyle { MinSteps = 1, MaxSteps = 1, MaxStart = 3, MaxOperand = 1, MaxFactor = 2 }));
+        Assert.Contains("unseen", ex.Message);
+    }
+
+    [Fact]
     public void LoaderReadsAllOfTheRealGsm8kAndExtractsEveryAnswer()
     {
         string dir = TestSupport.Gsm8kDir;

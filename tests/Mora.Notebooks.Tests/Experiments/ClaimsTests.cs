@@ -1,3 +1,4 @@
+using Mora.Adapters;
 using Mora.Evaluation;
 using Mora.Experiments;
 
@@ -207,6 +208,49 @@ public class ClaimsTests
         Assert.Contains("200 steps", math.Setting);                     // the settings of the preset its COMMAND.txt names
         Assert.Equal(Verdict.Supported, math.Verdict);                 // within ±1 point of LoRA on every seed
         Assert.DoesNotContain(all, r => r.Source.Contains("gsm8k-cpu-hour"));
+    }
+
+    /// <summary>With per-item correctness stored, a GSM8K row is tested by the paired bootstrap over items × seeds: equal
+    /// per-item rates come out on par, a 30-point gap beyond the margin; the floor and the skeleton hold-out are named.</summary>
+    [Theory]
+    [InlineData(0.0, Verdict.Supported)]
+    [InlineData(0.3, Verdict.Contradicted)]
+    public void Gsm8kRowsAreTestedByTheBootstrapOverItemsWhenItemsAreStored(double gap, Verdict expected)
+    {
+        var rng = new Random(TestSupport.Seed());
+        string root = FakeRepo(rng, moraGain: 0.2);
+        string folder = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
+        Directory.CreateDirectory(folder);
+        var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
+        ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
+        const int items = 300;
+        var table = new List<string> { "method,rank,seed,trainable_parameters,learning_rate,accuracy_step240,final_loss" };
+        var rows = new List<string> { "method,rank,seed,item,answer,correct" };
+        var a = new List<IReadOnlyList<double>>();
+        var b = new List<IReadOnlyList<double>>();
+        var easiness = Enumerable.Range(0, items).Select(_ => rng.NextDouble()).ToList();     // items are easy or hard for every method alike
+        foreach (int seed in spec.Seeds)
+            foreach (var m in new[] { "lora", "mora-rotation" })
+            {
+                var right = easiness.Select(u => u + 0.1 * rng.NextDouble() < 0.35 + (m == "lora" ? 0 : gap) ? 1.0 : 0.0).ToList();
+                (m == "lora" ? b : a).Add(right);
+                table.Add($"{m},1,{seed},100,0.01,{right.Average():0.0000},1");
+                rows.AddRange(right.Select((c, i) => $"{m},1,{seed},{i},{(c == 1 ? 7 : 8)},{c}"));
+            }
+        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.TableFile), table);
+        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.ItemsFile), rows);
+        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.FloorFile), ["seed,base_accuracy,base_no_answer", .. spec.Seeds.Select(s => $"{s},0.0400,0.1000")]);
+        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
+
+        var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
+        var boot = Mora.Evaluation.Inference.PairedBootstrap(a, b, Claims.ParMargin);
+        Assert.Equal(expected, math.Verdict);
+        Assert.Equal(boot.P, math.P, 12);
+        Assert.Contains($"difference {boot.Difference.Format(100)} points (paired bootstrap over {items} items × 5 seeds)", math.Measured);
+        Assert.Contains("the base before fine-tuning 4.0 %", math.Measured);
+        Assert.Contains("arithmetic skeletons unseen in training and pretraining", math.Setting);
+        Assert.StartsWith("paired t over seeds: difference", math.Secondary);
+        Assert.Contains("bootstrap over items × seeds", math.Statistic);
     }
 
     [Fact]

@@ -193,8 +193,27 @@ public class ExperimentCliTests
         Assert.Equal("method,rank,seed,trainable_parameters,learning_rate,accuracy_step20,final_loss", table[0]);
         Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
         Assert.All(table.Skip(1), row => Assert.InRange(double.Parse(row.Split(',')[5], System.Globalization.CultureInfo.InvariantCulture), 0, 1));
-        foreach (var f in new[] { "gsm8k-loss.png", "gsm8k-accuracy.png", "gsm8k-accuracy.html", "table.txt", "COMMAND.txt", Gsm8kExperiment.SummaryFile })
+        foreach (var f in new[] { "gsm8k-loss.png", "gsm8k-accuracy.png", "gsm8k-accuracy.html", "table.txt", "COMMAND.txt", Gsm8kExperiment.SummaryFile,
+                                  Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile })
             Assert.True(File.Exists(Path.Combine(dir, "fig", f)), f);
+        Assert.Contains("test and validation skeletons unseen", output);
+        Assert.Contains("Base before fine-tuning (the floor)", output);
+
+        // Per item and run: the answer given at the last step and whether it is right; they add up to the run's accuracy.
+        var items = CsvTable.Read(Path.Combine(dir, "fig", Gsm8kExperiment.ItemsFile));
+        Assert.Equal("method,rank,seed,item,answer,correct", string.Join(',', items.Header));
+        Assert.Equal(3 * 8, items.Rows.Count);
+        foreach (var row in table.Skip(1).Select(l => l.Split(',')))
+        {
+            var mine = items.Rows.Where(r => r["method"] == row[0] && r["rank"] == row[1] && r["seed"] == row[2]).ToList();
+            Assert.Equal(Enumerable.Range(0, 8).Select(i => i.ToString()), mine.Select(r => r["item"]));
+            Assert.Equal(double.Parse(row[5], System.Globalization.CultureInfo.InvariantCulture), mine.Average(r => double.Parse(r["correct"])), 4);
+            var perRun = CsvTable.Read(Path.Combine(dir, "out", "runs", row[1] == "0" ? $"{row[0]}-seed{row[2]}" : $"{row[0]}-r{row[1]}-seed{row[2]}", Gsm8kExperiment.RunItemsFile));
+            Assert.All(perRun.Rows, r => Assert.Equal(r["answer"] == r["expected"] ? "1" : "0", r["correct"]));
+        }
+        var floor = CsvTable.Read(Path.Combine(dir, "fig", Gsm8kExperiment.FloorFile));
+        Assert.Equal("seed,base_accuracy,base_no_answer", string.Join(',', floor.Header));
+        Assert.InRange(double.Parse(floor.Rows.Single()["base_accuracy"], System.Globalization.CultureInfo.InvariantCulture), 0, 1);
     }
 
     [Fact]

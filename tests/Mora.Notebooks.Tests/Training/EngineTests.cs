@@ -257,6 +257,8 @@ public class MetricTests
         Assert.Equal(3, s.Correct);
         Assert.Equal(1, s.NoAnswer);
         Assert.Equal(0.6, s.ExactMatch, 12);
+        Assert.Equal([12m, 1000m, 7m, null, 5m], s.Answers);          // per item, in order: what the bootstrap over items reads
+        Assert.Equal([true, true, true, false, false], s.Right);
     }
 
     [Fact]
