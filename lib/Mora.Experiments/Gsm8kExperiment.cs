@@ -76,7 +76,7 @@ public sealed record Gsm8kSpec : FineTuningSpec
         "cpu-unseen" => FromPreset("unseen") with
         {
             Preset = "cpu-unseen", Model = "tiny", PretrainDocuments = 4000, Steps = 240, TuneSteps = 240, EvalPoints = 2, Seeds = [0, 1, 2, 3, 4],
-            AdapterLrGrid = LearningRateSweep.LogGrid(2.15e-3, 4, perDecade: 3), FullLrGrid = LearningRateSweep.LogGrid(4.64e-4, 3, perDecade: 3),
+            AdapterLrGrid = [2.15e-3, 4.64e-3, 1e-2, 2.15e-2], FullLrGrid = [4.64e-4, 1e-3, 2.15e-3],
         },
         "regimes" => new()
         {
