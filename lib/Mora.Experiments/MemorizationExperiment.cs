@@ -222,8 +222,8 @@ public sealed class MemorizationExperiment(MemorizationSpec spec) : FineTuningEx
         }
         double baseMean = floors.Average(f => f.BaseCharAccuracy);
         curves.Add(new Curve("floor: base model", [lo, hi], [baseMean, baseMean]));
-        return RunFigures.LineChart(curves, $"Character accuracy on {spec.Pairs} UUID pairs at step {spec.EvalSteps[^1]} against trainable parameters, mean over {spec.Seeds.Count} seed(s) ({spec.Model} model)",
-            "trainable parameters", "char_acc", byMethod: true, logX: true);
+        return RunFigures.LineChart(curves, $"{spec.Pairs} UUID pairs, step {spec.EvalSteps[^1]}: accuracy by trainable parameters",
+            "trainable parameters", $"char. accuracy, mean of {spec.Seeds.Count} seed(s), {spec.Model} model", byMethod: true, logX: true);
     }
 
     /// <summary>Where each method's mean curve stands at the last step, one line per method and rank ("lora r=1: 46.5 % at
