@@ -12,7 +12,7 @@ var root = new RootCommand(
     "With no command it runs the default job: a small memorisation reproduction (LoRA vs MoRA vs full fine-tuning on UUID pairs, CPU, under a minute on 2 idle cores).")
 {
     InfoCommand.Create(), RankCommand.Create(), DesignsCommand.Create(), MemorizationCommand.Create(), Gsm8kCommand.Create(),
-    PretrainCommand.Create(), ContinualCommand.Create(),
+    PretrainCommand.Create(), ContinualCommand.Create(), InstructCommand.Create(),
     BenchCommand.Create(), PlotCommand.Create(), ClaimsCommand.Create(), BundleCommand.Create(),
     EvidenceCommand.Create(),
 };

@@ -283,17 +283,7 @@ public static class Gsm8kPretrainingText
                 case 0:
                 {
                     var sb = new StringBuilder();
-                    for (int i = 0; i < 6; i++)
-                    {
-                        int x = rng.Next(0, style.MaxStart * 2), y = rng.Next(1, style.MaxOperand + 1);
-                        sb.Append(rng.Next(4) switch
-                        {
-                            0 => $"{x}+{y} = <<{x}+{y}={x + y}>>{x + y}\n",
-                            1 => $"{x + y}-{y} = <<{x + y}-{y}={x}>>{x}\n",
-                            2 => $"{x}*{y % style.MaxFactor + 2} = <<{x}*{y % style.MaxFactor + 2}={x * (y % style.MaxFactor + 2)}>>{x * (y % style.MaxFactor + 2)}\n",
-                            _ => $"{x * (y % style.MaxFactor + 2)}/{y % style.MaxFactor + 2} = <<{x * (y % style.MaxFactor + 2)}/{y % style.MaxFactor + 2}={x}>>{x}\n",
-                        });
-                    }
+                    for (int i = 0; i < 6; i++) sb.Append(ArithmeticFact.Next(rng, style).Drill).Append('\n');
                     docs.Add(sb.ToString().TrimEnd());
                     break;
                 }
@@ -315,4 +305,37 @@ public static class Gsm8kPretrainingText
         }
         return docs;
     }
+}
+
+/// <summary>
+/// One arithmetic fact of the base's pretraining drills, <c>a op b = c</c>: from x in [0, 2·MaxStart) and y in
+/// [1, MaxOperand], one of x+y, (x+y)−y, x·k and (x·k)/k with k = y mod MaxFactor + 2. The drills of
+/// <see cref="Gsm8kPretrainingText"/> are these facts in calculator notation (<see cref="Drill"/>); the instruction-tuning
+/// contrast asks the same facts in words (<see cref="Question"/>), so the base holds the knowledge and fine-tuning has only
+/// the format to teach.
+/// </summary>
+public sealed record ArithmeticFact(long A, char Op, long B, long C)
+{
+    /// <summary>The next fact from <paramref name="rng"/> (three draws: x, y, the operation).</summary>
+    public static ArithmeticFact Next(Random rng, MathStyle style)
+    {
+        int x = rng.Next(0, style.MaxStart * 2), y = rng.Next(1, style.MaxOperand + 1), k = y % style.MaxFactor + 2;
+        return rng.Next(4) switch
+        {
+            0 => new(x, '+', y, x + y),
+            1 => new(x + y, '-', y, x),
+            2 => new(x, '*', k, (long)x * k),
+            _ => new((long)x * k, '/', k, x),
+        };
+    }
+
+    /// <summary>The fact as a pretraining drill: <c>12+7 = &lt;&lt;12+7=19&gt;&gt;19</c>.</summary>
+    public string Drill => $"{A}{Op}{B} = <<{A}{Op}{B}={C}>>{C}";
+
+    /// <summary>The drill up to its result, as the base completes it: <c>12+7 = &lt;&lt;12+7=</c>.</summary>
+    public string DrillPrompt => $"{A}{Op}{B} = <<{A}{Op}{B}=";
+
+    /// <summary>The fact as an instruction: <c>Compute 12+7.</c> (the drill's own expression, so the knowledge is keyed by
+    /// the same characters and only the wrapper and the bare answer are new).</summary>
+    public string Question => $"Compute {A}{Op}{B}.";
 }

@@ -68,6 +68,7 @@ public static class Claims
     {
         ["figures/memorization-cpu-regimes"] = "run declared before it ran; test and Holm correction chosen after it (post hoc)",
         ["figures/memorization-cpu-low-regime"] = "post hoc: run designed after the 200-step r = 1 row came back unresolved; test chosen after it",
+        ["figures/instruct-cpu"] = "run, rates grid, ±5-point margin and test (TOST by the bootstrap over items × seeds) declared before its results were seen",
         ["figures/gsm8k-cpu-regimes"] = "run and ±5-point margin declared before it ran; TOST and Holm chosen after it (post hoc)",
         ["figures/gsm8k-cpu-hour"] = "run and ±5-point margin declared before it ran; TOST and Holm chosen after it (post hoc)",
         ["figures/pretrain-cpu"] = "run declared before it ran; test and Holm correction chosen after it (post hoc)",
@@ -81,6 +82,7 @@ public static class Claims
     {
         ["memorization"] = (Hypothesis.Beats, "char. accuracy at the last step; paired t, one-sided"),
         ["gsm8k"] = (Hypothesis.OnPar, $"exact match at the last step; TOST ±{100 * ParMargin:0} points (bootstrap over items × seeds where items are stored, else paired t)"),
+        ["instruct"] = (Hypothesis.OnPar, $"exact match at the last step; TOST ±{100 * ParMargin:0} points, bootstrap over items × seeds"),
         ["pretrain"] = (Hypothesis.Beats, "held-out perplexity (lower is better); paired t, one-sided"),
         ["continual"] = (Hypothesis.Beats, "answer char. accuracy on the new facts; paired t, one-sided"),
     };
@@ -110,6 +112,7 @@ public static class Claims
             {
                 "memorization" => (Action<string, string, List<Pending>>)Memorisation,
                 "gsm8k" => MathReasoning,
+                "instruct" => InstructionTuning,
                 "pretrain" => Pretraining,
                 "continual" => Continual,
                 _ => throw new InvalidOperationException($"no claim reader for '{kind}' ({source})"),
@@ -167,6 +170,7 @@ public static class Claims
     public static IReadOnlyList<string> Sources { get; } =
     [
         "figures/memorization-cpu-regimes", "figures/memorization-cpu-low-regime",
+        "figures/instruct-cpu",
         "figures/gsm8k-cpu-regimes", "figures/gsm8k-cpu-hour",
         "figures/continual-cpu", "figures/pretrain-cpu", "figures/pretrain-remora-cycle", "figures/pretrain-remora-cycle-r2",
     ];
@@ -232,27 +236,50 @@ public static class Claims
     static void MathReasoning(string repoRoot, string math, List<Pending> results)
     {
         var spec = SpecOf(math, Gsm8kSpec.FromPreset);
-        string path = Path.Combine(math, Gsm8kExperiment.TableFile);
-        var mathRuns = CsvTable.Read(path);
-        string lastAcc = mathRuns.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal))
-            .MaxBy(h => int.Parse(h["accuracy_step".Length..], CultureInfo.InvariantCulture)) ?? throw new FormatException($"{path}: no accuracy_step column");
-        string itemsPath = Path.Combine(math, Gsm8kExperiment.ItemsFile), floorPath = Path.Combine(math, Gsm8kExperiment.FloorFile);
-        var items = File.Exists(itemsPath) ? CsvTable.Read(itemsPath) : null;
+        string floorPath = Path.Combine(math, Gsm8kExperiment.FloorFile);
         string floor = File.Exists(floorPath) ? $"; the base before fine-tuning {100 * CsvTable.Read(floorPath).Rows.Average(r => Num(r["base_accuracy"])):0.0} %" : "";
         string dedup = spec.TrainFile is not null ? "" : spec.UnseenSkeletons ? ", arithmetic skeletons unseen in training and pretraining" : ", deduplicated by exact question only";
-        foreach (var g in ByRank(mathRuns))
+        OnParRows(repoRoot, math, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, "Math reasoning (§4.3, GSM8K): MoRA on par with LoRA", floor,
+            (method, rank, seeds) => $"GSM8K-style problems ({spec.TestProblems} held out{dedup}), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {method}, {spec.Steps} steps, {Rates(spec)}, {seeds} seeds",
+            results);
+    }
+
+    /// <summary>Paper §4.2: instruction tuning, where the base already holds the knowledge and rank should not matter.</summary>
+    static void InstructionTuning(string repoRoot, string folder, List<Pending> results)
+    {
+        var spec = SpecOf(folder, InstructionSpec.FromPreset);
+        var floors = CsvTable.Read(Path.Combine(folder, InstructionExperiment.FloorFile)).Rows;
+        string floor = $"; the base before fine-tuning {100 * floors.Average(r => Num(r["base_accuracy"])):0.0} % with the instruction prompt, " +
+                       $"{100 * floors.Average(r => Num(r["base_own_format_accuracy"])):0.0} % in its own notation";
+        OnParRows(repoRoot, folder, InstructionExperiment.TableFile, InstructionExperiment.ItemsFile, "Instruction tuning (§4.2): MoRA on par with LoRA", floor,
+            (method, rank, seeds) => $"arithmetic facts the base learned as drills, asked as instructions ({spec.TrainFacts} fine-tuned on, {spec.TestFacts} others scored), {Model(spec)}, " +
+                                     $"r = {rank} ({Regime(spec, rank)}), {method}, {spec.Steps} steps, {Rates(spec)}, {seeds} seeds",
+            results);
+    }
+
+    /// <summary>The "on par" rows of a table of exact-match accuracies by step (<c>accuracy_step{s}</c>): per MoRA method and
+    /// rank against LoRA at the last step, tested by the bootstrap over items × seeds when the job stored its items, else by
+    /// paired t over seeds.</summary>
+    static void OnParRows(string repoRoot, string folder, string tableFile, string itemsFile, string claim, string floor, Func<string, int, int, string> setting, List<Pending> results)
+    {
+        string path = Path.Combine(folder, tableFile);
+        var runs = CsvTable.Read(path);
+        string lastAcc = runs.Header.Where(h => h.StartsWith("accuracy_step", StringComparison.Ordinal))
+            .MaxBy(h => int.Parse(h["accuracy_step".Length..], CultureInfo.InvariantCulture)) ?? throw new FormatException($"{path}: no accuracy_step column");
+        string itemsPath = Path.Combine(folder, itemsFile);
+        var items = File.Exists(itemsPath) ? CsvTable.Read(itemsPath) : null;
+        foreach (var g in ByRank(runs))
         {
-            var diffs = PerSeed(mathRuns, path, lastAcc, g.Key.Method, "lora", g.Key.Rank);
+            var diffs = PerSeed(runs, path, lastAcc, g.Key.Method, "lora", g.Key.Rank);
             var d = SeedStatistics.Mean95(diffs);
-            double loraMean = mathRuns.Rows.Where(r => r["method"] == "lora" && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
+            double loraMean = runs.Rows.Where(r => r["method"] == "lora" && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
             var boot = items is null ? null : ItemBootstrap(items, itemsPath, g.Key.Method, g.Key.Rank);
             string difference = boot is null ? $"difference {d.Format(100)} points"
                 : $"difference {boot.Value.Test.Difference.Format(100)} points (paired bootstrap over {boot.Value.Items} items × {boot.Value.Seeds} seeds)";
-            results.Add(new Pending(new ClaimResult("Math reasoning (§4.3, GSM8K): MoRA on par with LoRA",
-                $"GSM8K-style problems ({spec.TestProblems} held out{dedup}), {Model(spec)}, r = {g.Key.Rank} ({Regime(spec, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture))}), {g.Key.Method}, {spec.Steps} steps, {Rates(spec)}, {d.N} seeds",
+            results.Add(new Pending(new ClaimResult(claim, setting(g.Key.Method, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture), d.N),
                 $"exact match at step {lastAcc["accuracy_step".Length..]}: LoRA {100 * loraMean:0.0} %{floor}; {difference} " +
                 $"(on par: within ±{100 * ParMargin:0} points, ±{100 * ParMargin / loraMean:0} % of LoRA's mean)",
-                Verdict.NotResolved, Rel(repoRoot, path), Command(math))
+                Verdict.NotResolved, Rel(repoRoot, path), Command(folder))
             {
                 Secondary = boot is null ? "per-item correctness not stored by this run (no bootstrap over items)" : $"paired t over seeds: difference {d.Format(100)} points",
             }, diffs, Hypothesis.OnPar) { Given = boot?.Tests });

@@ -113,6 +113,9 @@ public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
     /// <summary>A run folder's name.</summary>
     protected virtual string RunName(Configuration c, int seed) => c.Rank == 0 ? $"{c.Method}-seed{seed}" : $"{c.Method}-r{c.Rank}-seed{seed}";
 
+    /// <summary>The folder of a reported run of this job.</summary>
+    protected string RunDir(RunRecord run) => Path.Combine(OutDir, "runs", RunName(new Configuration(run.Method, run.Rank), run.Seed));
+
     /// <summary>A tuning run's folder name.</summary>
     protected virtual string SweepRunName(Configuration c, double lr) => $"{RunName(c, Spec.TuneSeed)}-lr{LearningRateSweep.Lr(lr)}";
 

@@ -128,7 +128,7 @@ public sealed record Gsm8kSpec : FineTuningSpec
 public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8kSpec>(spec)
 {
     public const string Name = "gsm8k", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv",
-        ItemsFile = Name + "-items.csv", FloorFile = Name + "-floor.csv", RunItemsFile = "items.csv",
+        ItemsFile = Name + "-items.csv", FloorFile = Name + "-floor.csv",
         SpecFile = ExperimentFolder.SpecFile, Accuracy = "accuracy", NoAnswer = "no_answer";
 
     /// <summary>Runs the job (see <see cref="Experiment{TSpec}.Run"/>).</summary>
@@ -241,17 +241,15 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     }
 
     /// <summary>A reported run also writes each test problem's answer and correctness at its last step
-    /// (<see cref="RunItemsFile"/> in its folder, before its result.json), for the bootstrap over items × seeds.</summary>
+    /// (<see cref="ItemScores.RunFile"/> in its folder, before its result.json), for the bootstrap over items × seeds.</summary>
     protected override RunRecord Train(RunPlan plan)
     {
         _lastTest = null;
         var run = base.Train(plan);
         if (plan.Tuning || run.Diverged) return run;
         var last = _lastTest ?? throw new InvalidOperationException($"{plan.Label}: the run ended without an evaluation on the test split");
-        var csv = new StringBuilder("item,expected,answer,correct\n");
-        for (int i = 0; i < _test.Count; i++)
-            csv.Append(CultureInfo.InvariantCulture, $"{i},{_test[i].FinalAnswer},{last.Answers[i]},{(last.Right[i] ? 1 : 0)}\n");
-        AtomicFile.WriteText(Path.Combine(plan.Dir, RunItemsFile), csv.ToString());
+        ItemScores.WriteRun(plan.Dir, [.. _test.Select(p => p.FinalAnswer.ToString(CultureInfo.InvariantCulture))],
+            [.. last.Answers.Select(a => a?.ToString(CultureInfo.InvariantCulture) ?? "")], last.Right);
         return run;
     }
 
@@ -266,16 +264,7 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         foreach (int seed in Spec.Seeds)
             floor.Append(CultureInfo.InvariantCulture, $"{seed},{SeedReport.Cell(_floors[seed].Accuracy)},{SeedReport.Cell(_floors[seed].NoAnswer)}\n");
         AtomicFile.WriteText(Path.Combine(OutDir, FloorFile), floor.ToString());
-        var items = new StringBuilder("method,rank,seed,item,answer,correct\n");
-        foreach (var run in result.Runs.Where(r => !r.Diverged))
-        {
-            string file = Path.Combine(OutDir, "runs", RunName(new Configuration(run.Method, run.Rank), run.Seed), RunItemsFile);
-            if (!File.Exists(file)) continue;
-            var table = CsvTable.Read(file);
-            if (table.Rows.Count != _test.Count) throw new FormatException($"{file}: {table.Rows.Count} items for {_test.Count} test problems");
-            foreach (var row in table.Rows) items.Append(CultureInfo.InvariantCulture, $"{run.Method},{run.Rank},{run.Seed},{row["item"]},{row["answer"]},{row["correct"]}\n");
-        }
-        AtomicFile.WriteText(Path.Combine(OutDir, ItemsFile), items.ToString());
+        AtomicFile.WriteText(Path.Combine(OutDir, ItemsFile), ItemScores.Collect(result.Runs, RunDir, _test.Count));
         return [FloorFile, ItemsFile];
     }
 

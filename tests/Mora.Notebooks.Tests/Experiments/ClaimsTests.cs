@@ -210,6 +210,31 @@ public class ClaimsTests
         Assert.DoesNotContain(all, r => r.Source.Contains("gsm8k-cpu-hour"));
     }
 
+    /// <summary>Writes a fake on-par result into <paramref name="folder"/>: LoRA and rotation at r = 1 over 5 seeds, each item
+    /// easy or hard for both alike, rotation's rate <paramref name="gap"/> higher; per-item rows, the floor and the table.
+    /// Returns the per-seed item scores of rotation and LoRA.</summary>
+    static (List<IReadOnlyList<double>> A, List<IReadOnlyList<double>> B) WriteOnPar(Random rng, string folder, string table, string items, string floor, string floorRow, IReadOnlyList<int> seeds, int steps, double gap)
+    {
+        const int count = 300;
+        var lines = new List<string> { $"method,rank,seed,trainable_parameters,learning_rate,accuracy_step{steps},final_loss" };
+        var rows = new List<string> { "method,rank,seed,item,answer,correct" };
+        var a = new List<IReadOnlyList<double>>();
+        var b = new List<IReadOnlyList<double>>();
+        var easiness = Enumerable.Range(0, count).Select(_ => rng.NextDouble()).ToList();     // items are easy or hard for every method alike
+        foreach (int seed in seeds)
+            foreach (var m in new[] { "lora", "mora-rotation" })
+            {
+                var right = easiness.Select(u => u + 0.1 * rng.NextDouble() < 0.35 + (m == "lora" ? 0 : gap) ? 1.0 : 0.0).ToList();
+                (m == "lora" ? b : a).Add(right);
+                lines.Add($"{m},1,{seed},100,0.01,{right.Average():0.0000},1");
+                rows.AddRange(right.Select((c, i) => $"{m},1,{seed},{i},{(c == 1 ? 7 : 8)},{c}"));
+            }
+        File.WriteAllLines(Path.Combine(folder, table), lines);
+        File.WriteAllLines(Path.Combine(folder, items), rows);
+        File.WriteAllLines(Path.Combine(folder, floor), [floorRow.Split('|')[0], .. seeds.Select(s => $"{s},{floorRow.Split('|')[1]}")]);
+        return (a, b);
+    }
+
     /// <summary>With per-item correctness stored, a GSM8K row is tested by the paired bootstrap over items × seeds: equal
     /// per-item rates come out on par, a 30-point gap beyond the margin; the floor and the skeleton hold-out are named.</summary>
     [Theory]
@@ -223,34 +248,45 @@ public class ClaimsTests
         Directory.CreateDirectory(folder);
         var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
         ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
-        const int items = 300;
-        var table = new List<string> { "method,rank,seed,trainable_parameters,learning_rate,accuracy_step240,final_loss" };
-        var rows = new List<string> { "method,rank,seed,item,answer,correct" };
-        var a = new List<IReadOnlyList<double>>();
-        var b = new List<IReadOnlyList<double>>();
-        var easiness = Enumerable.Range(0, items).Select(_ => rng.NextDouble()).ToList();     // items are easy or hard for every method alike
-        foreach (int seed in spec.Seeds)
-            foreach (var m in new[] { "lora", "mora-rotation" })
-            {
-                var right = easiness.Select(u => u + 0.1 * rng.NextDouble() < 0.35 + (m == "lora" ? 0 : gap) ? 1.0 : 0.0).ToList();
-                (m == "lora" ? b : a).Add(right);
-                table.Add($"{m},1,{seed},100,0.01,{right.Average():0.0000},1");
-                rows.AddRange(right.Select((c, i) => $"{m},1,{seed},{i},{(c == 1 ? 7 : 8)},{c}"));
-            }
-        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.TableFile), table);
-        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.ItemsFile), rows);
-        File.WriteAllLines(Path.Combine(folder, Gsm8kExperiment.FloorFile), ["seed,base_accuracy,base_no_answer", .. spec.Seeds.Select(s => $"{s},0.0400,0.1000")]);
+        var (a, b) = WriteOnPar(rng, folder, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile, "seed,base_accuracy,base_no_answer|0.0400,0.1000",
+            spec.Seeds, spec.Steps, gap);
         File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
 
         var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
         var boot = Mora.Evaluation.Inference.PairedBootstrap(a, b, Claims.ParMargin);
         Assert.Equal(expected, math.Verdict);
         Assert.Equal(boot.P, math.P, 12);
-        Assert.Contains($"difference {boot.Difference.Format(100)} points (paired bootstrap over {items} items × 5 seeds)", math.Measured);
+        Assert.Contains($"difference {boot.Difference.Format(100)} points (paired bootstrap over 300 items × 5 seeds)", math.Measured);
         Assert.Contains("the base before fine-tuning 4.0 %", math.Measured);
         Assert.Contains("arithmetic skeletons unseen in training and pretraining", math.Setting);
         Assert.StartsWith("paired t over seeds: difference", math.Secondary);
         Assert.Contains("bootstrap over items × seeds", math.Statistic);
+    }
+
+    /// <summary>An instruction-tuning result is read as its own claim (paper §4.2), after memorisation and before math, tested
+    /// the same way; its floor names both the instruction prompt's score and the base's own notation's.</summary>
+    [Fact]
+    public void InstructionTuningIsItsOwnClaim()
+    {
+        var rng = new Random(TestSupport.Seed());
+        string root = FakeRepo(rng, moraGain: 0.2);
+        string folder = Path.Combine(root, "figures", "instruct-cpu");
+        Directory.CreateDirectory(folder);
+        var spec = InstructionSpec.FromPreset("cpu") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
+        ExperimentFolder.Claim(folder, spec, InstructionExperiment.Name);
+        var (a, b) = WriteOnPar(rng, folder, InstructionExperiment.TableFile, InstructionExperiment.ItemsFile, InstructionExperiment.FloorFile,
+            "seed,base_accuracy,base_own_format_accuracy,test_facts_in_corpus|0.0000,0.8100,0.9900", spec.Seeds, spec.Steps, 0);
+        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- instruct --preset cpu\n");
+
+        var all = Claims.Evaluate(root);
+        Assert.Equal(["Memorisation", "Memorisation", "Instruction", "Math", "Continual", "Pretraining", "Pretraining"], all.Select(r => r.Claim.Split(' ')[0]));
+        var row = all.Single(r => r.Claim.StartsWith("Instruction tuning (§4.2)"));
+        Assert.Equal(Verdict.Supported, row.Verdict);
+        Assert.Equal(Mora.Evaluation.Inference.PairedBootstrap(a, b, Claims.ParMargin).P, row.P, 12);
+        Assert.Contains("the base before fine-tuning 0.0 % with the instruction prompt, 81.0 % in its own notation", row.Measured);
+        Assert.Contains("arithmetic facts the base learned as drills, asked as instructions (200 fine-tuned on, 400 others scored), tiny model", row.Setting);
+        Assert.Contains("r = 1 (high regime, r/d = 1.6 %)", row.Setting);     // the tiny model's width is 64: r = 1 is above the paper's low ratio
+        Assert.Contains("run, rates grid, ±5-point margin and test", row.Timing);
     }
 
     [Fact]

@@ -208,12 +208,55 @@ public class ExperimentCliTests
             var mine = items.Rows.Where(r => r["method"] == row[0] && r["rank"] == row[1] && r["seed"] == row[2]).ToList();
             Assert.Equal(Enumerable.Range(0, 8).Select(i => i.ToString()), mine.Select(r => r["item"]));
             Assert.Equal(double.Parse(row[5], System.Globalization.CultureInfo.InvariantCulture), mine.Average(r => double.Parse(r["correct"])), 4);
-            var perRun = CsvTable.Read(Path.Combine(dir, "out", "runs", row[1] == "0" ? $"{row[0]}-seed{row[2]}" : $"{row[0]}-r{row[1]}-seed{row[2]}", Gsm8kExperiment.RunItemsFile));
+            var perRun = CsvTable.Read(Path.Combine(dir, "out", "runs", row[1] == "0" ? $"{row[0]}-seed{row[2]}" : $"{row[0]}-r{row[1]}-seed{row[2]}", ItemScores.RunFile));
             Assert.All(perRun.Rows, r => Assert.Equal(r["answer"] == r["expected"] ? "1" : "0", r["correct"]));
         }
         var floor = CsvTable.Read(Path.Combine(dir, "fig", Gsm8kExperiment.FloorFile));
         Assert.Equal("seed,base_accuracy,base_no_answer", string.Join(',', floor.Header));
         Assert.InRange(double.Parse(floor.Rows.Single()["base_accuracy"], System.Globalization.CultureInfo.InvariantCulture), 0, 1);
+    }
+
+    /// <summary>The instruction-tuning contrast end to end at test size: per-run and job items that add up to each run's
+    /// accuracy, strict scoring (an item is right only when the response line is exactly the value and a full stop), and a
+    /// floor with the base's score in its own notation and the share of test facts its corpus holds.</summary>
+    [Fact]
+    public void InstructSmokeRunWritesItemsAndTheBasesFloor()
+    {
+        string dir = TestSupport.TempDir();
+        var (code, output) = Cli($"instruct --preset smoke --out \"{dir}/out\" --figures \"{dir}/fig\"");
+        Assert.True(code == 0, output);
+        Assert.Contains("Exact match (%) of the response on 16 arithmetic facts asked as instructions", output);
+        Assert.Contains("in its own drill notation (what it knows)", output);
+        var table = File.ReadAllLines(Path.Combine(dir, "out", InstructionExperiment.TableFile));
+        Assert.Equal("method,rank,seed,trainable_parameters,learning_rate,accuracy_step20,final_loss", table[0]);
+        Assert.Equal(["lora", "mora-rotation", "full"], table.Skip(1).Select(l => l.Split(',')[0]));
+        var items = CsvTable.Read(Path.Combine(dir, "fig", InstructionExperiment.ItemsFile));
+        Assert.Equal(3 * 16, items.Rows.Count);
+        foreach (var row in table.Skip(1).Select(l => l.Split(',')))
+        {
+            var mine = items.Rows.Where(r => r["method"] == row[0] && r["seed"] == row[2]).ToList();
+            Assert.Equal(double.Parse(row[5], System.Globalization.CultureInfo.InvariantCulture), mine.Average(r => double.Parse(r["correct"])), 4);
+            var perRun = CsvTable.Read(Path.Combine(dir, "out", "runs", row[1] == "0" ? $"{row[0]}-seed{row[2]}" : $"{row[0]}-r{row[1]}-seed{row[2]}", ItemScores.RunFile));
+            Assert.All(perRun.Rows, r => Assert.Equal(r["answer"] == r["expected"] ? "1" : "0", r["correct"]));
+            Assert.All(perRun.Rows, r => Assert.Matches(@"^-?\d+\.$", r["expected"]));
+        }
+        var floor = CsvTable.Read(Path.Combine(dir, "fig", InstructionExperiment.FloorFile));
+        Assert.Equal("seed,base_accuracy,base_own_format_accuracy,test_facts_in_corpus", string.Join(',', floor.Header));
+        Assert.InRange(double.Parse(floor.Rows.Single()["test_facts_in_corpus"], System.Globalization.CultureInfo.InvariantCulture), 0.01, 1);
+    }
+
+    /// <summary>An instruction and its response: the drill's expression written out, the value and a full stop.</summary>
+    [Fact]
+    public void InstructionFormatKeepsTheDrillsExpression()
+    {
+        var fact = new Mora.Data.ArithmeticFact(12, '+', 7, 19);
+        Assert.Equal("12+7 = <<12+7=19>>19", fact.Drill);
+        Assert.Equal("Instruction: Compute 12+7.\nResponse: 12+7=", InstructionExperiment.Prompt(fact));
+        Assert.Equal("19.", InstructionExperiment.Response(fact));
+        var rng = new Random(TestSupport.Seed());
+        var style = new Mora.Data.MathStyle { MinSteps = 1, MaxSteps = 2, MaxStart = 20, MaxOperand = 10, MaxFactor = 3 };
+        foreach (var f in Enumerable.Range(0, 200).Select(_ => Mora.Data.ArithmeticFact.Next(rng, style)))
+            Assert.Equal(f.C, f.Op switch { '+' => f.A + f.B, '-' => f.A - f.B, '*' => f.A * f.B, _ => f.A / f.B });
     }
 
     [Fact]
