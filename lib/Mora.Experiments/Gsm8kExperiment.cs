@@ -260,10 +260,7 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     /// right; runs made before items were stored are absent).</summary>
     protected override IEnumerable<string> WriteExtras(JobResult result)
     {
-        var floor = new StringBuilder("seed,base_accuracy,base_no_answer\n");
-        foreach (int seed in Spec.Seeds)
-            floor.Append(CultureInfo.InvariantCulture, $"{seed},{SeedReport.Cell(_floors[seed].Accuracy)},{SeedReport.Cell(_floors[seed].NoAnswer)}\n");
-        AtomicFile.WriteText(Path.Combine(OutDir, FloorFile), floor.ToString());
+        ItemScores.WriteFloor(Path.Combine(OutDir, FloorFile), Spec.Seeds, "base_accuracy,base_no_answer", s => [_floors[s].Accuracy, _floors[s].NoAnswer]);
         AtomicFile.WriteText(Path.Combine(OutDir, ItemsFile), ItemScores.Collect(result.Runs, RunDir, _test.Count));
         return [FloorFile, ItemsFile];
     }

@@ -206,10 +206,8 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     /// notation, and the share of test facts in its corpus) and <see cref="ItemsFile"/>.</summary>
     protected override IEnumerable<string> WriteExtras(JobResult result)
     {
-        var floor = new StringBuilder("seed,base_accuracy,base_own_format_accuracy,test_facts_in_corpus\n");
-        foreach (int seed in Spec.Seeds)
-            floor.Append(CultureInfo.InvariantCulture, $"{seed},{SeedReport.Cell(_floors[seed].Accuracy)},{SeedReport.Cell(_floors[seed].OwnFormatAccuracy)},{SeedReport.Cell(_floors[seed].InCorpus)}\n");
-        AtomicFile.WriteText(Path.Combine(OutDir, FloorFile), floor.ToString());
+        ItemScores.WriteFloor(Path.Combine(OutDir, FloorFile), Spec.Seeds, "base_accuracy,base_own_format_accuracy,test_facts_in_corpus",
+            s => [_floors[s].Accuracy, _floors[s].OwnFormatAccuracy, _floors[s].InCorpus]);
         AtomicFile.WriteText(Path.Combine(OutDir, ItemsFile), ItemScores.Collect(result.Runs, RunDir, _test.Count));
         return [FloorFile, ItemsFile];
     }

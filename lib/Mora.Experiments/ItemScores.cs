@@ -41,6 +41,15 @@ public static class ItemScores
         return csv.ToString();
     }
 
+    /// <summary>The job's floor table: per seed, the base's scores before fine-tuning (<paramref name="columns"/>, each a
+    /// fraction), written atomically to <paramref name="path"/>.</summary>
+    public static void WriteFloor(string path, IEnumerable<int> seeds, string columns, Func<int, IEnumerable<double>> scores)
+    {
+        var csv = new StringBuilder($"seed,{columns}\n");
+        foreach (int seed in seeds) csv.Append(CultureInfo.InvariantCulture, $"{seed},{string.Join(',', scores(seed).Select(SeedReport.Cell))}\n");
+        AtomicFile.WriteText(path, csv.ToString());
+    }
+
     /// <summary>An answer as a CSV cell: generated text can hold anything, so commas, quotes and line breaks become spaces.</summary>
     static string Cell(string s) => s.Replace(',', ' ').Replace('"', ' ').Replace('\n', ' ').Replace('\r', ' ');
 }
