@@ -87,6 +87,15 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     (IReadOnlyList<string> Answers, IReadOnlyList<bool> Right)? _lastTest;
     readonly Dictionary<int, InstructionFloor> _floors = [];
 
+    /// <summary>The floors of a finished job, per seed, for <see cref="FormatTable"/> outside a run (read with <see cref="ReadFloors"/>).</summary>
+    public IReadOnlyDictionary<int, InstructionFloor> Floors { init { foreach (var (k, v) in value) _floors[k] = v; } }
+
+    /// <summary>The per-seed floors of a finished job from its <see cref="FloorFile"/> in <paramref name="folder"/>.</summary>
+    public static IReadOnlyDictionary<int, InstructionFloor> ReadFloors(string folder) =>
+        CsvTable.Read(Path.Combine(folder, FloorFile)).Rows.ToDictionary(r => int.Parse(r["seed"], CultureInfo.InvariantCulture), r => new InstructionFloor(
+            double.Parse(r["base_accuracy"], CultureInfo.InvariantCulture), double.Parse(r["base_own_format_accuracy"], CultureInfo.InvariantCulture),
+            double.Parse(r["test_facts_in_corpus"], CultureInfo.InvariantCulture)));
+
     /// <summary>The instruction a fact is asked with, and the response it is trained to give: <c>Instruction: Compute 12+7.</c>,
     /// a line break and <c>Response: 12+7=</c>, to be completed by <c>19.</c> and nothing more. The prompt writes the
     /// expression out again, so the response needs no copying (a skill the base was never taught); what is new is the

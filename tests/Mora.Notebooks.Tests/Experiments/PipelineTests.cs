@@ -259,6 +259,7 @@ public class PipelineTests
     [InlineData("memorization-cpu-low-regime")]
     [InlineData("memorization-r1-rotation-control")]
     [InlineData("gsm8k-cpu-regimes")]
+    [InlineData("instruct-cpu")]
     [InlineData("continual-cpu")]
     [InlineData("pretrain-cpu")]
     public void EveryCommittedTableIsReproducedFromItsCsvs(string job)
@@ -283,6 +284,11 @@ public class PipelineTests
             case "gsm8k":
                 var math = Spec(Gsm8kSpec.FromPreset);
                 actual = new Gsm8kExperiment(math).FormatTable(Result(math, SeedReport.ReadRuns(Path.Combine(folder, Gsm8kExperiment.TableFile))));
+                break;
+            case "instruct":
+                var ins = Spec(InstructionSpec.FromPreset);
+                actual = new InstructionExperiment(ins) { Floors = InstructionExperiment.ReadFloors(folder) }
+                    .FormatTable(Result(ins, SeedReport.ReadRuns(Path.Combine(folder, InstructionExperiment.TableFile))));
                 break;
             case "continual":
                 var cont = Spec(ContinualSpec.FromPreset);
