@@ -45,6 +45,9 @@ public sealed record ClaimResult(string Claim, string Setting, string Measured, 
 /// (<see cref="Inference.Holm"/>): ✓ when the claim's adjusted p-value is below <see cref="Alpha"/>; ✗ when the contrary
 /// test's is (the method is worse; or, for "on par", the difference lies beyond the margin); otherwise not resolved. A row
 /// with fewer than <see cref="MinSeeds"/> seeds, or no spread at all, is not tested.</item>
+/// <item>"On par" is not tested where the baseline's mean lies within the margin of the base's floor (its score before
+/// fine-tuning, where the job measured it): two methods that both stay at the floor are equal for a reason that says
+/// nothing of the claim.</item>
 /// <item>A result whose run, or whose analysis, was designed after seeing another result says so in its row
 /// (<see cref="Timing"/>).</item>
 /// </list>
@@ -69,6 +72,7 @@ public static class Claims
         ["figures/memorization-cpu-regimes"] = "run declared before it ran; test and Holm correction chosen after it (post hoc)",
         ["figures/memorization-cpu-low-regime"] = "post hoc: run designed after the 200-step r = 1 row came back unresolved; test chosen after it",
         ["figures/instruct-cpu"] = "run, rates grid, ±5-point margin and test (TOST by the bootstrap over items × seeds) declared before its results were seen",
+        ["figures/gsm8k-cpu-unseen"] = "preset, ±5-point margin and bootstrap test declared before it ran; the floor rule (no \"on par\" within the margin of the base's floor) added after its tuning runs sat at the floor (post hoc)",
         ["figures/gsm8k-cpu-regimes"] = "run and ±5-point margin declared before it ran; TOST and Holm chosen after it (post hoc)",
         ["figures/gsm8k-cpu-hour"] = "run and ±5-point margin declared before it ran; TOST and Holm chosen after it (post hoc)",
         ["figures/pretrain-cpu"] = "run declared before it ran; test and Holm correction chosen after it (post hoc)",
@@ -94,6 +98,8 @@ public static class Claims
         /// <summary>The declared test's p-value and its contrary's when the row is tested otherwise than by its per-seed
         /// differences (GSM8K's bootstrap over items × seeds).</summary>
         public (double P, double Contrary)? Given { get; init; }
+        /// <summary>Not tested whatever its differences (an "on par" at the floor, <see cref="OnParRows"/>).</summary>
+        public bool Untestable { get; init; }
     }
 
     /// <summary>Every claim the committed results under <paramref name="repoRoot"/> speak to, in the paper's order, each
@@ -130,7 +136,7 @@ public static class Claims
     /// the verdicts.</summary>
     static List<ClaimResult> Decide(List<Pending> pending)
     {
-        var tests = pending.Select(p => p.Given ?? (Testable(p.Differences) ? Test(p.Hypothesis, p.Differences) : ((double P, double Contrary)?)null)).ToList();
+        var tests = pending.Select(p => p.Untestable ? null : p.Given ?? (Testable(p.Differences) ? Test(p.Hypothesis, p.Differences) : ((double P, double Contrary)?)null)).ToList();
         var tested = Enumerable.Range(0, pending.Count).Where(i => tests[i] is not null).ToList();
         // One family: every row's claim and its contrary, so the chance of any false ✓ or ✗ in the table stays ≤ α.
         var both = Inference.Holm(tested.Select(i => tests[i]!.Value.P).Concat(tested.Select(i => tests[i]!.Value.Contrary)).ToList());
@@ -171,7 +177,7 @@ public static class Claims
     [
         "figures/memorization-cpu-regimes", "figures/memorization-cpu-low-regime",
         "figures/instruct-cpu",
-        "figures/gsm8k-cpu-regimes", "figures/gsm8k-cpu-hour",
+        "figures/gsm8k-cpu-regimes", "figures/gsm8k-cpu-unseen", "figures/gsm8k-cpu-hour",
         "figures/continual-cpu", "figures/pretrain-cpu", "figures/pretrain-remora-cycle", "figures/pretrain-remora-cycle-r2",
     ];
 
@@ -237,9 +243,10 @@ public static class Claims
     {
         var spec = SpecOf(math, Gsm8kSpec.FromPreset);
         string floorPath = Path.Combine(math, Gsm8kExperiment.FloorFile);
-        string floor = File.Exists(floorPath) ? $"; the base before fine-tuning {100 * CsvTable.Read(floorPath).Rows.Average(r => Num(r["base_accuracy"])):0.0} %" : "";
+        double? floorMean = File.Exists(floorPath) ? CsvTable.Read(floorPath).Rows.Average(r => Num(r["base_accuracy"])) : null;
+        string floor = floorMean is { } f ? $"; the base before fine-tuning {100 * f:0.0} %" : "";
         string dedup = spec.TrainFile is not null ? "" : spec.UnseenSkeletons ? ", arithmetic skeletons unseen in training and pretraining" : ", deduplicated by exact question only";
-        OnParRows(repoRoot, math, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, "Math reasoning (§4.3, GSM8K): MoRA on par with LoRA", floor,
+        OnParRows(repoRoot, math, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, "Math reasoning (§4.3, GSM8K): MoRA on par with LoRA", floor, floorMean,
             (method, rank, seeds) => $"GSM8K-style problems ({spec.TestProblems} held out{dedup}), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {method}, {spec.Steps} steps, {Rates(spec)}, {seeds} seeds",
             results);
     }
@@ -249,9 +256,10 @@ public static class Claims
     {
         var spec = SpecOf(folder, InstructionSpec.FromPreset);
         var floors = CsvTable.Read(Path.Combine(folder, InstructionExperiment.FloorFile)).Rows;
-        string floor = $"; the base before fine-tuning {100 * floors.Average(r => Num(r["base_accuracy"])):0.0} % with the instruction prompt, " +
+        double floorMean = floors.Average(r => Num(r["base_accuracy"]));
+        string floor = $"; the base before fine-tuning {100 * floorMean:0.0} % with the instruction prompt, " +
                        $"{100 * floors.Average(r => Num(r["base_own_format_accuracy"])):0.0} % in its own notation";
-        OnParRows(repoRoot, folder, InstructionExperiment.TableFile, InstructionExperiment.ItemsFile, "Instruction tuning (§4.2): MoRA on par with LoRA", floor,
+        OnParRows(repoRoot, folder, InstructionExperiment.TableFile, InstructionExperiment.ItemsFile, "Instruction tuning (§4.2): MoRA on par with LoRA", floor, floorMean,
             (method, rank, seeds) => $"arithmetic facts the base learned as drills, asked as instructions ({spec.TrainFacts} fine-tuned on, {spec.TestFacts} others scored), {Model(spec)}, " +
                                      $"r = {rank} ({Regime(spec, rank)}), {method}, {spec.Steps} steps, {Rates(spec)}, {seeds} seeds",
             results);
@@ -259,8 +267,8 @@ public static class Claims
 
     /// <summary>The "on par" rows of a table of exact-match accuracies by step (<c>accuracy_step{s}</c>): per MoRA method and
     /// rank against LoRA at the last step, tested by the bootstrap over items × seeds when the job stored its items, else by
-    /// paired t over seeds.</summary>
-    static void OnParRows(string repoRoot, string folder, string tableFile, string itemsFile, string claim, string floor, Func<string, int, int, string> setting, List<Pending> results)
+    /// paired t over seeds; not tested where LoRA's mean lies within the margin of <paramref name="floorMean"/>.</summary>
+    static void OnParRows(string repoRoot, string folder, string tableFile, string itemsFile, string claim, string floor, double? floorMean, Func<string, int, int, string> setting, List<Pending> results)
     {
         string path = Path.Combine(folder, tableFile);
         var runs = CsvTable.Read(path);
@@ -273,7 +281,8 @@ public static class Claims
             var diffs = PerSeed(runs, path, lastAcc, g.Key.Method, "lora", g.Key.Rank);
             var d = SeedStatistics.Mean95(diffs);
             double loraMean = runs.Rows.Where(r => r["method"] == "lora" && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
-            var boot = items is null ? null : ItemBootstrap(items, itemsPath, g.Key.Method, g.Key.Rank);
+            bool atFloor = floorMean is { } fm && loraMean - fm < ParMargin;
+            var boot = items is null || atFloor ? null : ItemBootstrap(items, itemsPath, g.Key.Method, g.Key.Rank);
             string difference = boot is null ? $"difference {d.Format(100)} points"
                 : $"difference {boot.Value.Test.Difference.Format(100)} points (paired bootstrap over {boot.Value.Items} items × {boot.Value.Seeds} seeds)";
             results.Add(new Pending(new ClaimResult(claim, setting(g.Key.Method, int.Parse(g.Key.Rank, CultureInfo.InvariantCulture), d.N),
@@ -281,8 +290,9 @@ public static class Claims
                 $"(on par: within ±{100 * ParMargin:0} points, ±{100 * ParMargin / loraMean:0} % of LoRA's mean)",
                 Verdict.NotResolved, Rel(repoRoot, path), Command(folder))
             {
-                Secondary = boot is null ? "per-item correctness not stored by this run (no bootstrap over items)" : $"paired t over seeds: difference {d.Format(100)} points",
-            }, diffs, Hypothesis.OnPar) { Given = boot?.Tests });
+                Secondary = atFloor ? $"not tested: LoRA's {100 * loraMean:0.0} % is within the ±{100 * ParMargin:0}-point margin of the base's floor ({100 * floorMean!.Value:0.0} %), where equivalence is a floor effect"
+                    : boot is null ? "per-item correctness not stored by this run (no bootstrap over items)" : $"paired t over seeds: difference {d.Format(100)} points",
+            }, diffs, Hypothesis.OnPar) { Given = boot?.Tests, Untestable = atFloor });
         }
     }
 

@@ -263,6 +263,26 @@ public class ClaimsTests
         Assert.Contains("bootstrap over items × seeds", math.Statistic);
     }
 
+    /// <summary>Two methods that both stay at the base's floor are not "on par" in any sense the claim means: such a row is
+    /// not tested, and says why.</summary>
+    [Fact]
+    public void OnParIsNotTestedAtTheFloor()
+    {
+        var rng = new Random(TestSupport.Seed());
+        string root = FakeRepo(rng, moraGain: 0.2);
+        string folder = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
+        Directory.CreateDirectory(folder);
+        var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
+        ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
+        WriteOnPar(rng, folder, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile, "seed,base_accuracy,base_no_answer|0.3300,0.1000", spec.Seeds, spec.Steps, 0);
+        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
+        var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
+        Assert.Equal(Verdict.NotResolved, math.Verdict);
+        Assert.True(double.IsNaN(math.P));
+        Assert.StartsWith("not tested: LoRA's", math.Secondary);
+        Assert.Contains("of the base's floor (33.0 %)", math.Secondary);
+    }
+
     /// <summary>An instruction-tuning result is read as its own claim (paper §4.2), after memorisation and before math, tested
     /// the same way; its floor names both the instruction prompt's score and the base's own notation's.</summary>
     [Fact]
