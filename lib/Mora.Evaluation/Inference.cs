@@ -90,8 +90,11 @@ public static class Inference
     /// <summary>
     /// The paired bootstrap over items × seeds for a fixed test set: <paramref name="a"/>[s][i] and <paramref name="b"/>[s][i]
     /// are method A's and B's scores (1 correct, 0 wrong, or any score) on item i with seed s (the same items, the same
-    /// seeds). Each of <paramref name="resamples"/> draws resamples seeds and items with replacement (two-stage) and takes the
-    /// mean of A − B; the interval is the 2.5 and 97.5 percentiles. The p-value is for the declared test: with
+    /// seeds). The design is crossed (every seed scores the same items), so each of <paramref name="resamples"/> draws one
+    /// resample of the items and one of the seeds, both with replacement, and takes the mean of A − B over the drawn seeds
+    /// on the drawn items (the same items for every drawn seed: drawing items afresh per seed would divide the items'
+    /// sampling error by the number of seeds); the interval is the 2.5 and 97.5 percentiles. With few seeds the seed part is
+    /// a plain bootstrap, without a small-sample correction, so it is not wider than a t interval over seeds would be. The p-value is for the declared test: with
     /// <paramref name="margin"/> null, one-sided superiority (the share of draws ≤ 0); with a margin, equivalence (the larger
     /// of the shares of draws ≤ −δ and ≥ +δ). Seeded, so the same inputs give the same result.
     /// </summary>
@@ -114,13 +117,15 @@ public static class Inference
 
         var rng = new Random(seed);
         var draws = new double[resamples];
+        var drawn = new int[items];
         for (int r = 0; r < resamples; r++)
         {
+            for (int i = 0; i < items; i++) drawn[i] = rng.Next(items);
             double sum = 0;
             for (int s = 0; s < seeds; s++)
             {
                 int ss = rng.Next(seeds);
-                for (int i = 0; i < items; i++) sum += diff[ss, rng.Next(items)];
+                foreach (int i in drawn) sum += diff[ss, i];
             }
             draws[r] = sum / (seeds * items);
         }

@@ -45,7 +45,7 @@ public sealed record ClaimResult(string Claim, string Setting, string Measured, 
 /// (<see cref="Inference.Holm"/>): ✓ when the claim's adjusted p-value is below <see cref="Alpha"/>; ✗ when the contrary
 /// test's is (the method is worse; or, for "on par", the difference lies beyond the margin); otherwise not resolved. A row
 /// with fewer than <see cref="MinSeeds"/> seeds, or no spread at all, is not tested.</item>
-/// <item>"On par" is not tested where the baseline's mean lies within the margin of the base's floor (its score before
+/// <item>"On par" is not tested where both methods' means lie within the margin of the base's floor (its score before
 /// fine-tuning, where the job measured it): two methods that both stay at the floor are equal for a reason that says
 /// nothing of the claim.</item>
 /// <item>A result whose run, or whose analysis, was designed after seeing another result says so in its row
@@ -245,7 +245,7 @@ public static class Claims
         string floorPath = Path.Combine(math, Gsm8kExperiment.FloorFile);
         double? floorMean = File.Exists(floorPath) ? CsvTable.Read(floorPath).Rows.Average(r => Num(r["base_accuracy"])) : null;
         string floor = floorMean is { } f ? $"; the base before fine-tuning {100 * f:0.0} %" : "";
-        string dedup = spec.TrainFile is not null ? "" : spec.UnseenSkeletons ? ", arithmetic skeletons unseen in training and pretraining" : ", deduplicated by exact question only";
+        string dedup = spec.TrainFile is not null ? "" : spec.UnseenSkeletons ? ", arithmetic skeletons unseen in the training problems and the pretraining's worked problems" : ", deduplicated by exact question only";
         OnParRows(repoRoot, math, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, "Math reasoning (§4.3, GSM8K): MoRA on par with LoRA", floor, floorMean,
             (method, rank, seeds) => $"GSM8K-style problems ({spec.TestProblems} held out{dedup}), {Model(spec)}, r = {rank} ({Regime(spec, rank)}), {method}, {spec.Steps} steps, {Rates(spec)}, {seeds} seeds",
             results);
@@ -281,7 +281,8 @@ public static class Claims
             var diffs = PerSeed(runs, path, lastAcc, g.Key.Method, "lora", g.Key.Rank);
             var d = SeedStatistics.Mean95(diffs);
             double loraMean = runs.Rows.Where(r => r["method"] == "lora" && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
-            bool atFloor = floorMean is { } fm && loraMean - fm < ParMargin;
+            double methodMean = runs.Rows.Where(r => r["method"] == g.Key.Method && r["rank"] == g.Key.Rank).Average(r => Num(r[lastAcc]));
+            bool atFloor = floorMean is { } fm && Math.Max(loraMean, methodMean) - fm < ParMargin;
             var boot = items is null || atFloor ? null : ItemBootstrap(items, itemsPath, g.Key.Method, g.Key.Rank);
             string difference = boot is null ? $"difference {d.Format(100)} points"
                 : $"difference {boot.Value.Test.Difference.Format(100)} points (paired bootstrap over {boot.Value.Items} items × {boot.Value.Seeds} seeds)";
@@ -290,7 +291,7 @@ public static class Claims
                 $"(on par: within ±{100 * ParMargin:0} points, ±{100 * ParMargin / loraMean:0} % of LoRA's mean)",
                 Verdict.NotResolved, Rel(repoRoot, path), Command(folder))
             {
-                Secondary = atFloor ? $"not tested: LoRA's {100 * loraMean:0.0} % is within the ±{100 * ParMargin:0}-point margin of the base's floor ({100 * floorMean!.Value:0.0} %), where equivalence is a floor effect"
+                Secondary = atFloor ? $"not tested: both {g.Key.Method} ({100 * methodMean:0.0} %) and LoRA ({100 * loraMean:0.0} %) are within the ±{100 * ParMargin:0}-point margin of the base's floor ({100 * floorMean!.Value:0.0} %), where equivalence is a floor effect"
                     : boot is null ? "per-item correctness not stored by this run (no bootstrap over items)" : $"paired t over seeds: difference {d.Format(100)} points",
             }, diffs, Hypothesis.OnPar) { Given = boot?.Tests, Untestable = atFloor });
         }
@@ -310,6 +311,7 @@ public static class Claims
         var xa = seeds.Select(k => (IReadOnlyList<double>)a[k]).ToList();
         var xb = seeds.Select(k => (IReadOnlyList<double>)b[k]).ToList();
         if (xa.Concat(xb).Select(x => x.Count).Distinct().Count() != 1) throw new FormatException($"{path}: {method} and lora at r = {rank} do not score the same items on every seed");
+        if (xa.Zip(xb).All(p => p.First.SequenceEqual(p.Second))) return null;     // no spread at all: left to the per-seed rule, which does not test it
         var test = Inference.PairedBootstrap(xa, xb, ParMargin);
         IReadOnlyList<IReadOnlyList<double>> Shift(List<IReadOnlyList<double>> x) => x.Select(v => (IReadOnlyList<double>)v.Select(y => y + ParMargin).ToList()).ToList();
         double above = Inference.PairedBootstrap(xa, Shift(xb)).P, below = Inference.PairedBootstrap(xb, Shift(xa)).P;   // H₀: d ≤ +δ; H₀: d ≥ −δ

@@ -227,12 +227,12 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
         return new Dictionary<string, double> { [Accuracy] = s.ExactMatch, [NoAnswer] = (double)s.NoAnswer / s.Count };
     }
 
-    /// <summary>The base's exact match on the test split, measured once per base and cached beside it (a given base's in
-    /// <c>base/</c> of the output folder).</summary>
+    /// <summary>The base's exact match on the test split, measured once per base and test split and cached beside the base
+    /// (a given base's in <c>base/</c> of the output folder; <see cref="ItemScores.FloorCache"/>).</summary>
     protected override void BeforeSeed(int seed, string? baseDir)
     {
         string floorDir = Spec.BaseModel is not null ? Path.Combine(OutDir, "base") : Path.GetDirectoryName(baseDir)!;
-        _floors[seed] = ExperimentFolder.Cached(Path.Combine(floorDir, "floor-test.json"), () =>
+        _floors[seed] = ExperimentFolder.Cached(ItemScores.FloorCache(floorDir, baseDir!, _test.Select(p => p.Question + "\u0002" + p.Answer)), () =>
         {
             using var model = ModelIO.Load(baseDir!);
             var s = Metrics.Math(model, _tokenizer, _test, Spec.MaxNewTokens);

@@ -190,7 +190,7 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     /// <summary>The base's floor on the test facts, measured once per base and cached beside it.</summary>
     protected override void BeforeSeed(int seed, string? baseDir)
     {
-        _floors[seed] = ExperimentFolder.Cached(Path.Combine(Path.GetDirectoryName(baseDir)!, "floor-test.json"), () =>
+        _floors[seed] = ExperimentFolder.Cached(ItemScores.FloorCache(Path.GetDirectoryName(baseDir)!, baseDir!, _test.Select(f => f.Drill)), () =>
         {
             using var model = ModelIO.Load(baseDir!);
             var drills = Corpus(Spec.BaseSeed ?? seed).SelectMany(d => d.Split('\n')).ToHashSet();

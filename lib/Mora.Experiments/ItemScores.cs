@@ -50,6 +50,16 @@ public static class ItemScores
         AtomicFile.WriteText(path, csv.ToString());
     }
 
+    /// <summary>Where a base's floor on a test set is cached in <paramref name="dir"/>: the file name holds a digest of the
+    /// base's folder and of the test items, so a cache can never be read for another base or another test set (a copied
+    /// or kept base folder, a rerun with other items).</summary>
+    public static string FloorCache(string dir, string baseDir, IEnumerable<string> items)
+    {
+        var text = string.Join("\u0001", items.Prepend(Path.GetFullPath(baseDir)));
+        string digest = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes(text)))[..12].ToLowerInvariant();
+        return Path.Combine(dir, $"floor-test-{digest}.json");
+    }
+
     /// <summary>An answer as a CSV cell: generated text can hold anything, so commas, quotes and line breaks become spaces.</summary>
     static string Cell(string s) => s.Replace(',', ' ').Replace('"', ' ').Replace('\n', ' ').Replace('\r', ' ');
 }

@@ -100,6 +100,22 @@ public class InferenceTests
         Assert.InRange(rejected, 0, 10);
     }
 
+    /// <summary>The design is crossed: every seed scores the same items, so an item where A beats B on every seed is one
+    /// piece of evidence, not one per seed. With differences that depend on the item only, the interval's half-width is
+    /// the items' standard error (sd / √items) × 1.96, not that divided by √seeds (tolerance 20 %).</summary>
+    [Fact]
+    public void BootstrapResamplesItemsOnceForAllSeeds()
+    {
+        var rng = new Random(TestSupport.Seed());
+        const int seeds = 5, items = 400;
+        var d = Enumerable.Range(0, items).Select(_ => rng.NextDouble() < 0.5 ? 1.0 : -1.0).ToList();
+        var b = Enumerable.Range(0, seeds).Select(_ => (IReadOnlyList<double>)Enumerable.Range(0, items).Select(_ => rng.NextDouble()).ToList()).ToList();
+        var a = b.Select(x => (IReadOnlyList<double>)x.Select((v, i) => v + d[i]).ToList()).ToList();
+        var r = Inference.PairedBootstrap(a, b, resamples: 4000);
+        double mean = d.Average(), sd = Math.Sqrt(d.Sum(x => (x - mean) * (x - mean)) / (items - 1));
+        Assert.InRange(r.Difference.HalfWidth, 0.8 * 1.96 * sd / Math.Sqrt(items), 1.2 * 1.96 * sd / Math.Sqrt(items));
+    }
+
     [Fact]
     public void BootstrapIsDeterministicAndChecksItsShape()
     {

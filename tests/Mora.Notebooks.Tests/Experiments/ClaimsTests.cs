@@ -258,7 +258,7 @@ public class ClaimsTests
         Assert.Equal(boot.P, math.P, 12);
         Assert.Contains($"difference {boot.Difference.Format(100)} points (paired bootstrap over 300 items × 5 seeds)", math.Measured);
         Assert.Contains("the base before fine-tuning 4.0 %", math.Measured);
-        Assert.Contains("arithmetic skeletons unseen in training and pretraining", math.Setting);
+        Assert.Contains("arithmetic skeletons unseen in the training problems and the pretraining's worked problems", math.Setting);
         Assert.StartsWith("paired t over seeds: difference", math.Secondary);
         Assert.Contains("bootstrap over items × seeds", math.Statistic);
     }
@@ -279,7 +279,7 @@ public class ClaimsTests
         var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
         Assert.Equal(Verdict.NotResolved, math.Verdict);
         Assert.True(double.IsNaN(math.P));
-        Assert.StartsWith("not tested: LoRA's", math.Secondary);
+        Assert.StartsWith("not tested: both mora-rotation", math.Secondary);
         Assert.Contains("of the base's floor (33.0 %)", math.Secondary);
     }
 
