@@ -235,6 +235,21 @@ public class ClaimsTests
         return (a, b);
     }
 
+    /// <summary>A fake repository with a GSM8K cpu-unseen result at r = 1 (LoRA and rotation) whose base scored
+    /// <paramref name="floor"/>; returns its root and the per-seed item scores of rotation and LoRA.</summary>
+    static (string Root, List<IReadOnlyList<double>> A, List<IReadOnlyList<double>> B) Gsm8kRepo(Random rng, double gap, string floor)
+    {
+        string root = FakeRepo(rng, moraGain: 0.2);
+        string folder = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
+        Directory.CreateDirectory(folder);
+        var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
+        ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
+        var (a, b) = WriteOnPar(rng, folder, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile, $"seed,base_accuracy,base_no_answer|{floor},0.1000",
+            spec.Seeds, spec.Steps, gap);
+        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
+        return (root, a, b);
+    }
+
     /// <summary>With per-item correctness stored, a GSM8K row is tested by the paired bootstrap over items × seeds: equal
     /// per-item rates come out on par, a 30-point gap beyond the margin; the floor and the skeleton hold-out are named.</summary>
     [Theory]
@@ -242,16 +257,7 @@ public class ClaimsTests
     [InlineData(0.3, Verdict.Contradicted)]
     public void Gsm8kRowsAreTestedByTheBootstrapOverItemsWhenItemsAreStored(double gap, Verdict expected)
     {
-        var rng = new Random(TestSupport.Seed());
-        string root = FakeRepo(rng, moraGain: 0.2);
-        string folder = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
-        Directory.CreateDirectory(folder);
-        var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
-        ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
-        var (a, b) = WriteOnPar(rng, folder, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile, "seed,base_accuracy,base_no_answer|0.0400,0.1000",
-            spec.Seeds, spec.Steps, gap);
-        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
-
+        var (root, a, b) = Gsm8kRepo(new Random(TestSupport.Seed()), gap, "0.0400");
         var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
         var boot = Mora.Evaluation.Inference.PairedBootstrap(a, b, Claims.ParMargin);
         Assert.Equal(expected, math.Verdict);
@@ -268,14 +274,7 @@ public class ClaimsTests
     [Fact]
     public void OnParIsNotTestedAtTheFloor()
     {
-        var rng = new Random(TestSupport.Seed());
-        string root = FakeRepo(rng, moraGain: 0.2);
-        string folder = Path.Combine(root, "figures", "gsm8k-cpu-regimes");
-        Directory.CreateDirectory(folder);
-        var spec = Gsm8kSpec.FromPreset("cpu-unseen") with { Ranks = [1], Methods = [MethodSpec.Lora, MethodSpec.Mora(MoraType.Rotation)], MethodRanks = new Dictionary<string, IReadOnlyList<int>>() };
-        ExperimentFolder.Claim(folder, spec, Gsm8kExperiment.Name);
-        WriteOnPar(rng, folder, Gsm8kExperiment.TableFile, Gsm8kExperiment.ItemsFile, Gsm8kExperiment.FloorFile, "seed,base_accuracy,base_no_answer|0.3300,0.1000", spec.Seeds, spec.Steps, 0);
-        File.WriteAllText(Path.Combine(folder, "COMMAND.txt"), "dotnet run -c Release -- gsm8k --preset cpu-unseen\n");
+        var (root, _, _) = Gsm8kRepo(new Random(TestSupport.Seed()), 0, "0.3300");
         var math = Claims.Evaluate(root).Single(r => r.Claim.StartsWith("Math"));
         Assert.Equal(Verdict.NotResolved, math.Verdict);
         Assert.True(double.IsNaN(math.P));
