@@ -141,6 +141,20 @@ public static class TestSupport
         p.WaitForExit();
     }
 
+    /// <summary>Runs <paramref name="f"/> on a thread of its own and returns what it threw (null if nothing); fails if it
+    /// has not ended after <paramref name="seconds"/>. A guard against a hang (a read that waits for a FIFO's writer, a
+    /// catastrophic pattern, a huge allocation), not a measurement: the bound is far above any honest duration on a busy
+    /// 2-core machine, and the thread is not the pool's, so a pool starved by parallel tests cannot delay its start.</summary>
+    public static Exception? Unhung(Action f, string what, double seconds = 120)
+    {
+        Exception? thrown = null;
+        var thread = new Thread(() => { try { f(); } catch (Exception e) { thrown = e; } }) { IsBackground = true, Name = what };
+        thread.Start();
+        if (!thread.Join(TimeSpan.FromSeconds(seconds)))
+            throw new TimeoutException($"{what}: still running after {seconds} s (it hangs)");
+        return thrown;
+    }
+
     public static string TempDir()
     {
         string d = Path.Combine(Path.GetTempPath(), "mora-tests", Guid.NewGuid().ToString("N"));

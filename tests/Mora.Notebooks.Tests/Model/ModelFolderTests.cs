@@ -36,17 +36,8 @@ public class ModelFolderTests
         File.WriteAllText(Config(dir), o.ToJsonString());
     }
 
-    /// <summary>Runs <paramref name="f"/> with a time bound (a hang or a huge allocation fails here) and returns its exception.</summary>
-    static Exception? Within(Action f, double seconds = 10)
-    {
-        var clock = Stopwatch.StartNew();
-        var task = Task.Run(f);
-        try { task.Wait(TimeSpan.FromSeconds(seconds)); } catch (AggregateException) { }
-        if (!task.IsCompleted) throw new TimeoutException($"took over {seconds} s");
-        var e = task.Exception?.InnerException;
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(seconds));
-        return e;
-    }
+    /// <summary>Runs <paramref name="f"/> with a guard against a hang or a huge allocation and returns its exception.</summary>
+    static Exception? Within(Action f) => TestSupport.Unhung(f, "loading the model folder");
 
     static ModelFormatException Refused(string dir, string? field, string file = ModelIO.ConfigFile)
     {
@@ -143,17 +134,16 @@ public class ModelFolderTests
     }
 
     /// <summary>A model too large for the machine (sizes each within the field limits) is refused from config.json alone,
-    /// with its parameter count, in well under a second.</summary>
+    /// with its parameter count (a model built first would take terabytes: the refusal is the
+    /// config's, its type says so).</summary>
     [Fact]
     public void AModelLargerThanMemoryIsRefusedBeforeAnythingIsAllocated()
     {
         string dir = Copy("h_mha_untied");
         EditConfig(dir, o => { o["hidden_size"] = 65536; o["intermediate_size"] = 1 << 20; o["num_hidden_layers"] = 1000; o["num_attention_heads"] = 512; o["num_key_value_heads"] = 512; });
-        var clock = Stopwatch.StartNew();
         var e = Refused(dir, null);
         Assert.Contains("parameters", e.Message);
         Assert.Contains("GB", e.Message);
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5));
         Assert.Throws<ArgumentException>(() => new LlamaForCausalLM(ModelIO.ReadConfig(dir)));
     }
 
