@@ -146,8 +146,7 @@ static class CliSupport
     /// checks the figures folder before anything is written, runs the job, then copies its report files, the printed
     /// table and the exact command into the figures folder and draws its runs' figures there. Ctrl+C stops it cleanly
     /// (run the same command to resume).</summary>
-    public static int Experiment<TSpec>(Experiment<TSpec> experiment, string? outDir, string? figures, bool fresh = false, bool overwrite = false, int? threads = null)
-        where TSpec : ExperimentSpec
+    public static int Experiment(IJob experiment, string? outDir, string? figures, bool fresh = false, bool overwrite = false, int? threads = null)
     {
         outDir ??= Path.Combine("runs", $"{experiment.Kind}-{SafePath.Name(experiment.Spec.Preset, "Preset")}");
         figures ??= Path.Combine(outDir, "figures");
@@ -169,8 +168,8 @@ static class CliSupport
             }
             AtomicFile.WriteText(Path.Combine(figures, "table.txt"), result.Table.TrimEnd('\n') + "\n");
             WriteCommand(Path.Combine(figures, "COMMAND.txt"));
-            var written = RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, experiment.Kind);
-            Console.WriteLine($"figures: {string.Join(", ", written.Select(Path.GetFileName))} in {Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(figures))}");
+            var written = experiment.PlotsRuns ? RunFigures.PlotRuns(Path.Combine(outDir, "runs"), figures, experiment.Kind) : [];
+            Console.WriteLine($"figures: {string.Join(", ", experiment.ReportFiles.Concat(written.Select(Path.GetFileName)).Where(f => f.EndsWith(".png") || f.EndsWith(".html")))} in {Path.GetRelativePath(Environment.CurrentDirectory, Path.GetFullPath(figures))}");
             return 0;
         }
         catch (OperationCanceledException)
@@ -183,6 +182,6 @@ static class CliSupport
     }
 
     /// <summary>Runs an experiment command: the spec from the preset and the options, then the experiment as above.</summary>
-    public static int Experiment<TSpec>(ExperimentOptions<TSpec> o, ParseResult pr, Func<TSpec, Experiment<TSpec>> make) where TSpec : ExperimentSpec =>
+    public static int Experiment<TSpec>(ExperimentOptions<TSpec> o, ParseResult pr, Func<TSpec, IJob> make) where TSpec : ExperimentSpec =>
         Experiment(make(o.Apply(pr)), pr.GetValue(o.Out), pr.GetValue(o.Figures), pr.GetValue(o.Fresh), pr.GetValue(o.Overwrite), pr.GetValue(o.Threads));
 }

@@ -21,8 +21,10 @@ static class ContinualCommand
             "each adapter run saves runs/<run>/adapter/ for PEFT (LoRA, DoRA) or the MoRA fork", _ => null, (s, v) => C(s) with { BaseModel = v });
         var command = o.AddTo(new Command("continual",
             "Continual pretraining on a new domain (paper §4.3 in spirit): pretrain a base on fictional people, continue on prose about new fictional companies with each method " +
-            "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain)."));
-        command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => new ContinualExperiment(spec))));
+            "(learning rate tuned per method on a separate seed), report acquisition (answers to questions in an unseen phrasing) and forgetting (held-out loss on the original domain). " +
+            "--preset frontier instead trains every rate of the grids on every seed and reports the acquisition–forgetting frontier, with the questions on half the new companies trained and the other half scored."));
+        // A frontier preset (frontier, frontier-smoke) trains every rate of the grids instead of tuning one.
+        command.SetAction(pr => CliSupport.Guard(o.Names, () => CliSupport.Experiment(o, pr, spec => spec.Frontier ? new ContinualFrontier(spec) : new ContinualExperiment(spec))));
         return command;
     }
 }

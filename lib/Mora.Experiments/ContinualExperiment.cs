@@ -54,10 +54,22 @@ public sealed record ContinualSpec : FineTuningSpec
     /// tokenizer. The original domain is then text the base never trained on: forgetting is the drift of its held-out
     /// loss there, and retention starts from what the base answers without having seen it.</summary>
     public string? BaseModel { get; init; }
+    /// <summary>Teach the question format on the new domain itself: the questions about the first half of each seed's new
+    /// companies (in the held-out phrasing, loss on the answer) join its training set, and acquisition is scored on the
+    /// other half's questions only. What is measured is then the facts read from prose, not whether a model that was
+    /// never asked about the new companies answers in the right form (without it, the committed run sat near the base's
+    /// guessing floor).</summary>
+    public bool QuestionsOnHalf { get; init; }
+    /// <summary>Report the acquisition–forgetting frontier instead of one tuned point per method
+    /// (<see cref="ContinualFrontier"/>): every rate of the grids trains on every seed at the full horizon, the k-th
+    /// adapter rate beside the k-th full fine-tuning rate, all from one base; nothing is tuned.</summary>
+    public bool Frontier { get; init; }
 
     /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
-    /// default (5 seeds) and cpu (the committed run: 10 seeds, about 10 minutes on 2 shared cores with OMP_NUM_THREADS=1).</summary>
-    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "notebook", "default", "cpu"];
+    /// default (5 seeds), cpu (the committed tuned run: 10 seeds, about 10 minutes on 2 shared cores with OMP_NUM_THREADS=1),
+    /// frontier (the committed frontier: questions on half the new companies, 6 rates at 3 a decade per method, 5 seeds,
+    /// about 40 minutes) and frontier-smoke (the frontier at test size).</summary>
+    public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "notebook", "default", "cpu", "frontier", "frontier-smoke"];
 
     public static ContinualSpec FromPreset(string name) => name.ToLowerInvariant() switch
     {
@@ -71,6 +83,12 @@ public sealed record ContinualSpec : FineTuningSpec
         "notebook" => new() { Preset = "notebook", Seeds = [0, 1, 2] },     // the cpu run's settings at 3 seeds
         "default" => new(),
         "cpu" => new() { Preset = "cpu", Seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] },
+        "frontier" => new()
+        {
+            Preset = "frontier", QuestionsOnHalf = true, Frontier = true,
+            AdapterLrGrid = [1e-3, 2.15e-3, 4.64e-3, 1e-2, 2.15e-2, 4.64e-2], FullLrGrid = [1e-4, 2.15e-4, 4.64e-4, 1e-3, 2.15e-3, 4.64e-3],
+        },
+        "frontier-smoke" => FromPreset("smoke") with { Preset = "frontier-smoke", QuestionsOnHalf = true, Frontier = true },
         _ => throw new ArgumentException($"unknown preset '{name}'; use {string.Join(", ", PresetNames)}", nameof(Preset)),
     };
 
@@ -86,9 +104,16 @@ public sealed record ContinualSpec : FineTuningSpec
             throw new ArgumentException($"{nameof(OriginalQuestions)} {OriginalQuestions} exceeds the {3 * OriginalEntities} questions of {OriginalEntities} people", nameof(OriginalQuestions));
         GivenBase.CheckExists(BaseModel);
         if (BaseSeed is null) throw new ArgumentException($"{nameof(BaseSeed)}: this experiment continues every run from one shared base; name its seed", nameof(BaseSeed));
+        if (QuestionsOnHalf && NewEntities < 2)
+            throw new ArgumentException($"{nameof(NewEntities)}: {nameof(QuestionsOnHalf)} trains the questions of half the new companies and scores the other half; it needs at least 2, got {NewEntities}", nameof(NewEntities));
+        // A job that tunes (the command line's only kind) or a frontier names a grid for each kind of method it runs; a
+        // fixed-rate job (a point of the frontier) names none.
+        bool fixedRates = AdapterLrGrid.Count == 0 && FullLrGrid.Count == 0 && !Frontier;
         foreach (var (grid, full, name) in new[] { (AdapterLrGrid, false, nameof(AdapterLrGrid)), (FullLrGrid, true, nameof(FullLrGrid)) })
-            if (grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
-                throw new ArgumentException($"{name}: this experiment tunes every method's rate; name a grid", name);
+            if (!fixedRates && grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
+                throw new ArgumentException($"{name}: this experiment {(Frontier ? "trains every rate of a grid" : "tunes every method's rate")}; name a grid", name);
+        if (Frontier && Methods.Any(m => m.Method == AdapterMethod.Full) && Methods.Any(m => m.Method != AdapterMethod.Full) && AdapterLrGrid.Count != FullLrGrid.Count)
+            throw new ArgumentException($"{nameof(FullLrGrid)}: the frontier pairs the k-th adapter rate with the k-th full fine-tuning rate; give as many ({AdapterLrGrid.Count}), got {FullLrGrid.Count}", nameof(FullLrGrid));
         ValidateFineTuning();
         return this;
     }
@@ -135,12 +160,18 @@ public sealed class ContinualData
     LmExample Document(string text) => new([Tokenizer.BosId, .. Tokenizer.Encode(text), Tokenizer.EosId], 0);
 
     /// <summary>The new domain of <paramref name="seed"/>: its companies (names distinct from the original domain's), their
-    /// prose, the training examples (the prose, then the replayed format-company questions), and the questions on their facts.</summary>
+    /// prose, the training examples (the prose, then the replayed format-company questions, then with
+    /// <see cref="ContinualSpec.QuestionsOnHalf"/> the questions about the first half of the companies), and the questions
+    /// acquisition is scored on (every company's, or with <see cref="ContinualSpec.QuestionsOnHalf"/> the second half's).</summary>
     public (IReadOnlyList<FictionalEntity> Companies, IReadOnlyList<string> Documents, IReadOnlyList<LmExample> Train, IReadOnlyList<FactQuestion> Questions) NewDomain(int seed)
     {
         var companies = FictionalFacts.Generate(EntityKind.Company, _spec.NewEntities, seed: 40_000 + seed, new HashSet<string>(_names));
         var documents = FictionalFacts.Documents(companies, _spec.DocumentsPerEntity, seed: 50_000 + seed);
-        return (companies, documents, documents.Select(Document).Concat(Replay).ToList(), FictionalFacts.Questions(companies));
+        var train = documents.Select(Document).Concat(Replay);
+        if (!_spec.QuestionsOnHalf) return (companies, documents, train.ToList(), FictionalFacts.Questions(companies));
+        int taught = companies.Count / 2;
+        var format = FictionalFacts.Questions(companies.Take(taught)).Select(q => LmData.FromPair(Tokenizer, q.Question, q.Answer, maskPrompt: true));
+        return (companies, documents, train.Concat(format).ToList(), FictionalFacts.Questions(companies.Skip(taught)));
     }
 
     public static IReadOnlyList<(string Prompt, string Answer)> Prompts(IEnumerable<FactQuestion> questions) => questions.Select(q => (q.Question, q.Answer)).ToList();
@@ -154,7 +185,10 @@ public sealed class ContinualData
 /// each beside the base's value before. Its figures are the method means by step (<c>continual-acquisition</c>,
 /// <c>continual-forgetting</c>). The pipeline is <see cref="Experiment{TSpec}"/>'s.
 /// </summary>
-public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperiment<ContinualSpec>(spec)
+/// <param name="spec">the settings</param>
+/// <param name="sharedBase">the folder of a base that several jobs continue (the frontier's rate points, one folder each),
+/// pretrained there on first use; default <c>base/</c> in the job's own folder</param>
+public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase = null) : FineTuningExperiment<ContinualSpec>(spec)
 {
     public const string Name = "continual", TableFile = Name + ".csv", SummaryFile = Name + "-summary.csv", PairedFile = Name + "-paired.csv", SweepFile = LearningRateSweep.File;
     /// <summary>The metrics each evaluation logs.</summary>
@@ -175,7 +209,7 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
     BaseMetrics? _base;
     GivenBase? _given;
     /// <summary>What a loss is per: a character (the kit's tokenizer) or a token (a given base's tokenizer.json).</summary>
-    string Unit => Spec.BaseModel is { } b && File.Exists(Path.Combine(b, ModelIO.TokenizerFile)) ? "token" : "char";
+    internal string Unit => Spec.BaseModel is { } b && File.Exists(Path.Combine(b, ModelIO.TokenizerFile)) ? "token" : "char";
 
     public override IReadOnlyList<string> Columns =>
         [NewExact, NewChar, NewCharBefore, NewAnswerLoss, NewAnswerLossBefore, HeldOutLossBefore, HeldOutLossAfter, Forgetting, OriginalExactBefore, OriginalExact];
@@ -216,7 +250,8 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
             if (longest > context) throw new ArgumentException($"{nameof(Spec.Model)} {Spec.Model} has a context of {context} tokens; the data needs {longest}", nameof(Spec.Model));
         }
         Output.WriteLine($"original domain: {_data.People.Count} people ({_data.Pretraining.Count} pretraining examples with {_data.FormatCompanies.Count} format companies), " +
-                         $"{_data.HeldOut.Count} held-out documents; new domain: {Spec.NewEntities} companies × {Spec.DocumentsPerEntity} documents per seed, with {_data.Replay.Count} replayed format-company questions");
+                         $"{_data.HeldOut.Count} held-out documents; new domain: {Spec.NewEntities} companies × {Spec.DocumentsPerEntity} documents per seed, with {_data.Replay.Count} replayed format-company questions" +
+                         (Spec.QuestionsOnHalf ? $"; the questions on {Spec.NewEntities / 2} of its companies trained, acquisition scored on the other {Spec.NewEntities - Spec.NewEntities / 2}'s" : ""));
         return _given?.Inputs ?? [];
     }
 
@@ -225,7 +260,7 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
     {
         var tok = _data.Tokenizer;
         // A given base is continued as it is; its scores go to base/ of the output folder (never into the user's folder).
-        string modelDir = _given?.Dir ?? PretrainBase("base", "base", Spec.BaseSeed!.Value, () =>
+        string modelDir = _given?.Dir ?? PretrainBase(sharedBase ?? "base", "base", Spec.BaseSeed!.Value, () =>
         {
             torch.manual_seed(Spec.BaseSeed!.Value);
             return new LlamaForCausalLM(LlamaConfig.Preset(Spec.Model, tok.VocabSize) with { BosTokenId = tok.BosId, EosTokenId = tok.EosId });
@@ -252,7 +287,8 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
     }
 
     protected override IReadOnlyList<LmExample> TrainingSet(RunPlan plan) => Domain(plan.Seed).Train;
-    protected override string Note(RunPlan plan) => $", {plan.Steps} steps on {Domain(plan.Seed).Train.Count} examples (new prose and {_data.Replay.Count} replayed questions)";
+    protected override string Note(RunPlan plan) => $", {plan.Steps} steps on {Domain(plan.Seed).Train.Count} examples (new prose, {_data.Replay.Count} replayed questions" +
+        (Spec.QuestionsOnHalf ? $" and the questions on {Spec.NewEntities / 2} of the {Spec.NewEntities} new companies)" : ")");
 
     protected override IEnumerable<KeyValuePair<string, double>> Before(LlamaForCausalLM baseModel, RunPlan plan)
     {
@@ -312,7 +348,10 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
         return FigureFiles;
     }
 
-    static bool LossLike(string measure) => measure.Contains("loss", StringComparison.Ordinal) || measure == Forgetting;
+    /// <summary>What acquisition is scored on, as the tables say it.</summary>
+    internal string Scored => Spec.QuestionsOnHalf ? $"; questions on {Spec.NewEntities / 2} of them trained, acquisition scored on the other {Spec.NewEntities - Spec.NewEntities / 2}'s" : "";
+
+    internal static bool LossLike(string measure) => measure.Contains("loss", StringComparison.Ordinal) || measure == Forgetting;
 
     /// <summary>The printed table: the base's scores, per method the chosen rate, acquisition and forgetting as mean
     /// [95 % interval] over seeds, the rule, then the per-seed paired MoRA − LoRA differences.</summary>
@@ -321,7 +360,7 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
         var runs = result.Runs;
         string M(IEnumerable<RunRecord> l, string s, int width) => (LossLike(s) ? SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(1, "0.0000") : SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(100)).PadLeft(width);
         var sb = new StringBuilder();
-        sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each; {(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, {Spec.Steps} steps; " +
+        sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each{Scored}; {(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, {Spec.Steps} steps; " +
                       $"seeds {string.Join(",", Spec.Seeds)}; mean [95 % t interval] over seeds)");
         sb.AppendLine($"base: held-out loss on the original domain {runs[0].Score(HeldOutLossBefore):F4} nats/{Unit}, original answers exact match {100 * runs[0].Score(OriginalExactBefore):F1} %; " +
                       $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(NewAnswerLossBefore)):F4} nats/{Unit}");
@@ -332,8 +371,10 @@ public sealed class ContinualExperiment(ContinualSpec spec) : FineTuningExperime
             sb.AppendLine($"{g.Key.Method,-14} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString(CultureInfo.InvariantCulture)),3} {l[0].TrainableParameters,9:N0} {LearningRateSweep.Lr(l[0].LearningRate),7} " +
                           $"{M(l, NewExact, 20)} {M(l, NewChar, 20)} {M(l, NewAnswerLoss, 24)} {M(l, HeldOutLossAfter, 24)} {M(l, Forgetting, 24)} {M(l, OriginalExact, 20)}");
         }
-        sb.AppendLine("Rates: " + LearningRateSweep.Rule(Spec.AdapterLrGrid, Spec.TuneSteps, Spec.TuneSeed, "score (minus the teacher-forced answer loss on the tuning seed's new facts)")
-            + $"; full fine-tuning over {{{string.Join(", ", Spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}.");
+        sb.AppendLine(Spec.Tunes
+            ? "Rates: " + LearningRateSweep.Rule(Spec.AdapterLrGrid, Spec.TuneSteps, Spec.TuneSeed, "score (minus the teacher-forced answer loss on the tuning seed's new facts)")
+              + $"; full fine-tuning over {{{string.Join(", ", Spec.FullLrGrid.Select(LearningRateSweep.Lr))}}}."
+            : $"Rates fixed, not tuned (a point of the frontier): adapters {LearningRateSweep.Lr(Spec.AdapterLr)}, full fine-tuning {LearningRateSweep.Lr(Spec.FullLr)}.");
         var paired = Paired(runs);
         if (paired.Count > 0)
         {

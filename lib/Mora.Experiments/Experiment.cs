@@ -38,6 +38,21 @@ public sealed record JobResult(ExperimentSpec Spec, IReadOnlyList<RunRecord> Run
     public IEnumerable<IGrouping<(string Method, int Rank), RunRecord>> Groups => Runs.GroupBy(r => (r.Method, r.Rank));
 }
 
+/// <summary>What the command line runs and publishes: a job of one kind with its settings, the files of its report in its
+/// output folder, and its run (an <see cref="Experiment{TSpec}"/>, or a study made of several, as <see cref="ContinualFrontier"/>).</summary>
+public interface IJob
+{
+    /// <summary>The prefix of its files and of its default folder.</summary>
+    string Kind { get; }
+    ExperimentSpec Spec { get; }
+    /// <summary>The files of its output folder that make its report (copied into the figures folder).</summary>
+    IReadOnlyList<string> ReportFiles { get; }
+    /// <summary>Whether its output folder holds <c>runs/</c> whose logs are drawn one curve per run.</summary>
+    bool PlotsRuns => true;
+    /// <summary>Runs the job in <paramref name="outDir"/>, reusing what it finished before; returns its runs and table.</summary>
+    JobResult Run(string outDir, TextWriter? output = null, CancellationToken cancel = default, RunOptions? options = null);
+}
+
 /// <summary>
 /// The pipeline every experiment runs (memorisation, GSM8K, continual pretraining, pretraining from scratch), in one
 /// place: check the inputs before anything is written; claim the output folder (one writer, settings and inputs by
@@ -49,11 +64,12 @@ public sealed record JobResult(ExperimentSpec Spec, IReadOnlyList<RunRecord> Run
 /// its table and figures. Layout of the output folder: <c>sweep/</c> (tuning runs), <c>runs/</c> (reported runs), each
 /// run's folder with its log, manifest, checkpoints and <c>result.json</c>; bases and the tables beside them.
 /// </summary>
-public abstract class Experiment<TSpec> where TSpec : ExperimentSpec
+public abstract class Experiment<TSpec> : IJob where TSpec : ExperimentSpec
 {
     protected Experiment(TSpec spec) => Spec = spec ?? throw new ArgumentNullException(nameof(spec));
 
     public TSpec Spec { get; }
+    ExperimentSpec IJob.Spec => Spec;
     /// <summary>The experiment's kind: the prefix of its files and of its default folder (memorization, gsm8k, continual, pretrain).</summary>
     public abstract string Kind { get; }
     /// <summary>The job's tables: <c>{kind}.csv</c> (per run), <c>{kind}-summary.csv</c>, <c>{kind}-paired.csv</c>.</summary>

@@ -9,18 +9,31 @@ namespace Mora.Tests;
 /// <summary>One method's line of the README's training example table: figures/readme-example/results.csv, written by
 /// <see cref="ReadmeExampleTests.MemorizationExample"/> with MORA_README_EXAMPLE_OUT set.</summary>
 public sealed record ReadmeExampleResult(string Method, long TrainableParameters, double LossFirst, double LossLast, double CharAcc, double ExactMatch,
-    double SnippetSeconds, int CpuThreads)
+    double SnippetSeconds, int CpuThreads, string? Cpu = null)
 {
     public static readonly string[] Methods = ["Lora", "Mora", "Full"];
     public static string CommittedFile => Path.Combine(TestSupport.RepoRoot, "figures", "readme-example", "results.csv");
     const string Header = "method,trainable_parameters,loss_first,loss_last,char_acc,exact_match,snippet_seconds,cpu_threads";
+    /// <summary>The header with the machine's processor (model name and a digest of its instruction-set flags): libtorch
+    /// sums in an order that depends on them, so the same seeds give the same rounded figures only on the same kind of CPU.</summary>
+    const string HeaderWithCpu = Header + ",cpu";
+
+    /// <summary>This machine's processor as <see cref="HeaderWithCpu"/> records it ("unknown" off Linux).</summary>
+    public static string ThisCpu()
+    {
+        if (!File.Exists("/proc/cpuinfo")) return "unknown";
+        var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList();
+        string Field(string name) => lines.FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "";
+        string flags = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Field("flags"))))[..8];
+        return $"{Field("model name").Replace(',', ' ')} flags {flags}";
+    }
 
     public static List<ReadmeExampleResult> FromRuns(string runs, double seconds) => Methods.Select(method =>
     {
         var log = RunLog.ReadCsv(Path.Combine(runs, method, Trainer.LogFile));
         var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(runs, method, Trainer.ManifestFile)))!;
         return new ReadmeExampleResult(method, manifest["trainable_parameters"]!.GetValue<long>(), log.Rows[0].Loss, log.Rows[^1].Loss,
-            log.Last("char_acc")!.Value, log.Last("exact_match")!.Value, seconds, Environment.ProcessorCount);
+            log.Last("char_acc")!.Value, log.Last("exact_match")!.Value, seconds, Environment.ProcessorCount, ThisCpu());
     }).ToList();
 
     static string F(double v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture);
@@ -29,8 +42,8 @@ public sealed record ReadmeExampleResult(string Method, long TrainableParameters
     public static void Write(string dir, IEnumerable<ReadmeExampleResult> rows)
     {
         Directory.CreateDirectory(dir);
-        File.WriteAllLines(Path.Combine(dir, "results.csv"), [Header, .. rows.Select(r =>
-            $"{r.Method},{r.TrainableParameters},{F(r.LossFirst)},{F(r.LossLast)},{F(r.CharAcc)},{F(r.ExactMatch)},{r.SnippetSeconds:F1},{r.CpuThreads}")]);
+        File.WriteAllLines(Path.Combine(dir, "results.csv"), [HeaderWithCpu, .. rows.Select(r =>
+            $"{r.Method},{r.TrainableParameters},{F(r.LossFirst)},{F(r.LossLast)},{F(r.CharAcc)},{F(r.ExactMatch)},{r.SnippetSeconds:F1},{r.CpuThreads},{r.Cpu}")]);
         File.WriteAllText(Path.Combine(dir, "COMMAND.txt"),
             "MORA_README_EXAMPLE_OUT=figures/readme-example dotnet test tests/Mora.Notebooks.Tests -c Release --filter \"FullyQualifiedName~ReadmeExampleTests.MemorizationExample\"\n" +
             "(runs README.md's \"Train LoRA, MoRA and full fine-tuning on UUID pairs\" snippet as written; snippet_seconds is its wall time, compile included)\n");
@@ -39,9 +52,9 @@ public sealed record ReadmeExampleResult(string Method, long TrainableParameters
     public static List<ReadmeExampleResult> Read(string path)
     {
         var lines = File.ReadAllLines(path);
-        Assert.Equal(Header, lines[0]);
+        Assert.Contains(lines[0], new[] { Header, HeaderWithCpu });     // a file recorded before the processor was: its CPU unknown
         return lines.Skip(1).Where(l => l.Length > 0).Select(l => l.Split(',')).Select(c =>
-            new ReadmeExampleResult(c[0], long.Parse(c[1]), P(c[2]), P(c[3]), P(c[4]), P(c[5]), P(c[6]), int.Parse(c[7]))).ToList();
+            new ReadmeExampleResult(c[0], long.Parse(c[1]), P(c[2]), P(c[3]), P(c[4]), P(c[5]), P(c[6]), int.Parse(c[7]), c.Length > 8 ? c[8] : null)).ToList();
     }
 
     static string Percent(double v) => (100 * v).ToString("0.#", System.Globalization.CultureInfo.InvariantCulture) + " %";
@@ -156,9 +169,19 @@ public class ReadmeExampleTests
         }
         var committed = ReadmeExampleResult.Read(ReadmeExampleResult.CommittedFile);
         Assert.Equal(committed.Select(c => c.TrainableParameters), fresh.Select(f => f.TrainableParameters));
-        // Same seeds and the same thread count give the same run (Trainer's determinism); elsewhere libtorch may sum
-        // in another order, so the rounded figures are compared only on a machine with the recorded thread count.
-        if (committed[0].CpuThreads == Environment.ProcessorCount)
+        // Same seeds, the same thread count and the same kind of processor give the same run (Trainer's determinism): the
+        // rounded figures must then be the README's. Elsewhere libtorch may sum in another order and 200 steps of Adam
+        // carry the difference on, so the run is held to the committed one within a stated tolerance instead: the last
+        // loss within 0.15 nats, character accuracy within 8 points, exact match within 15 points.
+        if (committed[0].CpuThreads == Environment.ProcessorCount && committed[0].Cpu == ReadmeExampleResult.ThisCpu())
             Assert.Equal(committed.Select(ReadmeExampleResult.TableCells), fresh.Select(ReadmeExampleResult.TableCells));
+        else
+            foreach (var (c, f) in committed.Zip(fresh))
+            {
+                string what = $"{c.Method} on {ReadmeExampleResult.ThisCpu()} with {Environment.ProcessorCount} threads against the committed run on {c.Cpu ?? "an unrecorded CPU"} with {c.CpuThreads}";
+                Assert.True(Math.Abs(f.LossLast - c.LossLast) <= 0.15, $"{what}: last loss {f.LossLast:F3} against {c.LossLast:F3}");
+                Assert.True(Math.Abs(f.CharAcc - c.CharAcc) <= 0.08, $"{what}: char accuracy {f.CharAcc:P1} against {c.CharAcc:P1}");
+                Assert.True(Math.Abs(f.ExactMatch - c.ExactMatch) <= 0.15, $"{what}: exact match {f.ExactMatch:P1} against {c.ExactMatch:P1}");
+            }
     }
 }

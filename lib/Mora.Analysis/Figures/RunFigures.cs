@@ -55,15 +55,18 @@ public static class RunFigures
     /// that method's colour (<see cref="MethodColours"/>), as the seed-band charts do, and draw the other curves (a floor,
     /// a chance level) as grey dotted reference lines</param>
     /// <param name="logX">a logarithmic x axis (a sweep over parameter counts); the PNG plots log10 of x</param>
-    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false, bool logX = false)
+    /// <param name="markers">a marker at every point (where each point is a measurement of its own, as a rate of a frontier)</param>
+    public static ChartFigure LineChart(IReadOnlyList<Curve> curves, string title, string xLabel, string yLabel, bool logY = false, bool byMethod = false, bool logX = false,
+        bool markers = false)
     {
         if (curves.Count == 0) throw new ArgumentException($"no data to plot for '{title}'", nameof(curves));
         var methods = curves.Select(c => byMethod ? MethodOf(c.Name) : null).ToList();
         var colours = byMethod ? MethodColours(methods.OfType<string>()) : new Dictionary<string, string>();
         string? Colour(int i) => !byMethod ? null : methods[i] is { } m ? colours[m] : "#555555";
         var combined = Chart.Combine(curves.Select((c, i) => Colour(i) is { } colour
-            ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, LineColor: Color.fromHex(colour), LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
-            : Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name)));
+            ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, ShowMarkers: markers && methods[i] is not null, LineColor: Color.fromHex(colour),
+                LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
+            : Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, ShowMarkers: markers)));
         var chart = PlotlyInterop.WithTitle(combined, title)
             .WithXAxisStyle<double, double, string>(TitleText: xLabel, AxisType: logX ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
             .WithYAxisStyle<double, double, string>(TitleText: yLabel, AxisType: logY ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear);
@@ -77,6 +80,7 @@ public static class RunFigures
             var line = plot.Add.ScatterLine(xs, ys);
             line.LegendText = c.Name;
             line.LineWidth = 2;
+            line.MarkerSize = markers && (!byMethod || methods[i] is not null) ? 7 : 0;
             if (Colour(i) is { } colour)
             {
                 line.Color = ScottPlot.Color.FromHex(colour);
