@@ -221,6 +221,9 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
         Spec.Methods.Where(m => m.Method == AdapterMethod.Mora).Select(m => (m.Name, MethodSpec.Lora.Name)).ToList();
     public override IReadOnlyList<int> ReportRanks => Spec.Ranks;
     public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, .. FigureFiles];
+    /// <summary>A fixed-rate job (a point of the frontier, where high rates are tried on purpose) records a run that
+    /// diverges and leaves it out of the statistics; a tuned job stops.</summary>
+    protected override bool RecordsDivergedRuns => !Spec.Tunes;
     protected override int PadId => _data.Tokenizer.PadId;
     protected override string TunedOn => "the tuning seed's new facts";
     protected override Func<double, string>? ShowTuningScore => score => $"answer loss {-score:F4}";
@@ -357,7 +360,8 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
     /// [95 % interval] over seeds, the rule, then the per-seed paired MoRA − LoRA differences.</summary>
     public override string FormatTable(JobResult result)
     {
-        var runs = result.Runs;
+        var runs = result.Runs.Where(r => !r.Diverged).ToList();
+        if (runs.Count == 0) return $"Continual pretraining: every one of the {result.Runs.Count} runs diverged (rates adapters {LearningRateSweep.Lr(Spec.AdapterLr)}, full {LearningRateSweep.Lr(Spec.FullLr)}).";
         string M(IEnumerable<RunRecord> l, string s, int width) => (LossLike(s) ? SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(1, "0.0000") : SeedStatistics.Mean95(l.Select(x => x.Score(s))).Format(100)).PadLeft(width);
         var sb = new StringBuilder();
         sb.AppendLine($"Continual pretraining on a new domain ({Spec.NewEntities} fictional companies × 3 facts, {Spec.DocumentsPerEntity} prose documents each{Scored}; {(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, {Spec.Steps} steps; " +
@@ -365,7 +369,7 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
         sb.AppendLine($"base: held-out loss on the original domain {runs[0].Score(HeldOutLossBefore):F4} nats/{Unit}, original answers exact match {100 * runs[0].Score(OriginalExactBefore):F1} %; " +
                       $"on the new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(NewAnswerLossBefore)):F4} nats/{Unit}");
         sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",7} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"held-out loss",24} {"forgetting (Δ loss)",24} {"orig exact %",20}");
-        foreach (var g in result.Groups)
+        foreach (var g in runs.GroupBy(r => (r.Method, r.Rank)))
         {
             var l = g.ToList();
             sb.AppendLine($"{g.Key.Method,-14} {(g.Key.Rank == 0 ? "-" : g.Key.Rank.ToString(CultureInfo.InvariantCulture)),3} {l[0].TrainableParameters,9:N0} {LearningRateSweep.Lr(l[0].LearningRate),7} " +

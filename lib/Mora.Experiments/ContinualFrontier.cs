@@ -75,8 +75,11 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
                 runs.AddRange(new ContinualExperiment(p, baseDir).Run(Path.Combine(outDir, Folder(p)), output, cancel, options with { Command = null }).Runs);
             }
         }
+        // Everything below is computed from the per-run table as written (scores to 4 decimals), so the committed table
+        // is reproduced from the committed CSV exactly.
+        AtomicFile.WriteText(Path.Combine(outDir, RunsFile), SeedReport.RunsCsv(runs, new ContinualExperiment(Spec).Columns, withDiverged: true));
+        runs = SeedReport.ReadRuns(Path.Combine(outDir, RunsFile)).ToList();
         var result = new JobResult(Spec, runs, [], new Dictionary<(string, int), double>());
-        AtomicFile.WriteText(Path.Combine(outDir, RunsFile), SeedReport.RunsCsv(runs, new ContinualExperiment(Spec).Columns));
         AtomicFile.WriteText(Path.Combine(outDir, File), SummaryCsv(runs));
         WriteFigures(runs, outDir);
         string table = FormatTable(runs);
@@ -88,14 +91,15 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
 
     /// <summary>The runs of each method, rank and rate, in rate order.</summary>
     static IEnumerable<IGrouping<(string Method, int Rank, double Lr), RunRecord>> Groups(IEnumerable<RunRecord> runs) =>
-        runs.Where(r => !r.Diverged).GroupBy(r => (r.Method, r.Rank, Lr: r.LearningRate)).OrderBy(g => g.First().Method == MethodSpec.Full.Name).ThenBy(g => g.Key.Method, StringComparer.Ordinal)
+        runs.GroupBy(r => (r.Method, r.Rank, Lr: r.LearningRate)).OrderBy(g => g.First().Method == MethodSpec.Full.Name).ThenBy(g => g.Key.Method, StringComparer.Ordinal)
             .ThenBy(g => g.Key.Rank).ThenBy(g => g.Key.Lr);
 
-    /// <summary>The frontier's table: the summary tables' dialect, a row per method, rank and rate.</summary>
+    /// <summary>The frontier's table: the summary tables' dialect, a row per method, rank and rate (with the runs that
+    /// diverged, left out of its statistics).</summary>
     public static string SummaryCsv(IReadOnlyList<RunRecord> runs)
     {
-        var lines = Groups(runs).Select(g => SeedReport.SummaryCsv(g.ToList(), Measures).Split('\n')).ToList();
-        return lines.Count == 0 ? SeedReport.SummaryCsv([], Measures) : lines[0][0] + "\n" + string.Concat(lines.Select(l => l[1] + "\n"));
+        var lines = Groups(runs).Select(g => SeedReport.SummaryCsv(g.ToList(), Measures, withDiverged: true).Split('\n')).ToList();
+        return lines.Count == 0 ? SeedReport.SummaryCsv([], Measures, withDiverged: true) : lines[0][0] + "\n" + string.Concat(lines.Select(l => l[1] + "\n"));
     }
 
     /// <summary>One point: a method, rank and rate with its acquisition and forgetting over seeds.</summary>
@@ -107,7 +111,7 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
     }
 
     /// <summary>Every point, in the table's order.</summary>
-    public static IReadOnlyList<Point> PointsOf(IReadOnlyList<RunRecord> runs) => Groups(runs).Select(g =>
+    public static IReadOnlyList<Point> PointsOf(IReadOnlyList<RunRecord> runs) => Groups(runs.Where(r => !r.Diverged)).Select(g =>
     {
         MeanInterval M(string s) => SeedStatistics.Mean95(g.Select(r => r.Score(s)));
         return new Point(g.Key.Method, g.Key.Rank, g.Key.Lr, g.First().TrainableParameters, g.Count(), M(ContinualExperiment.NewExact), M(ContinualExperiment.NewChar),
@@ -119,8 +123,9 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
     void WriteFigures(IReadOnlyList<RunRecord> runs, string outDir)
     {
         var points = PointsOf(runs);
+        if (points.Count == 0) return;
         double xMin = points.Min(p => p.Forgetting.Mean), xMax = points.Max(p => p.Forgetting.Mean);
-        foreach (var (measure, name, before) in new[] { (ContinualExperiment.NewChar, "char", (double?)runs.Average(r => r.Score(ContinualExperiment.NewCharBefore))), (ContinualExperiment.NewExact, "exact", null) })
+        foreach (var (measure, name, before) in new[] { (ContinualExperiment.NewChar, "char", (double?)runs.Where(r => !r.Diverged).Average(r => r.Score(ContinualExperiment.NewCharBefore))), (ContinualExperiment.NewExact, "exact", null) })
         {
             var curves = points.GroupBy(Label).Select(g => new Curve(g.Key, g.Select(p => p.Forgetting.Mean).ToList(),
                 g.Select(p => 100 * (measure == ContinualExperiment.NewChar ? p.Char.Mean : p.Exact.Mean)).ToList())).ToList();
@@ -138,6 +143,7 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
     public string FormatTable(IReadOnlyList<RunRecord> runs)
     {
         var points = PointsOf(runs);
+        if (points.Count == 0) return $"Continual pretraining, the frontier: every one of the {runs.Count} runs diverged.";
         var first = runs.First(r => !r.Diverged);
         string unit = new ContinualExperiment(Spec).Unit;
         var sb = new StringBuilder();
@@ -145,7 +151,7 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
                       $"{new ContinualExperiment(Spec).Scored}; {(Spec.BaseModel is { } b ? $"base {b}" : $"{Spec.Model} model")}, {Spec.Steps} steps at every rate, nothing tuned; " +
                       $"seeds {string.Join(",", Spec.Seeds)}; mean [95 % t interval] over seeds)");
         sb.AppendLine($"base: held-out loss on the original domain {first.Score(ContinualExperiment.HeldOutLossBefore):F4} nats/{unit}, original answers exact match {100 * first.Score(ContinualExperiment.OriginalExactBefore):F1} %; " +
-                      $"on the scored new facts (mean over seeds) char accuracy {100 * runs.Average(x => x.Score(ContinualExperiment.NewCharBefore)):F1} %, answer loss {runs.Average(x => x.Score(ContinualExperiment.NewAnswerLossBefore)):F4}");
+                      $"on the scored new facts (mean over seeds) char accuracy {100 * runs.Where(r => !r.Diverged).Average(x => x.Score(ContinualExperiment.NewCharBefore)):F1} %, answer loss {runs.Where(r => !r.Diverged).Average(x => x.Score(ContinualExperiment.NewAnswerLossBefore)):F4}");
         sb.AppendLine($"{"method",-14} {"r",3} {"params",9} {"lr",8} {"new exact %",20} {"new char acc %",20} {"new answer loss",24} {"forgetting (Δ loss)",24} {"orig exact %",18}  frontier");
         foreach (var p in points)
         {
