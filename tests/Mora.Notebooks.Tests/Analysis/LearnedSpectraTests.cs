@@ -33,6 +33,7 @@ public class LearnedSpectraTests
     [Fact]
     public void SharedBaseAndGivenBaseJobsAreAnalysedAndAKilledRunIsSkipped()
     {
+        using var rng = TestSupport.TorchSeed();           // the job trains in process and Analyze builds models: torch's global generator
         string job = SharedBaseJob();
         Assert.False(Directory.Exists(Path.Combine(job, "base-seed1")));                // one base serves both seeds
         var skipped = new List<string>();

@@ -47,6 +47,7 @@ public class EvidenceTests
     public void TheCommittedLaunchTableIsWhatTheCodeCountsNow()
     {
         if (!OperatingSystem.IsLinux()) return;
+        using var rng = TestSupport.TorchSeed();           // LaunchCounts.Measure reseeds torch's global generator and draws from it
         string dir = Path.Combine(TestSupport.RepoRoot, "figures", "bench", "launches");
         var committed = LaunchCounts.ReadCsv(Path.Combine(dir, LaunchCounts.CsvFile));
         var fresh = LaunchCounts.Measure([(1024, 1024)], [8, 256], 16, CPU, ScalarType.Float32, TextWriter.Null);

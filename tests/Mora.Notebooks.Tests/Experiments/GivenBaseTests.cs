@@ -128,6 +128,7 @@ public class GivenBaseTests
     [Fact]
     public void MemorizationOnAGivenBaseSavesAdaptersThatPeftAndTheForkReadAndThatGiveTheRunsOutputs()
     {
+        using var torchRng = TestSupport.TorchSeed();      // it trains and loads models in this process: torch's global generator
         string baseDir = ModelFolder(), outDir = Path.Combine(TestSupport.TempDir(), "out");
         var before = Snapshot(baseDir);
         // LoRA at r = 4 on every linear layer and MoRA rotation at r = 2: the settings of the PEFT and fork fixtures on this base.
@@ -206,6 +207,7 @@ public class GivenBaseTests
     [Fact]
     public void ContinualOnAGivenBaseTokenizesWithItsTokenizerAndSavesTheAdapter()
     {
+        using var torchRng = TestSupport.TorchSeed();      // it trains and loads models in this process: torch's global generator
         string baseDir = ModelFolder(maxPositions: 512), outDir = Path.Combine(TestSupport.TempDir(), "out");
         var before = Snapshot(baseDir);
         var spec = ContinualSpec.FromPreset("smoke") with
@@ -239,6 +241,7 @@ public class GivenBaseTests
     [Fact]
     public void Gsm8kOnAGivenBaseSavesTheAdapterAndHoldsTheTokenizerConfigInItsIdentity()
     {
+        using var torchRng = TestSupport.TorchSeed();      // it trains and loads models in this process: torch's global generator
         string baseDir = ModelFolder(maxPositions: 1024), outDir = Path.Combine(TestSupport.TempDir(), "out");
         var spec = Gsm8kSpec.FromPreset("smoke") with
         {
@@ -270,6 +273,7 @@ public class GivenBaseTests
     [Fact]
     public void ATokenizerTheModelCannotEmbedIsRefusedBeforeAnythingIsWritten()
     {
+        using var torchRng = TestSupport.TorchSeed();      // GivenBase.Read builds the model (ModelIO.Load) before refusing: torch's global generator
         // The interop metaspace tokenizer (written by the tokenizers library) has 377 ids; the model embeds 100.
         string baseDir = ModelFolder(tokenizerJson: Path.Combine(Interop, "tokenizers", "metaspace_bpe", "tokenizer.json"));
         string outDir = Path.Combine(TestSupport.TempDir(), "out");

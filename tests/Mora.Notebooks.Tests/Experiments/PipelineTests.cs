@@ -39,6 +39,7 @@ sealed class ToyExperiment(ToySpec spec, string? dataFile = null) : Experiment<T
         Trained++;
         if (plan.LearningRate == Spec.Diverges || !plan.Tuning && Spec.ReportedRunsDiverge)
         {
+            using var rng = TestSupport.TorchSeed(plan.Seed);   // the model's initialisation and the trainer use torch's global generator
             var tok = new CharTokenizer();
             using var model = new LlamaForCausalLM(LlamaConfig.Tiny(tok.VocabSize));
             using (TorchSharp.torch.no_grad()) model.named_parameters().First().parameter.fill_(double.NaN);

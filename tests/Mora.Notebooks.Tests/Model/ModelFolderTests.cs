@@ -121,6 +121,7 @@ public class ModelFolderTests
     [Fact]
     public void TheCombinationPretrainingTpWithAttentionBiasIsRefusedButEachAloneLoads()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Copy("h_mha_untied");
         EditConfig(dir, o => o["pretraining_tp"] = 2);
         using (var m = ModelIO.Load(dir)) Assert.Equal(2, m.Config.PretrainingTp);   // the same linear map: accepted
@@ -156,6 +157,7 @@ public class ModelFolderTests
     [Fact]
     public void MutatedConfigsLoadOrAreRefusedByName()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string template = Copy("s_llama_rope_linear4");
         var original = JsonNode.Parse(File.ReadAllText(Config(template)))!.AsObject();
         var fields = original.Select(kv => kv.Key).Concat(["head_dim", "mlp_bias", "sliding_window"]).ToArray();
@@ -214,6 +216,7 @@ public class ModelFolderTests
     [Fact]
     public void ABrokenIndexIsRefusedNamingTheIndexAndTheField()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Sharded();
         using (var ok = ModelIO.Load(dir)) { }
         var shards = Directory.GetFiles(dir, "model-*").Select(Path.GetFileName).Order().ToList();
@@ -261,6 +264,7 @@ public class ModelFolderTests
     [Fact]
     public void MutatedShardsAndIndexesLoadOrAreRefusedByName()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string template = Sharded();
         var shardNames = Directory.GetFiles(template, "model-*").Select(Path.GetFileName).Order().ToArray();
         var tensorsInIndex = JsonNode.Parse(File.ReadAllText(Index(template)))!["weight_map"]!.AsObject().Select(kv => kv.Key).ToArray();
@@ -321,6 +325,7 @@ public class ModelFolderTests
     [Fact]
     public void ATruncatedShardOrAHeaderWithStringOffsetsNamesTheShard()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Sharded();
         string shard = Directory.GetFiles(dir, "model-00002-*").Single();
         byte[] bytes = File.ReadAllBytes(shard);
@@ -369,6 +374,7 @@ public class ModelFolderTests
     [Fact]
     public void NonFiniteWeightsAreRefusedNamingTensorAndFileUnlessAllowed()
     {
+        using var torchRng = TestSupport.TorchSeed();      // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Copy("s_qwen2_bias");
         string file = Path.Combine(dir, ModelIO.WeightsFile);
         var (tensors, _) = SafeTensors.Load(file);
@@ -392,6 +398,7 @@ public class ModelFolderTests
     [Fact]
     public void ATiedHeadStoredInTheFileMustEqualTheEmbedding()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Copy("h_gqa_tied");
         string file = Path.Combine(dir, ModelIO.WeightsFile);
         var (tensors, _) = SafeTensors.Load(file);
@@ -410,6 +417,7 @@ public class ModelFolderTests
     [Fact]
     public void TheSingleFileWinsOverAStaleIndex()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         string dir = Copy("h_mha_untied");
         File.WriteAllText(Index(dir), "{\"metadata\": {\"total_size\": 1}, \"weight_map\": {\"model.norm.weight\": \"model-00001-of-00002.safetensors\"}}");
         Assert.Equal([Path.Combine(dir, ModelIO.WeightsFile)], ModelIO.WeightFiles(dir));
@@ -422,6 +430,7 @@ public class ModelFolderTests
     [Fact]
     public void SavingInPlaceRemovesTheOtherLayoutAndAFolderWithoutConfigIsNotAModel()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         using var model = ModelIO.Load(Fixture("h_mha_untied"));
         string dir = TestSupport.TempDir();
         File.WriteAllText(Path.Combine(dir, ModelIO.TokenizerFile), "{}");       // a file the save must keep
@@ -451,6 +460,7 @@ public class ModelFolderTests
     [Fact]
     public void OnlyRegularFilesInsideTheFolderAreRead()
     {
+        using var rng = TestSupport.TorchSeed();           // building a model (ModelIO.Load) draws from torch's global generator
         Assert.True(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS(), "these checks need a Unix file system (links, FIFOs)");
         string outside = TestSupport.TempDir();
         string secret = Path.Combine(outside, "secret.txt");

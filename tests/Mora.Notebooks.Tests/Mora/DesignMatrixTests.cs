@@ -30,14 +30,19 @@ public class DesignMatrixTests
         int seed = TestSupport.Seed(d * 7919 + k * 104729 + (int)type * 31 + (int)dt, test);
         using var g = new torch.Generator((ulong)seed);
         Linear lin;
-        using (TestSupport.TorchSeed(seed, test)) lin = nn.Linear(k, d, hasBias: true, dtype: dt);   // its init draws from torch's generator
-        using (no_grad())
+        MoraLinear layer;
+        Tensor w0;
+        using (TestSupport.TorchSeed(seed, test))       // the inits of nn.Linear and of MoraLinear's M draw from torch's generator
         {
-            using var w = randn(d, k, dtype: dt, generator: g) / Math.Sqrt(k); lin.weight!.copy_(w);
-            using var b = randn(d, dtype: dt, generator: g) * 0.1; lin.bias!.copy_(b);
+            lin = nn.Linear(k, d, hasBias: true, dtype: dt);
+            using (no_grad())
+            {
+                using var w = randn(d, k, dtype: dt, generator: g) / Math.Sqrt(k); lin.weight!.copy_(w);
+                using var b = randn(d, dtype: dt, generator: g) * 0.1; lin.bias!.copy_(b);
+            }
+            w0 = lin.weight!.detach().clone();
+            layer = new MoraLinear(lin, r, type);
         }
-        var w0 = lin.weight!.detach().clone();
-        var layer = new MoraLinear(lin, r, type);
         if (randomM) using (no_grad()) { using var m = randn(layer.RHat, layer.RHat, dtype: dt, generator: g); layer.M.copy_(m); }
         var x = randn(5, 3, k, dtype: dt, generator: g);
         return new Setup(layer, lin, w0, x, $"{type} {d}x{k} r={r} r̂={layer.RHat} {dt} seed={seed}");
@@ -132,6 +137,7 @@ public class DesignMatrixTests
     [Theory, MemberData(nameof(Matrix))]
     public void SaveLoadRoundTrip(MoraType type, int d, int k, int r, ScalarType dt)
     {
+        using var rng = TestSupport.TorchSeed(d * 7919 + k * 104729 + (int)type * 31 + (int)dt);   // Inject and Load build MoraLinear layers (torch's generator)
         using var s = Make(type, d, k, r, dt);
         var holder = new Holder(s.Layer.Base);
         var config = AdapterConfig.Mora(r, type, "proj");

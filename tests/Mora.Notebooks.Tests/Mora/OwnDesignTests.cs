@@ -31,6 +31,7 @@ public class OwnDesignTests
     [Fact]
     public void APermutedSharingDesignRegistersAndItsDeltaWeightIsTheJacobian()
     {
+        using var rng = TestSupport.TorchSeed();           // registration advances torch's global generator (its determinism check)
         string name = "perm-sharing-a";
         try
         {
@@ -60,6 +61,7 @@ public class OwnDesignTests
     [Fact]
     public void WhatIsNoMoraDesignIsRefusedSayingWhy()
     {
+        using var rng = TestSupport.TorchSeed();           // registration (and the randperm design) draw from torch's global generator
         MoraDesign Own(Func<int, int, Func<Tensor, Tensor>> compress, Func<int, int, Func<Tensor, Tensor>>? decompress = null, Func<int, int, Tensor, Tensor>? dw = null) =>
             MoraDesign.FromForward("refused-one", compress, decompress ?? ((d, rHat) => h => h.tile([.. Enumerable.Repeat(1L, (int)h.dim() - 1), (d + rHat - 1) / rHat]).narrow(-1, 0, d)), dw);
         Func<int, int, Func<Tensor, Tensor>> keepFirst = (k, rHat) => x => x.narrow(-1, 0, Math.Min(k, rHat));
@@ -87,11 +89,11 @@ public class OwnDesignTests
     [Fact]
     public void ARegisteredDesignAdaptsAModelMergesSavesAndLoadsAndIsRefusedUnregistered()
     {
+        using var rng = TestSupport.TorchSeed();           // registration, the model, Inject and Load use torch's global generator
         string name = "perm-sharing-b";
         try
         {
             MoraDesigns.Register(PermutedSharing(name));
-            using var rng = TestSupport.TorchSeed();
             var config = AdapterConfig.Mora(4) with { Design = name };
             Assert.Equal(name, config.Validate().ResolvedDesign().Name);
             var model = new ToyModel();
