@@ -33,7 +33,32 @@ public abstract class FineTuningExperiment<TSpec>(TSpec spec) : Experiment<TSpec
     /// <summary>What the line announcing a run adds after its rate.</summary>
     protected virtual string Note(RunPlan plan) => "";
 
+    /// <summary>Whether each reported run stores its per-item answers at its last evaluation (<see cref="ItemScores.RunFile"/>,
+    /// before its result.json), for the bootstrap over items × seeds: <see cref="Evaluate"/> hands them to
+    /// <see cref="RecordItems"/> on every evaluation of the test items.</summary>
+    protected virtual bool KeepsItems => false;
+    (IReadOnlyList<string> Expected, IReadOnlyList<string> Answers, IReadOnlyList<bool> Right)? _items;
+
+    /// <summary>The per-item answers of this evaluation of <paramref name="plan"/> (kept for a reported run; the last one is
+    /// written when it ends, see <see cref="KeepsItems"/>).</summary>
+    protected void RecordItems(RunPlan plan, IReadOnlyList<string> expected, IReadOnlyList<string> answers, IReadOnlyList<bool> right)
+    {
+        if (!plan.Tuning) _items = (expected, answers, right);
+    }
+
     protected override RunRecord Train(RunPlan plan)
+    {
+        _items = null;
+        var run = TrainOne(plan);
+        if (KeepsItems && !plan.Tuning && !run.Diverged)
+        {
+            var (expected, answers, right) = _items ?? throw new InvalidOperationException($"{plan.Label}: the run ended without an evaluation of its test items");
+            ItemScores.WriteRun(plan.Dir, expected, answers, right);
+        }
+        return run;
+    }
+
+    RunRecord TrainOne(RunPlan plan)
     {
         using var model = ModelIO.Load(plan.BaseDir ?? throw new InvalidOperationException($"{plan.Name}: a fine-tuning run needs a base"));
         var before = Before(model, plan).ToList();

@@ -139,7 +139,7 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     ITextTokenizer _tokenizer = new CharTokenizer();
     List<MathProblem> _train = [], _test = [], _validation = [];
     List<LmExample> _examples = [];
-    MathScore? _lastTest;
+    protected override bool KeepsItems => true;
     readonly Dictionary<int, MathFloor> _floors = [];
 
     /// <summary>The score column of accuracy at <paramref name="step"/>.</summary>
@@ -223,7 +223,8 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
     protected override IReadOnlyDictionary<string, double> Evaluate(LlamaForCausalLM model, RunPlan plan)
     {
         var s = Metrics.Math(model, _tokenizer, plan.Tuning ? _validation : _test, Spec.MaxNewTokens);
-        if (!plan.Tuning) _lastTest = s;
+        if (!plan.Tuning) RecordItems(plan, [.. _test.Select(p => p.FinalAnswer.ToString(CultureInfo.InvariantCulture))],
+            [.. s.Answers.Select(a => a?.ToString(CultureInfo.InvariantCulture) ?? "")], s.Right);
         return new Dictionary<string, double> { [Accuracy] = s.ExactMatch, [NoAnswer] = (double)s.NoAnswer / s.Count };
     }
 
@@ -238,19 +239,6 @@ public sealed class Gsm8kExperiment(Gsm8kSpec spec) : FineTuningExperiment<Gsm8k
             var s = Metrics.Math(model, _tokenizer, _test, Spec.MaxNewTokens);
             return new MathFloor(s.ExactMatch, (double)s.NoAnswer / s.Count);
         });
-    }
-
-    /// <summary>A reported run also writes each test problem's answer and correctness at its last step
-    /// (<see cref="ItemScores.RunFile"/> in its folder, before its result.json), for the bootstrap over items × seeds.</summary>
-    protected override RunRecord Train(RunPlan plan)
-    {
-        _lastTest = null;
-        var run = base.Train(plan);
-        if (plan.Tuning || run.Diverged) return run;
-        var last = _lastTest ?? throw new InvalidOperationException($"{plan.Label}: the run ended without an evaluation on the test split");
-        ItemScores.WriteRun(plan.Dir, [.. _test.Select(p => p.FinalAnswer.ToString(CultureInfo.InvariantCulture))],
-            [.. last.Answers.Select(a => a?.ToString(CultureInfo.InvariantCulture) ?? "")], last.Right);
-        return run;
     }
 
     public override IReadOnlyList<string> ReportFiles => [.. base.ReportFiles, FloorFile, ItemsFile];

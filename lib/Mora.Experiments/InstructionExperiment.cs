@@ -84,7 +84,7 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     readonly CharTokenizer _tokenizer = new();
     List<ArithmeticFact> _train = [], _test = [], _validation = [];
     List<LmExample> _examples = [];
-    (IReadOnlyList<string> Answers, IReadOnlyList<bool> Right)? _lastTest;
+    protected override bool KeepsItems => true;
     readonly Dictionary<int, InstructionFloor> _floors = [];
 
     /// <summary>The floors of a finished job, per seed, for <see cref="FormatTable"/> outside a run (read with <see cref="ReadFloors"/>).</summary>
@@ -181,7 +181,7 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     {
         var facts = plan.Tuning ? _validation : _test;
         var scored = Score(facts, Answers(model, facts.Select(Prompt), "\n"), Response);
-        if (!plan.Tuning) _lastTest = scored;
+        RecordItems(plan, [.. _test.Select(Response)], scored.Answers, scored.Right);
         return new Dictionary<string, double> { [Accuracy] = scored.Right.Average(r => r ? 1.0 : 0.0), [NoAnswer] = scored.Answers.Average(a => a.EndsWith('.') ? 0.0 : 1.0) };
     }
 
@@ -198,17 +198,6 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
             return new InstructionFloor(Mean(Score(_test, Answers(model, _test.Select(Prompt), "\n"), Response).Right),
                 Mean(Score(_test, Answers(model, _test.Select(f => f.DrillPrompt), ">>"), Value).Right), Mean(_test.Select(f => drills.Contains(f.Drill))));
         });
-    }
-
-    /// <summary>A reported run also writes each test fact's answer and correctness at its last step, before its result.json.</summary>
-    protected override RunRecord Train(RunPlan plan)
-    {
-        _lastTest = null;
-        var run = base.Train(plan);
-        if (plan.Tuning || run.Diverged) return run;
-        var last = _lastTest ?? throw new InvalidOperationException($"{plan.Label}: the run ended without an evaluation on the test facts");
-        ItemScores.WriteRun(plan.Dir, [.. _test.Select(Response)], last.Answers, last.Right);
-        return run;
     }
 
     /// <summary>Writes <see cref="FloorFile"/> (per seed: the base's exact match with the instruction prompt, in its own drill

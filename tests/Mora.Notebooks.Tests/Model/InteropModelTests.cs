@@ -47,6 +47,7 @@ public class InteropModelTests(ITestOutputHelper output)
     [MemberData(nameof(References))]
     public void EveryFixtureMatchesTransformersLogits(string fixture, string file)
     {
+        using var torchRng = TestSupport.TorchSeed();     // loading builds a model: its init draws from torch's global generator
         using var model = ModelIO.Load(Path.Combine(Models, fixture));
         model.eval();
         var (ids, expected) = Reference(fixture, file);
@@ -87,6 +88,7 @@ public class InteropModelTests(ITestOutputHelper output)
     [InlineData("s_qwen2_bias")]
     public void CachedDecodingMatchesTheFullForwardAndTheFixture(string fixture)
     {
+        using var torchRng = TestSupport.TorchSeed();     // loading builds a model: its init draws from torch's global generator
         using var model = ModelIO.Load(Path.Combine(Models, fixture));
         model.eval();
         var (ids, expected) = Reference(fixture);
@@ -110,6 +112,7 @@ public class InteropModelTests(ITestOutputHelper output)
     [Fact]
     public void GreedyGenerationPastTheWindowFollowsTheFullForward()
     {
+        using var torchRng = TestSupport.TorchSeed();     // loading builds a model: its init draws from torch's global generator
         using var model = ModelIO.Load(Path.Combine(Models, "s_mistral_window8"));
         var (ids, expected) = Reference("s_mistral_window8");
         ids.Dispose(); expected.Dispose();
@@ -139,6 +142,7 @@ public class InteropModelTests(ITestOutputHelper output)
     [Fact]
     public void DynamicRopeWithACacheRotatesEachStepWithItsOwnBase()
     {
+        using var torchRng = TestSupport.TorchSeed();     // loading builds a model: its init draws from torch's global generator
         string dir = Path.Combine(Models, "s_llama_rope_dynamic2");
         using var model = ModelIO.Load(dir);
         model.eval();
@@ -253,6 +257,7 @@ public class InteropModelTests(ITestOutputHelper output)
     [InlineData("s_mistral_window8")]
     public void SaveAndReloadRoundTripSingleAndSharded(string fixture)
     {
+        using var torchRng = TestSupport.TorchSeed();     // loading builds a model: its init draws from torch's global generator
         using var model = ModelIO.Load(Path.Combine(Models, fixture));
         model.eval();
         var (ids, expected) = Reference(fixture);
