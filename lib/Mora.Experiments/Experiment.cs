@@ -136,7 +136,7 @@ public abstract class Experiment<TSpec> : IJob where TSpec : ExperimentSpec
     protected virtual string SweepRunName(Configuration c, double lr) => $"{RunName(c, Spec.TuneSeed)}-lr{LearningRateSweep.Lr(lr)}";
 
     /// <summary>The names of every file the job writes for its report (the CLI copies them into the figures folder).</summary>
-    public virtual IReadOnlyList<string> ReportFiles => [ExperimentFolder.SpecFile, Table(), Table("-summary"), Table("-paired"), .. Spec.Tunes ? [LearningRateSweep.File] : Array.Empty<string>()];
+    public virtual IReadOnlyList<string> ReportFiles => [ExperimentFolder.SpecFile, Table(), Table("-summary"), Table("-paired"), .. Spec.Tunes ? [LearningRateSweep.File, .. LearningRateSweep.FigureFiles] : Array.Empty<string>()];
 
     // ------------------------------------------------------------------ the pipeline
 
@@ -254,7 +254,11 @@ public abstract class Experiment<TSpec> : IJob where TSpec : ExperimentSpec
         AtomicFile.WriteText(Path.Combine(OutDir, Table()), SeedReport.RunsCsv(result.Runs, Columns, diverged));
         AtomicFile.WriteText(Path.Combine(OutDir, Table("-summary")), SeedReport.SummaryCsv(result.Runs, SummaryScores, diverged));
         AtomicFile.WriteText(Path.Combine(OutDir, Table("-paired")), SeedReport.PairedCsv(SeedReport.Paired(ReportRanks, Comparisons, result.Runs, SummaryScores)));
-        if (result.Sweep.Count > 0) LearningRateSweep.Write(Path.Combine(OutDir, LearningRateSweep.File), result.Sweep);
+        if (result.Sweep.Count > 0)
+        {
+            LearningRateSweep.Write(Path.Combine(OutDir, LearningRateSweep.File), result.Sweep);
+            Mora.Figures.RunFigures.Save(LearningRateSweep.Figure(result.Sweep, LearningRateSweep.Horizon(Spec)), Path.Combine(OutDir, "lr-sweep"));
+        }
     }
 
     /// <summary>Per-seed paired differences of <paramref name="metric"/> over this experiment's comparisons.</summary>

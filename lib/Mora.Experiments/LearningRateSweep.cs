@@ -124,11 +124,56 @@ public static class LearningRateSweep
 
     static string Cell(double v) => v is double.MinValue or double.MaxValue or double.NegativeInfinity or double.PositiveInfinity ? "diverged" : v.ToString("0.0000", CultureInfo.InvariantCulture);
 
-    /// <summary>The sweep's rows read back from <paramref name="path"/> ("diverged" cells as the worst score).</summary>
+    /// <summary>The figure files a sweep is drawn in, beside <see cref="File"/>.</summary>
+    public static IReadOnlyList<string> FigureFiles { get; } = ["lr-sweep.html", "lr-sweep.png"];
+
+    /// <summary>The sweep drawn: the score the rule maximises against the rate (log axis), one line per method and rank with
+    /// a marker per rate tried, the chosen rate in its legend name; diverged rates are left out of the lines and named in
+    /// the title. <paramref name="horizon"/> says what the runs were tuned on against what is reported (e.g. "tuned on 60
+    /// steps, reported at 200"), so a reader sees where the two differ.</summary>
+    public static Mora.Figures.ChartFigure Figure(IReadOnlyList<SweepPoint> points, string horizon)
+    {
+        var curves = new List<Mora.Figures.Curve>();
+        foreach (var g in points.GroupBy(p => (p.Method, p.Rank)))
+        {
+            var ok = g.Where(p => p.Metric != double.MinValue && double.IsFinite(p.Metric)).OrderBy(p => p.LearningRate).ToList();
+            if (ok.Count == 0) continue;
+            string name = g.Key.Rank == 0 || g.Key.Method == MethodSpec.Full.Name ? g.Key.Method : $"{g.Key.Method}-r{g.Key.Rank}";
+            string chosen = g.FirstOrDefault(p => p.Chosen) is { } c ? $" (chose {Lr(c.LearningRate)}{(c.AtEdge ? ", at an end" : "")})" : "";
+            curves.Add(new Mora.Figures.Curve(name + chosen, ok.Select(p => p.LearningRate).ToList(), ok.Select(p => p.Metric).ToList()));
+        }
+        int diverged = points.Count(p => p.Metric == double.MinValue);
+        string title = $"learning-rate sweep, {horizon}{(diverged > 0 ? $"; {diverged} diverged left out" : "")}";
+        return Mora.Figures.RunFigures.LineChart(curves, title, "learning rate", "tuning score (higher is better)",
+            byMethod: true, logX: true, markers: true);
+    }
+
+    /// <summary>What the sweep of <paramref name="spec"/> was tuned on against what it reports, as the figure says it.</summary>
+    public static string Horizon(ExperimentSpec spec) => Horizon(spec.TuneSteps, spec.Steps, spec.TuneSeed);
+
+    /// <summary>The horizons as the figure says them.</summary>
+    public static string Horizon(int tuneSteps, int steps, int tuneSeed) =>
+        tuneSteps == steps ? $"tuned on the reported {steps} steps (seed {tuneSeed})" : $"tuned on {tuneSteps} steps (seed {tuneSeed}), reported at {steps}";
+
+    /// <summary>The sweep's rows read back from <paramref name="path"/> ("diverged" cells as the worst score). Reads the
+    /// earlier pretraining dialect too (<c>method,lr,metric,&lt;metric&gt;,steps,seed,diverged,chosen</c>, where the metric
+    /// column names a perplexity: its score is minus it, rank 0, no training loss); anything else is refused naming the file.</summary>
     public static IReadOnlyList<SweepPoint> Read(string path)
     {
         static double Value(string s, double diverged) => s == "diverged" ? diverged : double.Parse(s, CultureInfo.InvariantCulture);
-        return CsvTable.Read(path).Rows.Select(r => new SweepPoint(r["method"], int.Parse(r["rank"], CultureInfo.InvariantCulture), Value(r["learning_rate"], double.NaN),
+        var table = CsvTable.Read(path);
+        if (!table.Header.Contains("learning_rate") && table.Header.Contains("lr") && table.Header.Contains("metric") && table.Header.Contains("chosen"))
+            return table.Rows.Select(r =>
+            {
+                string metric = r["metric"];
+                if (!r.TryGetValue(metric, out var cell)) throw new ArgumentException($"{path}: its metric column names '{metric}', which it does not have", nameof(path));
+                bool diverged = r.TryGetValue("diverged", out var d) && d == "1";
+                return new SweepPoint(r["method"], 0, Value(r["lr"], double.NaN), diverged ? double.MinValue : -Value(cell, double.MaxValue), double.NaN, r["chosen"] == "1");
+            }).ToList();
+        string[] expected = ["method", "rank", "learning_rate", "metric", "final_loss", "chosen", "at_edge"];
+        if (expected.FirstOrDefault(c => !table.Header.Contains(c)) is { } missing)
+            throw new ArgumentException($"{path}: no '{missing}' column (a sweep table has {string.Join(",", expected)}; it has {string.Join(",", table.Header)})", nameof(path));
+        return table.Rows.Select(r => new SweepPoint(r["method"], int.Parse(r["rank"], CultureInfo.InvariantCulture), Value(r["learning_rate"], double.NaN),
             Value(r["metric"], double.MinValue), Value(r["final_loss"], double.MaxValue), r["chosen"] == "1", r["at_edge"] == "1")).ToList();
     }
 
@@ -139,5 +184,28 @@ public static class LearningRateSweep
         foreach (var p in points)
             sb.Append(CultureInfo.InvariantCulture, $"{p.Method},{p.Rank},{Lr(p.LearningRate)},{Cell(p.Metric)},{Cell(p.FinalLoss)},{(p.Chosen ? 1 : 0)},{(p.AtEdge ? 1 : 0)}\n");
         AtomicFile.WriteText(path, sb.ToString());
+    }
+}
+
+/// <summary>A finished job's sweep drawn from its folder (<c>plot --sweep</c>): <see cref="LearningRateSweep.File"/> read back,
+/// the horizons from its spec.json (when the folder has one), the figure written beside them.</summary>
+public static class SweepFigure
+{
+    public static (string Html, string Png) Draw(string folder)
+    {
+        string csv = Path.Combine(folder, LearningRateSweep.File), specPath = Path.Combine(folder, ExperimentFolder.SpecFile);
+        if (!System.IO.File.Exists(csv)) throw new ArgumentException($"{folder}: no {LearningRateSweep.File} (a job that tuned its rates writes one)", nameof(folder));
+        // Without a spec.json (an earlier job): the tuning budget as the sweep's own rows give it (the earlier dialect has them).
+        var rows = CsvTable.Read(csv).Rows;
+        string horizon = rows.Count > 0 && rows[0].TryGetValue("steps", out var st) && rows[0].TryGetValue("seed", out var sd)
+            ? $"tuned on {st} steps (seed {sd}); reported horizon: table.txt" : "horizons: table.txt";
+        if (System.IO.File.Exists(specPath))
+        {
+            var spec = System.Text.Json.Nodes.JsonNode.Parse(System.IO.File.ReadAllText(specPath))!.AsObject();
+            int Int(string key) => spec[key] is { } v ? v.GetValue<int>() : throw new ArgumentException($"{specPath}: no '{key}'", nameof(folder));
+            int tune = Int(nameof(ExperimentSpec.TuneSteps)), steps = Int(nameof(ExperimentSpec.Steps)), seed = Int(nameof(ExperimentSpec.TuneSeed));
+            horizon = LearningRateSweep.Horizon(tune, steps, seed);
+        }
+        return Mora.Figures.RunFigures.Save(LearningRateSweep.Figure(LearningRateSweep.Read(csv), horizon), Path.Combine(folder, "lr-sweep"));
     }
 }

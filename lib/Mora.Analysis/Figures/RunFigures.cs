@@ -63,9 +63,11 @@ public static class RunFigures
         var methods = curves.Select(c => byMethod ? MethodOf(c.Name) : null).ToList();
         var colours = byMethod ? MethodColours(methods.OfType<string>()) : new Dictionary<string, string>();
         string? Colour(int i) => !byMethod ? null : methods[i] is { } m ? colours[m] : "#555555";
+        // Curves of one method after its first (its other ranks) are dashed, so the colour says the method and the dash the rank.
+        var nth = methods.Select((m, i) => m is null ? 0 : methods.Take(i).Count(o => o == m)).ToList();
         var combined = Chart.Combine(curves.Select((c, i) => Colour(i) is { } colour
             ? Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, ShowMarkers: markers && methods[i] is not null, LineColor: Color.fromHex(colour),
-                LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : StyleParam.DrawingStyle.Solid)
+                LineDash: methods[i] is null ? StyleParam.DrawingStyle.Dot : nth[i] switch { 0 => StyleParam.DrawingStyle.Solid, 1 => StyleParam.DrawingStyle.Dash, _ => StyleParam.DrawingStyle.DashDot })
             : Chart.Line<double, double, string>(c.X, c.Y, Name: c.Name, ShowMarkers: markers)));
         var chart = PlotlyInterop.WithTitle(combined, title)
             .WithXAxisStyle<double, double, string>(TitleText: xLabel, AxisType: logX ? StyleParam.AxisType.Log : StyleParam.AxisType.Linear)
@@ -85,6 +87,7 @@ public static class RunFigures
             {
                 line.Color = ScottPlot.Color.FromHex(colour);
                 if (methods[i] is null) line.LinePattern = ScottPlot.LinePattern.Dotted;
+                else if (nth[i] > 0) line.LinePattern = nth[i] == 1 ? ScottPlot.LinePattern.Dashed : ScottPlot.LinePattern.DenselyDashed;
             }
         }
         plot.Title(title);
@@ -123,11 +126,12 @@ public static class RunFigures
         return (x, values.Select(v => v.Average()).ToArray(), values.Select(v => v.Min()).ToArray(), values.Select(v => v.Max()).ToArray());
     }
 
-    /// <summary>The method a curve is named after (its name without a folder, a <c>-seedN</c>, a <c>-rN</c> or <c> r=N</c>), or
+    /// <summary>The method a curve is named after (its name without a folder, a note in parentheses, a <c>-seedN</c>, a <c>-rN</c> or <c> r=N</c>), or
     /// null when it names none (lora, dora, full, relora, remora, remora4, mora-…).</summary>
     public static string? MethodOf(string curveName)
     {
         string name = curveName[(curveName.LastIndexOf('/') + 1)..];
+        name = System.Text.RegularExpressions.Regex.Replace(name, @" \([^()]*\)$", "");     // a note after the name: "lora-r8 (chose 0.01)"
         name = System.Text.RegularExpressions.Regex.Replace(SeedSuffix.Replace(name, ""), @"(-r\d+| r=\d+)$", "");
         return name is "lora" or "dora" or "full" or "relora" or "remora" or "remora4" || name.StartsWith("mora-", StringComparison.Ordinal) || name == "mora" ? name : null;
     }

@@ -121,3 +121,43 @@ public class ContinualFrontierCliTests
         Assert.Equal(table, File.ReadAllText(Path.Combine(dir, "fig", "table.txt")));
     }
 }
+
+/// <summary>The learning-rate sweep drawn beside each committed result that tuned (issue 23 item 2).</summary>
+public class SweepFigureTests
+{
+    /// <summary>Every committed folder with an lr-sweep.csv has its figure, and the figure's curves are its rows: one per
+    /// method and rank, the chosen rate in the legend.</summary>
+    [Fact]
+    public void EveryCommittedSweepIsDrawnBesideItsTable()
+    {
+        var folders = Directory.GetDirectories(Path.Combine(TestSupport.RepoRoot, "figures")).Where(d => File.Exists(Path.Combine(d, LearningRateSweep.File))).ToList();
+        Assert.True(folders.Count >= 10, $"{folders.Count} committed sweeps");
+        foreach (var folder in folders)
+        {
+            foreach (var f in LearningRateSweep.FigureFiles)
+                Assert.True(File.Exists(Path.Combine(folder, f)), $"{folder}: no {f} (plot --sweep {Path.GetRelativePath(TestSupport.RepoRoot, folder)})");
+            var points = LearningRateSweep.Read(Path.Combine(folder, LearningRateSweep.File));
+            string html = File.ReadAllText(Path.Combine(folder, "lr-sweep.html"));
+            foreach (var chosen in points.Where(p => p.Chosen))
+                Assert.Contains($"(chose {LearningRateSweep.Lr(chosen.LearningRate)}", html);
+            var figure = LearningRateSweep.Figure(points, "h");
+            Assert.NotEmpty(figure.Png);
+        }
+    }
+
+    [Fact]
+    public void ASweepTableWithoutItsColumnsIsRefusedNamingFileAndColumn()
+    {
+        string path = Path.Combine(TestSupport.TempDir(), LearningRateSweep.File);
+        File.WriteAllText(path, "method,rank,learning_rate,metric\nlora,8,0.01,0.5\n");
+        var e = Assert.Throws<ArgumentException>(() => LearningRateSweep.Read(path));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("'final_loss'", e.Message);
+        // The earlier pretraining dialect reads as minus its perplexity.
+        File.WriteAllText(path, "method,lr,metric,validation_ppl,steps,seed,diverged,chosen\nlora,0.01,validation_ppl,2.5,160,0,0,1\nlora,0.1,validation_ppl,9,160,0,1,0\n");
+        var old = LearningRateSweep.Read(path);
+        Assert.Equal(-2.5, old[0].Metric);
+        Assert.True(old[0].Chosen);
+        Assert.Equal(double.MinValue, old[1].Metric);
+    }
+}

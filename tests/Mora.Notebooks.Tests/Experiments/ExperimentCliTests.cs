@@ -93,6 +93,10 @@ public class ExperimentCliTests
             Assert.Equal(2, runs.Count);
             Assert.All(runs, r => Assert.Equal(chosen[2], r[4]));
         }
+        // The sweep is drawn beside its table, in the figures folder too, its horizons in the title.
+        foreach (var f in LearningRateSweep.FigureFiles)
+            Assert.True(File.Exists(Path.Combine(dir, "fig", f)), f);
+        Assert.Contains("learning-rate sweep, tuned on", File.ReadAllText(Path.Combine(dir, "fig", "lr-sweep.html")));
         // Tuning runs used seed 100 only and live apart from the reported runs.
         Assert.All(Directory.GetDirectories(Path.Combine(dir, "out", "sweep")), d => Assert.Contains("-seed100-lr", Path.GetFileName(d)));
         Assert.DoesNotContain(Directory.GetDirectories(Path.Combine(dir, "out", "runs")), d => d.Contains("seed100"));
