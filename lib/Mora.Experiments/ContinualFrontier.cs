@@ -133,7 +133,7 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
             string what = measure == ContinualExperiment.NewChar ? "character accuracy" : "exact match";
             var figure = RunFigures.LineChart(curves,
                 $"continual: acquisition against forgetting, a point per rate (mean of {Spec.Seeds.Count} seeds)",
-                $"forgetting: rise of the original held-out loss (nats/{new ContinualExperiment(Spec).Unit}); lines join rates in order", $"new-fact {what} (%)", byMethod: true, markers: true);
+                $"forgetting: rise of held-out loss, original domain (nats/{new ContinualExperiment(Spec).Unit}); rates in order", $"new-fact {what} (%)", byMethod: true, markers: true);
             RunFigures.Save(figure, Path.Combine(outDir, $"{Kind}-{name}"));
         }
     }

@@ -133,6 +133,15 @@ public static class LearningRateSweep
     /// steps, reported at 200"), so a reader sees where the two differ.</summary>
     public static Mora.Figures.ChartFigure Figure(IReadOnlyList<SweepPoint> points, string horizon)
     {
+        int diverged = points.Count(p => p.Metric == double.MinValue);
+        string title = $"learning-rate sweep, {horizon}{(diverged > 0 ? $"; {diverged} diverged left out" : "")}";
+        return Mora.Figures.RunFigures.LineChart(Curves(points), title, "learning rate", "tuning score (higher is better)",
+            byMethod: true, logX: true, markers: true);
+    }
+
+    /// <summary>The sweep's lines: per method and rank the score at each rate that did not diverge, named with the chosen rate.</summary>
+    public static IReadOnlyList<Mora.Figures.Curve> Curves(IReadOnlyList<SweepPoint> points)
+    {
         var curves = new List<Mora.Figures.Curve>();
         foreach (var g in points.GroupBy(p => (p.Method, p.Rank)))
         {
@@ -142,10 +151,7 @@ public static class LearningRateSweep
             string chosen = g.FirstOrDefault(p => p.Chosen) is { } c ? $" (chose {Lr(c.LearningRate)}{(c.AtEdge ? ", at an end" : "")})" : "";
             curves.Add(new Mora.Figures.Curve(name + chosen, ok.Select(p => p.LearningRate).ToList(), ok.Select(p => p.Metric).ToList()));
         }
-        int diverged = points.Count(p => p.Metric == double.MinValue);
-        string title = $"learning-rate sweep, {horizon}{(diverged > 0 ? $"; {diverged} diverged left out" : "")}";
-        return Mora.Figures.RunFigures.LineChart(curves, title, "learning rate", "tuning score (higher is better)",
-            byMethod: true, logX: true, markers: true);
+        return curves;
     }
 
     /// <summary>What the sweep of <paramref name="spec"/> was tuned on against what it reports, as the figure says it.</summary>
