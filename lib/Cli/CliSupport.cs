@@ -144,7 +144,8 @@ static class CliSupport
 
     /// <summary>Runs an experiment from the command line in <paramref name="outDir"/> (default runs/&lt;kind&gt;-&lt;preset&gt;):
     /// checks the figures folder before anything is written, runs the job, then copies its report files, the printed
-    /// table and the exact command into the figures folder and draws its runs' figures there. Ctrl+C stops it cleanly
+    /// table and the exact command into the figures folder and, when the job has runs/ of its own (<see cref="IJob.PlotsRuns"/>),
+    /// draws its runs' figures there. Ctrl+C stops it cleanly
     /// (run the same command to resume).</summary>
     public static int Experiment(IJob experiment, string? outDir, string? figures, bool fresh = false, bool overwrite = false, int? threads = null)
     {

@@ -12,7 +12,7 @@ static class PlotCommand
         var names = new OptionNames();
         var runs = names.Bind(new Option<string>("--runs") { Description = "folder searched for run logs (log.csv)" }, "runsRoot");
         names["root"] = runs.Name;
-        var sweep = names.Bind(new Option<string>("--sweep") { Description = "a job's folder (its lr-sweep.csv, and spec.json for the horizons): draws the learning-rate sweep there as lr-sweep.html and lr-sweep.png" }, "folder");
+        var sweep = names.Bind(new Option<string>("--sweep") { Description = "a job's folder (its lr-sweep.csv, and spec.json for the horizons): draws the learning-rate sweep into that folder as lr-sweep.html and lr-sweep.png (--out, --name and --smooth are for --runs)" }, "folder");
         var outDir = new Option<string>("--out") { Description = "folder for the figures (default runs/figures, ignored by git)", DefaultValueFactory = _ => Path.Combine("runs", "figures") };
         var name = names.Bind(new Option<string>("--name") { Description = "file name prefix of the figures", DefaultValueFactory = _ => "runs" }, "prefix");
         var smooth = new Option<double>("--smooth") { Description = "EMA smoothing of the loss curves, in [0, 1)", DefaultValueFactory = _ => 0.6 };

@@ -68,7 +68,7 @@ public sealed record ContinualSpec : FineTuningSpec
     /// <summary>smoke (tests and the notebook's fast preset, seconds), notebook (notebook 07's full preset: 3 seeds, minutes),
     /// default (5 seeds), cpu (the committed tuned run: 10 seeds, about 10 minutes on 2 shared cores with OMP_NUM_THREADS=1),
     /// frontier (the committed frontier: questions on half the new companies, 6 rates at 3 a decade per method, 5 seeds,
-    /// about 40 minutes) and frontier-smoke (the frontier at test size).</summary>
+    /// about 32 minutes) and frontier-smoke (the frontier at test size).</summary>
     public static IReadOnlyList<string> PresetNames { get; } = ["smoke", "notebook", "default", "cpu", "frontier", "frontier-smoke"];
 
     public static ContinualSpec FromPreset(string name) => name.ToLowerInvariant() switch
@@ -106,12 +106,15 @@ public sealed record ContinualSpec : FineTuningSpec
         if (BaseSeed is null) throw new ArgumentException($"{nameof(BaseSeed)}: this experiment continues every run from one shared base; name its seed", nameof(BaseSeed));
         if (QuestionsOnHalf && NewEntities < 2)
             throw new ArgumentException($"{nameof(NewEntities)}: {nameof(QuestionsOnHalf)} trains the questions of half the new companies and scores the other half; it needs at least 2, got {NewEntities}", nameof(NewEntities));
-        // A job that tunes (the command line's only kind) or a frontier names a grid for each kind of method it runs; a
-        // fixed-rate job (a point of the frontier) names none.
+        // A job that tunes (the command line's tuned presets) or a frontier names a grid for each kind of method it runs;
+        // a fixed-rate job (a point of the frontier, made by ContinualFrontier) names none.
         bool fixedRates = AdapterLrGrid.Count == 0 && FullLrGrid.Count == 0 && !Frontier;
         foreach (var (grid, full, name) in new[] { (AdapterLrGrid, false, nameof(AdapterLrGrid)), (FullLrGrid, true, nameof(FullLrGrid)) })
             if (!fixedRates && grid.Count == 0 && Methods.Any(m => (m.Method == AdapterMethod.Full) == full))
                 throw new ArgumentException($"{name}: this experiment {(Frontier ? "trains every rate of a grid" : "tunes every method's rate")}; name a grid", name);
+        foreach (var (grid, name) in new[] { (AdapterLrGrid, nameof(AdapterLrGrid)), (FullLrGrid, nameof(FullLrGrid)) })
+            if (Frontier && grid.Select(LearningRateSweep.Lr).Distinct().Count() != grid.Count)
+                throw new ArgumentException($"{name}: the frontier names each rate's folder by its rate to 3 significant digits; two rates print alike ({string.Join(", ", grid.Select(LearningRateSweep.Lr))})", name);
         if (Frontier && Methods.Any(m => m.Method == AdapterMethod.Full) && Methods.Any(m => m.Method != AdapterMethod.Full) && AdapterLrGrid.Count != FullLrGrid.Count)
             throw new ArgumentException($"{nameof(FullLrGrid)}: the frontier pairs the k-th adapter rate with the k-th full fine-tuning rate; give as many ({AdapterLrGrid.Count}), got {FullLrGrid.Count}", nameof(FullLrGrid));
         ValidateFineTuning();
@@ -234,6 +237,8 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
 
     protected override IReadOnlyList<InputFile> Prepare()
     {
+        if (Spec.Frontier)
+            throw new ArgumentException($"{nameof(ContinualSpec.Frontier)}: a frontier spec trains every rate of its grids; run it as a {nameof(ContinualFrontier)} (continual --preset frontier), not as one tuned job", nameof(ContinualSpec.Frontier));
         _domains.Clear();
         _base = null;
         _given = Spec.BaseModel is { } dir ? GivenBase.Read(dir) : null;     // weights against config, tokenizer against vocab_size
@@ -325,10 +330,11 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
     }
 
     /// <summary>Method means over seeds of <paramref name="metric"/> by evaluation step, one curve per method and rank (from the runs' logs).</summary>
-    public static List<Curve> MeanCurves(string runsRoot, string metric)
+    /// <param name="leaveOut">names of run folders left out (runs that diverged: their rows before divergence are not results)</param>
+    public static List<Curve> MeanCurves(string runsRoot, string metric, IReadOnlySet<string>? leaveOut = null)
     {
         var curves = new List<Curve>();
-        foreach (var g in RunFigures.FindRuns(runsRoot).GroupBy(r => r.Name[..r.Name.LastIndexOf("-seed", StringComparison.Ordinal)]))
+        foreach (var g in RunFigures.FindRuns(runsRoot).Where(r => leaveOut is null || !leaveOut.Contains(r.Name)).GroupBy(r => r.Name[..r.Name.LastIndexOf("-seed", StringComparison.Ordinal)]))
         {
             var points = g.SelectMany(r => r.Log.Rows.Where(x => x.Metrics.ContainsKey(metric)).Select(x => (x.Step, Value: x.Metrics[metric])))
                 .GroupBy(p => p.Step).OrderBy(p => p.Key).ToList();
@@ -346,8 +352,11 @@ public sealed class ContinualExperiment(ContinualSpec spec, string? sharedBase =
     {
         string root = Path.Combine(OutDir, "runs");
         string seeds = $"mean of {Spec.Seeds.Count} seed{(Spec.Seeds.Count > 1 ? "s" : "")}";
-        RunFigures.Write(MeanCurves(root, NewChar), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(OutDir, "continual-acquisition"));
-        RunFigures.Write(MeanCurves(root, HeldOutLoss), $"forgetting: original-domain held-out loss ({seeds})", "step", Unit == "char" ? "nats per character" : "nats per token", Path.Combine(OutDir, "continual-forgetting"));
+        var diverged = result.Runs.Where(r => r.Diverged).Select(r => Path.GetFileName(RunDir(r))).ToHashSet();
+        // A job whose every run diverged before its first evaluation still writes its figures, saying so.
+        static List<Curve> OrNote(List<Curve> c) => c.Count > 0 ? c : [new Curve("no run reached an evaluation (every run diverged)", [0], [0])];
+        RunFigures.Write(OrNote(MeanCurves(root, NewChar, diverged)), $"acquisition: new-fact answers, char accuracy ({seeds})", "step", "character accuracy", Path.Combine(OutDir, "continual-acquisition"));
+        RunFigures.Write(OrNote(MeanCurves(root, HeldOutLoss, diverged)), $"forgetting: original-domain held-out loss ({seeds})", "step", Unit == "char" ? "nats per character" : "nats per token", Path.Combine(OutDir, "continual-forgetting"));
         return FigureFiles;
     }
 

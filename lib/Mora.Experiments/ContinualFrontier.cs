@@ -74,19 +74,19 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
                 output.WriteLine($"rate point {k + 1} of {points.Count}: adapters at {LearningRateSweep.Lr(p.AdapterLr)}, full fine-tuning at {LearningRateSweep.Lr(p.FullLr)} ({ExperimentFolder.Show(Path.Combine(outDir, Folder(p)))})");
                 runs.AddRange(new ContinualExperiment(p, baseDir).Run(Path.Combine(outDir, Folder(p)), output, cancel, options with { Command = null }).Runs);
             }
+            // Everything below is computed from the per-run table as written (scores to 4 decimals), so the committed table
+            // is reproduced from the committed CSV exactly.
+            AtomicFile.WriteText(Path.Combine(outDir, RunsFile), SeedReport.RunsCsv(runs, new ContinualExperiment(Spec).Columns, withDiverged: true));
+            runs = SeedReport.ReadRuns(Path.Combine(outDir, RunsFile)).ToList();
+            var result = new JobResult(Spec, runs, [], new Dictionary<(string, int), double>());
+            AtomicFile.WriteText(Path.Combine(outDir, File), SummaryCsv(runs));
+            WriteFigures(runs, outDir);
+            string table = FormatTable(runs);
+            output.WriteLine();
+            output.WriteLine(table);
+            output.WriteLine($"tables: {ExperimentFolder.Show(Path.Combine(outDir, File))} (per method, rank and rate), {RunsFile} (per run)");
+            return result with { Table = table };
         }
-        // Everything below is computed from the per-run table as written (scores to 4 decimals), so the committed table
-        // is reproduced from the committed CSV exactly.
-        AtomicFile.WriteText(Path.Combine(outDir, RunsFile), SeedReport.RunsCsv(runs, new ContinualExperiment(Spec).Columns, withDiverged: true));
-        runs = SeedReport.ReadRuns(Path.Combine(outDir, RunsFile)).ToList();
-        var result = new JobResult(Spec, runs, [], new Dictionary<(string, int), double>());
-        AtomicFile.WriteText(Path.Combine(outDir, File), SummaryCsv(runs));
-        WriteFigures(runs, outDir);
-        string table = FormatTable(runs);
-        output.WriteLine();
-        output.WriteLine(table);
-        output.WriteLine($"tables: {ExperimentFolder.Show(Path.Combine(outDir, File))} (per method, rank and rate), {RunsFile} (per run)");
-        return result with { Table = table };
     }
 
     /// <summary>The runs of each method, rank and rate, in rate order.</summary>
@@ -123,7 +123,13 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
     void WriteFigures(IReadOnlyList<RunRecord> runs, string outDir)
     {
         var points = PointsOf(runs);
-        if (points.Count == 0) return;
+        if (points.Count == 0)     // every run diverged: the figures say so rather than being missing
+        {
+            foreach (var name in new[] { "char", "exact" })
+                RunFigures.Save(RunFigures.LineChart([new Curve("no point (every run diverged)", [0], [0])], "continual: acquisition against forgetting", "forgetting", "acquisition"),
+                    Path.Combine(outDir, $"{Kind}-{name}"));
+            return;
+        }
         double xMin = points.Min(p => p.Forgetting.Mean), xMax = points.Max(p => p.Forgetting.Mean);
         foreach (var (measure, name, before) in new[] { (ContinualExperiment.NewChar, "char", (double?)runs.Where(r => !r.Diverged).Average(r => r.Score(ContinualExperiment.NewCharBefore))), (ContinualExperiment.NewExact, "exact", null) })
         {
@@ -160,9 +166,10 @@ public sealed class ContinualFrontier(ContinualSpec spec) : IJob
                           $"{p.Exact.Format(100),20} {p.Char.Format(100),20} {p.AnswerLoss.Format(1, "0.0000"),24} {p.Forgetting.Format(1, "0.0000"),24} {p.Retained.Format(100),18}  {(onFrontier ? "✓" : "")}");
         }
         int diverged = runs.Count(r => r.Diverged);
-        sb.AppendLine($"frontier ✓: no other rate of the same method has a higher mean char accuracy and a lower mean forgetting (by the means; the intervals say how far apart they are)." +
+        sb.AppendLine($"frontier ✓: no other rate of the same method has at least as high a mean char accuracy and at most as much mean forgetting, one of them strictly (by the means; the intervals say how far apart they are)." +
                       (diverged > 0 ? $" {diverged} diverged run(s) left out." : ""));
-        // Across methods: for each MoRA point on its frontier, the LoRA points it dominates and that dominate it.
+        // Across methods, per other method and rank: how many LoRA points (any rank) one of its points dominates, and how
+        // many of its points one LoRA point dominates.
         var lora = points.Where(p => p.Method == MethodSpec.Lora.Name).ToList();
         foreach (var g in points.Where(p => p.Method != MethodSpec.Lora.Name).GroupBy(Label))
         {

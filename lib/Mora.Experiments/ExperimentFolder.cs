@@ -192,7 +192,8 @@ public static partial class ExperimentFolder
         {
             string name = Path.GetFileName(dir);
             bool jobBase = JobBase().IsMatch(name) && Directory.Exists(Path.Combine(dir, "model"));
-            if (new FileInfo(dir).LinkTarget is null && (name is "runs" or "sweep" || jobBase)) Away(dir, folder: true);
+            bool ratePoint = RatePoint().IsMatch(name) && File.Exists(Path.Combine(dir, SpecFile));     // a frontier's lr-<rate>/ job
+            if (new FileInfo(dir).LinkTarget is null && (name is "runs" or "sweep" || jobBase || ratePoint)) Away(dir, folder: true);
             else if (name.StartsWith("base", StringComparison.Ordinal)) kept.Add(name + "/");
         }
         foreach (var file in Directory.GetFiles(outDir))
@@ -213,6 +214,9 @@ public static partial class ExperimentFolder
 
     [System.Text.RegularExpressions.GeneratedRegex(@"^base(-seed[0-9]+)?$")]
     private static partial System.Text.RegularExpressions.Regex JobBase();
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^lr-[0-9][0-9.eE+-]*$")]
+    private static partial System.Text.RegularExpressions.Regex RatePoint();
 
     [System.Text.RegularExpressions.GeneratedRegex(@"^(-[a-z0-9_]+(-[a-z0-9_]+)*)?\.(csv|png|json|html)$")]
     private static partial System.Text.RegularExpressions.Regex JobOutputTail();

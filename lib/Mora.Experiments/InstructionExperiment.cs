@@ -181,7 +181,7 @@ public sealed class InstructionExperiment(InstructionSpec spec) : FineTuningExpe
     {
         var facts = plan.Tuning ? _validation : _test;
         var scored = Score(facts, Answers(model, facts.Select(Prompt), "\n"), Response);
-        RecordItems(plan, [.. _test.Select(Response)], scored.Answers, scored.Right);
+        if (!plan.Tuning) RecordItems(plan, [.. _test.Select(Response)], scored.Answers, scored.Right);
         return new Dictionary<string, double> { [Accuracy] = scored.Right.Average(r => r ? 1.0 : 0.0), [NoAnswer] = scored.Answers.Average(a => a.EndsWith('.') ? 0.0 : 1.0) };
     }
 
