@@ -23,9 +23,9 @@ public sealed record ReadmeExampleResult(string Method, long TrainableParameters
     {
         if (!File.Exists("/proc/cpuinfo")) return "unknown";
         var lines = File.ReadLines("/proc/cpuinfo").TakeWhile(l => l.Length > 0).ToList();
-        string Field(string name) => lines.FirstOrDefault(l => l.StartsWith(name, StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "";
-        string flags = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(Field("flags"))))[..8];
-        return $"{Field("model name").Replace(',', ' ')} flags {flags}";
+        string flagsLine = lines.FirstOrDefault(l => l.StartsWith("flags", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "";
+        string flags = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(flagsLine)))[..8];
+        return $"{Mora.Bench.Benchmarks.CpuName().Replace(',', ' ')} flags {flags}";
     }
 
     public static List<ReadmeExampleResult> FromRuns(string runs, double seconds) => Methods.Select(method =>

@@ -472,7 +472,8 @@ public static class Benchmarks
         return sb.ToString();
     }
 
-    static string CpuName()
+    /// <summary>The processor's model name (/proc/cpuinfo), or the process architecture where there is none.</summary>
+    public static string CpuName()
     {
         try
         {
